@@ -1,0 +1,57 @@
+# One command to set up and run the service, one to set up and run all tests (see README.md).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.samgis-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+NPM ?= npm
+CHROMIUM := /usr/bin/chromium
+# The web map (web/): npm ci when the lock file changes, vite build when a source changes.
+WEB_DEPS := web/node_modules/.samgis-npm-ci
+WEB_DIST := web/dist/index.html
+WEB_SRC := web/index.html web/vite.config.js $(filter-out %.test.js,$(wildcard web/src/*.js web/src/*.css))
+
+.PHONY: setup run test test-fast test-web bench clean
+
+setup: $(STAMP) $(WEB_DIST)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+$(WEB_DEPS): web/package.json web/package-lock.json
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' 2>/dev/null \
+	  || { echo "The web map needs Node.js >= 20.19 with npm (found: $$(node --version 2>/dev/null || echo none))." >&2; exit 1; }
+	cd web && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+$(WEB_DIST): $(WEB_DEPS) $(WEB_SRC)
+	cd web && $(NPM) run build
+	touch $@
+
+# Browser tests drive Debian's Chromium (never a downloaded browser); installed only when missing.
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium
+
+run: setup
+	$(BIN)/samgis serve --host $(HOST) --port $(PORT)
+
+test: setup $(CHROMIUM) test-web
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup test-web
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+test-web: $(WEB_DEPS)
+	cd web && $(NPM) test
+
+bench: setup
+	$(BIN)/python bench/bench_segment.py
+
+clean:
+	rm -rf $(VENV) web/node_modules web/dist .pytest_cache

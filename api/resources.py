@@ -1,0 +1,101 @@
+"""Shared resources, built once in the app lifespan and handed to routes as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from samgis import __version__
+from samgis.engine.cache import EmbeddingCache
+from samgis.engine.protocol import Engine
+from samgis.errors import ModelNotReady
+from samgis.geo.fetch import TileFetcher
+from samgis.geo.sources import SourceRegistry
+from samgis.geo.tilecache import TileCache
+from samgis.service import SegmentService
+from samgis.settings import Settings
+
+log = logging.getLogger("samgis.api")
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    sources: SourceRegistry
+    fetcher: TileFetcher
+    cache: EmbeddingCache
+    engine: Engine | None = None
+    service: SegmentService | None = None
+    model_status: str = "loading"  # loading | ready | error
+    model_error: str | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def set_engine(self, engine: Engine) -> None:
+        self.engine = engine
+        self.service = SegmentService(engine, self.cache, self.sources, self.fetcher,
+                                      window_tiles=self.settings.window_tiles,
+                                      max_zoom_steps=self.settings.max_zoom_steps,
+                                      max_prompts=self.settings.max_prompts)
+        self.model_status = "ready"
+        self._ready.set()
+
+    def fail(self, message: str) -> None:
+        self.model_status, self.model_error = "error", message
+        self._ready.set()
+
+
+def build_resources(settings: Settings, sources: SourceRegistry | None = None) -> Resources:
+    sources = sources or SourceRegistry.from_config(settings.providers, builtins=settings.builtin_sources)
+    tile_cache = TileCache(settings.resolved_cache_dir() / "tiles") if settings.tile_cache else None
+    fetcher = TileFetcher(tile_cache, user_agent=f"samgis/{__version__} (segment-anything map service)",
+                          timeout_s=settings.tile_timeout_s, retries=settings.tile_retries)
+    return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes))
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Resolve weights (maybe downloading them) and build the configured engine."""
+    from samgis.engine.registry import get_model_spec
+    from samgis.engine.sam import SamEngine
+    from samgis.engine.weights import resolve_checkpoint, storage_checkpoint
+
+    spec = get_model_spec(settings.model)
+    explicit = settings.checkpoint or storage_checkpoint(spec, os.environ.get("AIP_STORAGE_URI"))
+    ckpt = resolve_checkpoint(spec, explicit, cache_dir=settings.resolved_cache_dir() / "weights",
+                              allow_download=settings.allow_download)
+    return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
+
+
+async def load_engine_in_background(res: Resources) -> None:
+    try:
+        engine = await asyncio.to_thread(load_engine, res.settings)
+    except Exception as exc:  # reported by /health and every model route
+        msg = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        log.error("model could not be loaded: %s", msg)
+        res.fail(msg)
+    else:
+        res.set_engine(engine)
+        log.info("model %s ready on %s", engine.model_id, engine.describe().device)
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources
+
+
+def get_service(request: Request) -> SegmentService:
+    res: Resources = request.app.state.resources
+    if res.service is None:
+        if res.model_status == "error":
+            raise ModelNotReady(f"the model could not be loaded: {res.model_error}")
+        raise ModelNotReady(f"the model {res.settings.model!r} is still loading; retry in a few seconds")
+    return res.service
+
+
+def get_engine(request: Request) -> Engine:
+    """The loaded engine (plain-image prediction); 503 while it is loading or after it failed."""
+    get_service(request)  # same readiness rules and messages
+    return request.app.state.resources.engine

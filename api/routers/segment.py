@@ -1,0 +1,32 @@
+"""POST /v1/segment: lat/lng prompts on a web map → GeoJSON polygons."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from api.models import BoxIn, FeatureCollectionOut, PointIn, SegmentRequest
+from samgis.service import BBox, BoxPrompt, PointPrompt, SegmentQuery, SegmentService
+from api.resources import get_service
+
+router = APIRouter(tags=["segment"])
+
+
+def to_query(req: SegmentRequest) -> SegmentQuery:
+    points = [PointPrompt(p.lng, p.lat, p.label) for p in req.prompts if isinstance(p, PointIn)]
+    boxes = [BoxPrompt(b.sw.lng, b.sw.lat, b.ne.lng, b.ne.lat) for b in req.prompts if isinstance(b, BoxIn)]
+    return SegmentQuery(
+        bbox=BBox(req.bbox.sw.lng, req.bbox.sw.lat, req.bbox.ne.lng, req.bbox.ne.lat),
+        zoom=req.zoom, source=req.source, points=points, boxes=boxes, multimask=req.multimask,
+        simplify_px=req.simplify_px, min_area_px=req.min_area_px,
+    )
+
+
+@router.post("/v1/segment", response_model=FeatureCollectionOut, response_model_exclude_none=True,
+             summary="Segment the object(s) under lat/lng prompts",
+             responses={422: {"description": "invalid input; `field` names it"},
+                        502: {"description": "tile source failed"}, 503: {"description": "model not ready"},
+                        504: {"description": "tile source timed out"}})
+async def segment(req: SegmentRequest, service: SegmentService = Depends(get_service)) -> dict:
+    """Points and one box decode together; several boxes decode as one batch (one mask per box, each
+    with all the points). Prompts are given in the request's order as `prompts[i]` in error messages."""
+    return await service.segment(to_query(req))

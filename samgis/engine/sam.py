@@ -1,0 +1,204 @@
+"""`segment-anything` backend: one shared `Sam` model, per-request state kept in `Embedding`.
+
+Unlike `SamPredictor`, nothing about the current image lives on the engine, so concurrent requests can
+never mix images. The math is the predictor's: `ResizeLongestSide` to the model's input frame,
+`Sam.preprocess`, the image encoder; then prompt encoder + mask decoder + `postprocess_masks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.registry import ModelSpec, SamArch
+from samgis.engine.sam_decoder import decode_masks, positional_tokens, prepare
+
+PREPROCESSING_VERSION = "sam-rls-1"
+
+
+def build_sam(arch: SamArch) -> Sam:
+    """A randomly initialised `Sam` of the given encoder architecture (decoder as in all SAM models)."""
+    prompt_dim, patch = 256, 16
+    grid = arch.image_size // patch
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=arch.depth, embed_dim=arch.embed_dim, img_size=arch.image_size, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=arch.num_heads,
+            patch_size=patch, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=arch.global_attn_indexes, window_size=arch.window_size, out_chans=prompt_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim, image_embedding_size=(grid, grid),
+            input_image_size=(arch.image_size, arch.image_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=2048, num_heads=8),
+            transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+def load_sam(spec: ModelSpec, checkpoint: Path) -> Sam:
+    """Build `spec`'s architecture and load a Meta-format state dict from `checkpoint` (CPU, eval mode)."""
+    model = build_sam(spec.arch)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: another architecture's weights
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:300]
+        raise ValueError(f"{checkpoint} does not match {spec.model_id}: {first.strip()}") from None
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint} does not match {spec.model_id}: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    return model.eval()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return dev
+
+
+class SamEngine:
+    """The `Engine` protocol over a `segment_anything` `Sam` model.
+
+    `precision`: "fp32", or "bf16"/"fp16" autocast for the image encoder (CUDA default: fp16 when the
+    device is CUDA and precision is "auto"; CPU default fp32, which keeps exact parity with `SamPredictor`).
+    """
+
+    backend = "segment-anything"
+
+    def __init__(self, model: Sam, model_id: str, device: str = "auto", precision: str = "auto",
+                 checkpoint: str | None = None):
+        self.device = pick_device(device)
+        if precision == "auto":
+            precision = "fp16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        self.model_id = model_id
+        self.checkpoint = checkpoint
+        self.image_size = model.image_encoder.img_size
+        self.transform = ResizeLongestSide(self.image_size)
+        self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
+        with torch.inference_mode():
+            self._pos = positional_tokens(self.model)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, checkpoint: Path, device: str = "auto",
+                  precision: str = "auto") -> "SamEngine":
+        return cls(load_sam(spec, checkpoint), spec.model_id, device, precision, str(checkpoint))
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode (H, W, 3) uint8 RGB → features (1, 256, 64, 64) float32 on the model device."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        with self._encoder_lock, torch.inference_mode(), self._autocast():
+            features = self.model.image_encoder(self.model.preprocess(x)).float()
+        consts = prepare(self.model, features, self._pos)
+        return Embedding(
+            features=features,
+            original_size=(int(image.shape[0]), int(image.shape[1])),
+            input_size=(int(resized.shape[0]), int(resized.shape[1])),
+            model_id=self.model_id,
+            nbytes=features.element_size() * features.nelement() + consts.nbytes,
+            aux=consts,
+        )
+
+    def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """Decode Q = `prompts.n_queries` queries in one batch; see `DecodeResult` for shapes.
+
+        Points are shared by every query; each box is its own query (the predictor's semantics when
+        called once per box with the same points).
+        """
+        if embedding.model_id != self.model_id:
+            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
+        size = embedding.original_size
+        q = prompts.n_queries
+        dev = self.device
+        point_arg = None
+        if len(prompts.points):
+            coords = self.transform.apply_coords(prompts.points.astype(np.float64), size)
+            c = torch.as_tensor(coords, dtype=torch.float, device=dev)[None].expand(q, -1, -1)
+            lab = torch.as_tensor(prompts.labels, dtype=torch.int, device=dev)[None].expand(q, -1)
+            point_arg = (c, lab)
+        box_arg = None
+        if len(prompts.boxes):
+            boxes = self.transform.apply_boxes(prompts.boxes.astype(np.float64), size)
+            box_arg = torch.as_tensor(boxes, dtype=torch.float, device=dev)
+        mask_arg = None
+        if prompts.mask_input is not None:
+            m = torch.as_tensor(prompts.mask_input, dtype=torch.float, device=dev).reshape(1, 1, 256, 256)
+            mask_arg = m.expand(q, -1, -1, -1)
+        with torch.inference_mode():
+            sparse, dense = self.model.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_arg)
+            if mask_arg is None and embedding.aux is not None:
+                low_res, iou = decode_masks(self.model, embedding.features, embedding.aux, self._pos,
+                                            sparse, multimask)
+            else:
+                low_res, iou = self.model.mask_decoder(
+                    image_embeddings=embedding.features,
+                    image_pe=self.model.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                )
+            masks = self._upscale(low_res, embedding.input_size, size) > self.model.mask_threshold
+        return DecodeResult(
+            masks=masks.cpu().numpy(),
+            scores=iou.float().cpu().numpy().astype(np.float32),
+            logits=low_res.float().cpu().numpy().astype(np.float32),
+        )
+
+    def _upscale(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                 original_size: tuple[int, int]) -> torch.Tensor:
+        """(Q, M, 256, 256) logits → (Q, M, H, W) logits in the original frame.
+
+        Same as `Sam.postprocess_masks`, skipping the second resize when it would be the identity
+        (the usual case for 1024 px map windows).
+        """
+        n = self.image_size
+        x = torch.nn.functional.interpolate(low_res, (n, n), mode="bilinear", align_corners=False)
+        x = x[..., : input_size[0], : input_size[1]]
+        if tuple(input_size) != tuple(original_size):
+            x = torch.nn.functional.interpolate(x, original_size, mode="bilinear", align_corners=False)
+        return x
+
+    def describe(self) -> ModelCard:
+        return ModelCard(
+            model_id=self.model_id,
+            backend=self.backend,
+            device=str(self.device),
+            dtype=self.precision,
+            image_size=self.image_size,
+            checkpoint=self.checkpoint,
+            extra={"preprocessing": PREPROCESSING_VERSION},
+        )

@@ -1,0 +1,181 @@
+"""SAM's mask decoder with the prompt-independent work done once per image.
+
+In the first `TwoWayAttentionBlock` the image side of both cross-attentions only sees the image embedding
+(plus the constant "no mask" dense embedding) and the positional encoding, so three of the decoder's ten
+4096-token projections (token→image keys and values, image→token queries) are the same for every click on
+a window. `ImageConsts` holds them; `decode_masks` runs the rest with the model's own weights, op for op as
+`MaskDecoder.predict_masks` + `TwoWayTransformer.forward` do, so results match the reference to float
+rounding. Used only when no mask input is given (a mask input changes the dense embedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.modeling.transformer import Attention
+
+
+@dataclass(frozen=True)
+class ImageConsts:
+    """Per-image tensors, batch 1, on the model device.
+
+    `k0`, `v0`: (1, heads, HW, c) keys/values of layer 0's token→image attention;
+    `q0`: (1, heads, HW, c) queries of layer 0's image→token attention. HW = 4096, c = 256 / 2 / heads.
+    """
+
+    k0: torch.Tensor
+    v0: torch.Tensor
+    q0: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.k0, self.v0, self.q0))
+
+
+def positional_tokens(model: Sam) -> torch.Tensor:
+    """The decoder's dense positional encoding as tokens: (1, HW, C). A model constant."""
+    return model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
+
+
+def image_tokens(model: Sam, features: torch.Tensor) -> torch.Tensor:
+    """Image features (1, C, H, W) + the no-mask dense embedding, as tokens (1, HW, C)."""
+    no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    return (features + no_mask).flatten(2).permute(0, 2, 1)
+
+
+def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.reshape(b, n, heads, c // heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, c = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * c)
+
+
+def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`Attention.forward` after the q/k/v projections: inputs (B, heads, N, c), broadcast over B."""
+    logits = q @ k.transpose(-1, -2)
+    weights = torch.softmax(logits / math.sqrt(q.shape[-1]), dim=-1)
+    return attn.out_proj(_merge(weights @ v))
+
+
+def _project(linear: torch.nn.Linear, x: torch.Tensor, heads: int) -> torch.Tensor:
+    return _split(linear(x), heads)
+
+
+def _per_head(linear: torch.nn.Linear, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A projection C → I as per-head weights (heads, d, C) and biases (heads, d), d = I / heads."""
+    out_dim, in_dim = linear.weight.shape
+    return linear.weight.view(heads, out_dim // heads, in_dim), linear.bias.view(heads, out_dim // heads)
+
+
+def tokens_to_image(attn: Attention, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    """`attn(q=q_in, k=k_in, v=v_in)` for few queries (B, T, C) over many image tokens (B|1, N, C).
+
+    The key and value projections are folded onto the T queries instead of being applied to the N image
+    tokens: q·(xW_k + b_k) = (qW_k)·x + q·b_k, and since softmax weights sum to one,
+    w·(xW_v + b_v) = (w·x)W_v + b_v. Same result, about a third of the arithmetic.
+    """
+    h = attn.num_heads
+    b, t, c = q_in.shape
+    q = _project(attn.q_proj, q_in, h)                       # (B, H, T, d)
+    wk, bk = _per_head(attn.k_proj, h)                       # (H, d, C), (H, d)
+    wv, bv = _per_head(attn.v_proj, h)
+    qk = q @ wk                                              # (B, H, T, C)
+    logits = (qk.reshape(b, h * t, c) @ k_in.transpose(1, 2)).view(b, h, t, -1)
+    logits = logits + (q @ bk.unsqueeze(-1))                 # (B, H, T, 1) bias term
+    weights = torch.softmax(logits / math.sqrt(q.shape[-1]), dim=-1)
+    wx = (weights.reshape(b, h * t, -1) @ v_in).view(b, h, t, c)
+    out = wx @ wv.transpose(1, 2) + bv.unsqueeze(1)          # (B, H, T, d)
+    return attn.out_proj(_merge(out))
+
+
+def image_to_tokens(attn: Attention, q_in: torch.Tensor | None, k_in: torch.Tensor, v_in: torch.Tensor,
+                    q_heads: torch.Tensor | None = None) -> torch.Tensor:
+    """`attn(q=q_in, k=k_in, v=v_in)` for many image tokens (B|1, N, C) attending to few tokens (B, T, C).
+
+    The query projection is folded onto the T keys (x·W_q·k = x·(W_q·k)) and the output projection onto
+    the T values (Σ_h w_h v_h W_o,h), so nothing of size N × C is projected. `q_heads` (1, H, N, d) may give
+    the already-projected queries instead of `q_in`.
+    """
+    h = attn.num_heads
+    b, t, c = k_in.shape
+    k = _project(attn.k_proj, k_in, h)                       # (B, H, T, d)
+    v = _project(attn.v_proj, v_in, h)
+    d = k.shape[-1]
+    if q_heads is None:
+        wq, bq = _per_head(attn.q_proj, h)                   # (H, d, C), (H, d)
+        a = (wq.transpose(1, 2) @ k.transpose(2, 3))         # (B, H, C, T)
+        a = a.permute(0, 2, 1, 3).reshape(b, c, h * t)       # (B, C, H*T)
+        bias = (k @ bq.unsqueeze(-1)).reshape(b, 1, h * t)   # (B, 1, H*T)
+        logits = (q_in @ a + bias).view(b, -1, h, t)         # (B, N, H, T)
+    else:
+        logits = (q_heads @ k.transpose(2, 3)).permute(0, 2, 1, 3)  # (B, N, H, T)
+    weights = torch.softmax(logits / math.sqrt(d), dim=-1)
+    wo = attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (H, d, C)
+    vo = (v @ wo).reshape(b, h * t, c)                       # (B, H*T, C)
+    return weights.reshape(b, -1, h * t) @ vo + attn.out_proj.bias
+
+
+@torch.inference_mode()
+def prepare(model: Sam, features: torch.Tensor, pos: torch.Tensor) -> ImageConsts:
+    """Precompute `ImageConsts` for image features (1, C, H, W); `pos` from `positional_tokens`."""
+    src = image_tokens(model, features)
+    layer0 = model.mask_decoder.transformer.layers[0]
+    t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
+    keyed = src + pos
+    return ImageConsts(
+        k0=_project(t2i.k_proj, keyed, t2i.num_heads).contiguous(),
+        v0=_project(t2i.v_proj, src, t2i.num_heads).contiguous(),
+        q0=_project(i2t.q_proj, keyed, i2t.num_heads).contiguous(),
+    )
+
+
+@torch.inference_mode()
+def decode_masks(model: Sam, features: torch.Tensor, consts: ImageConsts, pos: torch.Tensor,
+                 sparse: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res mask logits (B, M, 256, 256) and IoU predictions (B, M) for sparse prompt embeddings
+    (B, T, C) from `PromptEncoder` — the same outputs as `MaskDecoder.forward` with the no-mask dense
+    embedding. `features` (1, C, H, W), `consts` from `prepare`, `pos` from `positional_tokens`."""
+    dec = model.mask_decoder
+    tf = dec.transformer
+    b = sparse.shape[0]
+    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    point_embedding = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+
+    # layer 0 (skip_first_layer_pe): the image side comes from ImageConsts
+    l0 = tf.layers[0]
+    queries = l0.norm1(l0.self_attn(q=point_embedding, k=point_embedding, v=point_embedding))
+    q = queries + point_embedding
+    t2i = l0.cross_attn_token_to_image
+    queries = l0.norm2(queries + _attend(t2i, _project(t2i.q_proj, q, t2i.num_heads), consts.k0, consts.v0))
+    queries = l0.norm3(queries + l0.mlp(queries))
+    out = image_to_tokens(l0.cross_attn_image_to_token, None, queries + point_embedding, queries, q_heads=consts.q0)
+    keys = l0.norm4(image_tokens(model, features) + out)  # (B, HW, C)
+
+    for layer in tf.layers[1:]:  # TwoWayAttentionBlock.forward with the folded cross-attentions
+        queries = layer.norm1(queries + layer.self_attn(q=queries + point_embedding, k=queries + point_embedding,
+                                                        v=queries))
+        keyed = keys + pos
+        queries = layer.norm2(queries + tokens_to_image(layer.cross_attn_token_to_image,
+                                                        queries + point_embedding, keyed, keys))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + image_to_tokens(layer.cross_attn_image_to_token, keyed,
+                                                  queries + point_embedding, queries))
+    attn_out = tokens_to_image(tf.final_attn_token_to_image, queries + point_embedding, keys + pos, keys)
+    hs = tf.norm_final_attn(queries + attn_out)
+
+    h, w = features.shape[-2:]
+    src = keys.transpose(1, 2).reshape(b, -1, h, w)
+    upscaled = dec.output_upscaling(src)
+    picks = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
+    hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in picks], dim=1)
+    bb, cc, hh, ww = upscaled.shape
+    masks = (hyper_in @ upscaled.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
+    iou = dec.iou_prediction_head(hs[:, 0, :])
+    iou = iou[:, 1:] if multimask else iou[:, 0:1]
+    return masks, iou

@@ -1,0 +1,156 @@
+"""Find, download and verify model weights.
+
+Order: an explicit checkpoint path (`--checkpoint` / `SAMGIS_CHECKPOINT`), else the file in the cache
+directory, else a download from the official URL with a progress bar, verified (size + MD5) before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from samgis.engine.registry import ModelSpec
+from samgis.errors import WeightsUnavailable
+
+
+def default_cache_dir() -> Path:
+    """`$SAMGIS_CACHE_DIR/weights`, else `$XDG_CACHE_HOME/samgis/weights`, else `~/.cache/samgis/weights`."""
+    root = os.environ.get("SAMGIS_CACHE_DIR")
+    if root:
+        return Path(root) / "weights"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "samgis" / "weights"
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: Path, spec: ModelSpec) -> None:
+    """Raise `WeightsUnavailable` when the file's size or MD5 differ from the registry's."""
+    size = path.stat().st_size
+    if spec.size_bytes is not None and size != spec.size_bytes:
+        raise WeightsUnavailable(
+            f"{path} has {size} bytes but {spec.model_id} weights have {spec.size_bytes}; "
+            "the file is incomplete or a different model. Delete it and download again."
+        )
+    if spec.md5 is not None:
+        digest = file_md5(path)
+        if digest != spec.md5:
+            raise WeightsUnavailable(
+                f"{path} has MD5 {digest} but {spec.model_id} weights have {spec.md5}; "
+                "the file is corrupt or a different model. Delete it and download again."
+            )
+
+
+def how_to_provide(spec: ModelSpec, cache_dir: Path, reason: str) -> str:
+    """The one-paragraph message shown when weights are missing."""
+    where = f" from {spec.url}" if spec.url else ""
+    return (
+        f"Weights for model {spec.model_id!r} are not available ({reason}). Provide them in one of these ways: "
+        f"(1) download {spec.filename or 'the checkpoint'}{where} on a machine with internet access and pass its "
+        f"path with `--checkpoint PATH` or the environment variable SAMGIS_CHECKPOINT; "
+        f"(2) copy the file to {cache_dir / (spec.filename or (spec.model_id + '.pth'))} "
+        f"(the cache directory, set with SAMGIS_CACHE_DIR); "
+        f"(3) run `samgis fetch-weights {spec.model_id}` where the download URL is reachable."
+    )
+
+
+def download(spec: ModelSpec, dest: Path, *, progress: bool = True, timeout_s: float = 30.0,
+              client: httpx.Client | None = None) -> Path:
+    """Stream `spec.url` to `dest` (via `dest.part`), verify it, then move it into place."""
+    if not spec.url:
+        raise WeightsUnavailable(how_to_provide(spec, dest.parent, "the model has no download URL"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    own = client is None
+    client = client or httpx.Client(timeout=timeout_s, follow_redirects=True,
+                                    headers={"User-Agent": "samgis-weights/0.1"})
+    try:
+        with client.stream("GET", spec.url) as resp:
+            if resp.status_code != 200:
+                raise WeightsUnavailable(how_to_provide(spec, dest.parent,
+                                                        f"{spec.url} answered HTTP {resp.status_code}"))
+            total = int(resp.headers.get("content-length") or spec.size_bytes or 0) or None
+            with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                             desc=f"{spec.model_id}", disable=not progress,
+                                             file=sys.stderr) as bar:
+                for chunk in resp.iter_bytes(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except httpx.HTTPError as exc:
+        part.unlink(missing_ok=True)
+        raise WeightsUnavailable(how_to_provide(spec, dest.parent, f"download failed: {exc}")) from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        if own:
+            client.close()
+    try:
+        verify_file(part, spec)
+    except WeightsUnavailable as exc:
+        part.unlink(missing_ok=True)
+        raise WeightsUnavailable(f"downloaded file rejected: {exc.message}") from None
+    os.replace(part, dest)
+    return dest
+
+
+def storage_checkpoint(spec: ModelSpec, uri: str | None) -> Path | None:
+    """Weights inside a model-storage location such as Vertex AI's `AIP_STORAGE_URI`, when it is a local path.
+
+    A file is taken as the checkpoint; in a folder, the model's official file name, else its only `*.pth`.
+    Remote URIs (`gs://…`) are not fetched here: None, and resolution goes on to the cache dir.
+    """
+    if not uri or "://" in uri and not uri.startswith("file://"):
+        return None
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        return None
+    named = path / (spec.filename or f"{spec.model_id}.pth")
+    if named.is_file():
+        return named
+    found = sorted(path.glob("*.pth"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise WeightsUnavailable(how_to_provide(
+            spec, path, f"{path} holds several .pth files ({', '.join(f.name for f in found)}); "
+                        f"name one with --checkpoint"))
+    return None
+
+
+def resolve_checkpoint(spec: ModelSpec, checkpoint: str | os.PathLike | None = None, *,
+                       cache_dir: Path | None = None, allow_download: bool = True,
+                       progress: bool = True) -> Path:
+    """Path of verified weights for `spec`, downloading them when allowed.
+
+    An explicit `checkpoint` is trusted as given (users fine-tune and convert weights); it must exist.
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(how_to_provide(spec, cache_dir, f"checkpoint {path} does not exist"))
+        return path
+    cached = cache_dir / (spec.filename or f"{spec.model_id}.pth")
+    if cached.is_file():
+        size = cached.stat().st_size
+        if spec.size_bytes is not None and size != spec.size_bytes:
+            raise WeightsUnavailable(how_to_provide(
+                spec, cache_dir, f"{cached} has {size} bytes, expected {spec.size_bytes}: delete it"))
+        return cached
+    if not allow_download:
+        raise WeightsUnavailable(how_to_provide(spec, cache_dir, f"{cached} is missing and downloads are off"))
+    return download(spec, cached, progress=progress)

@@ -1,0 +1,206 @@
+"""Orchestration of one map click: prompts → window → tiles → embedding → masks → GeoJSON.
+
+HTTP-free: `api/` turns requests into `SegmentQuery` and errors into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from samgis.engine.cache import EmbeddingCache
+from samgis.engine.protocol import Embedding, Engine, Prompts
+from samgis.errors import InvalidRequest
+from samgis.geo.fetch import TileFetcher
+from samgis.geo.sources import SourceRegistry, TileSource
+from samgis.geo.tiles import Window, candidate_windows
+from samgis.vector.polygons import feature_collection, masks_to_features
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    lng: float
+    lat: float
+    label: int = 1  # 1 include, 0 exclude
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    west: float
+    south: float
+    east: float
+    north: float
+
+
+@dataclass(frozen=True)
+class BBox:
+    west: float
+    south: float
+    east: float
+    north: float
+
+    def contains(self, lng: float, lat: float) -> bool:
+        return self.west <= lng <= self.east and self.south <= lat <= self.north
+
+
+@dataclass
+class SegmentQuery:
+    """One segmentation request in lng/lat degrees (EPSG:4326)."""
+
+    bbox: BBox
+    zoom: int
+    source: str
+    points: Sequence[PointPrompt] = ()
+    boxes: Sequence[BoxPrompt] = ()
+    multimask: bool = False
+    simplify_px: float = 1.0
+    min_area_px: float = 0.0
+
+
+@dataclass
+class _Timer:
+    timings: dict = field(default_factory=dict)
+
+    def add(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = round(self.timings.get(name, 0.0) + (now - t0) * 1000, 2)
+        return now
+
+
+class SegmentService:
+    """Shared by all requests; holds no per-request state."""
+
+    def __init__(self, engine: Engine, cache: EmbeddingCache, sources: SourceRegistry, fetcher: TileFetcher,
+                 *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100):
+        self.engine = engine
+        self.cache = cache
+        self.sources = sources
+        self.fetcher = fetcher
+        self.window_tiles = window_tiles
+        self.max_zoom_steps = max_zoom_steps
+        self.max_prompts = max_prompts
+        self._prep = engine.describe().extra.get("preprocessing", "1")
+
+    # -- validation ---------------------------------------------------------------------------
+    def _validate(self, q: SegmentQuery) -> TileSource:
+        source = self.sources.get(q.source)
+        b = q.bbox
+        if not (b.south < b.north):
+            raise InvalidRequest("bbox", f"sw.lat ({b.south}) must be south of ne.lat ({b.north})")
+        if not (b.west < b.east):
+            raise InvalidRequest("bbox", f"sw.lng ({b.west}) must be west of ne.lng ({b.east}); "
+                                         "bboxes crossing the antimeridian are not supported")
+        if not (source.min_zoom <= q.zoom <= source.max_zoom):
+            raise InvalidRequest("zoom", f"zoom {q.zoom} is outside source {source.id!r}'s range "
+                                         f"{source.min_zoom}–{source.max_zoom}")
+        n = len(q.points) + len(q.boxes)
+        if n == 0:
+            raise InvalidRequest("prompts", "at least one point or box prompt is needed")
+        if n > self.max_prompts:
+            raise InvalidRequest("prompts", f"{n} prompts; at most {self.max_prompts} are allowed")
+        if q.points and not any(p.label == 1 for p in q.points) and not q.boxes:
+            raise InvalidRequest("prompts", "exclude points alone select nothing: add an include point or a box")
+        for i, p in enumerate(q.points):
+            if not b.contains(p.lng, p.lat):
+                raise InvalidRequest(f"prompts[{i}]", f"point (lat {p.lat}, lng {p.lng}) is outside the bbox")
+        for j, box in enumerate(q.boxes):
+            i = len(q.points) + j
+            if not (box.south < box.north and box.west < box.east):
+                raise InvalidRequest(f"prompts[{i}]", "box sw must be south-west of ne")
+            if not (b.contains(box.west, box.south) and b.contains(box.east, box.north)):
+                raise InvalidRequest(f"prompts[{i}]", "box is not inside the bbox")
+        if q.simplify_px < 0:
+            raise InvalidRequest("simplify_px", "must be ≥ 0")
+        return source
+
+    # -- window -------------------------------------------------------------------------------
+    def choose_window(self, source: TileSource, lnglat: np.ndarray, zoom: int) -> Window:
+        """The window for these prompts: native zoom first, stepping out while they do not fit.
+
+        Among the candidates at a zoom, one whose embedding is already cached wins.
+        lnglat: (N, 2) float64 lng/lat degrees.
+        """
+        lowest = max(source.min_zoom, zoom - self.max_zoom_steps)
+        tiles = max(1, self.window_tiles * 256 // source.tile_size)  # same pixel size for 512 px sources
+        for z in range(zoom, lowest - 1, -1):
+            cands = candidate_windows(lnglat, z, tiles=tiles, tile_size=source.tile_size)
+            if not cands:
+                continue
+            for w in cands:
+                if self._key(source, w) in self.cache:
+                    return w
+            return cands[0]
+        raise InvalidRequest("prompts", f"the prompts span too large an area to fit one "
+                                        f"{tiles * source.tile_size} px window at zoom {lowest}–{zoom}; "
+                                        "zoom in less or segment the parts separately")
+
+    def _key(self, source: TileSource, window: Window) -> tuple:
+        """Embedding cache key: (source id, z, x0, y0, window size, model id, preprocessing version)."""
+        return (source.id, window.z, window.x, window.y, window.size, self.engine.model_id, self._prep)
+
+    async def embedding_for(self, source: TileSource, window: Window, timer: _Timer) -> tuple[Embedding, bool]:
+        async def compute() -> Embedding:
+            t0 = time.perf_counter()
+            image = await self.fetcher.fetch_window(source, window)
+            t0 = timer.add("tiles", t0)
+            emb = await asyncio.to_thread(self.engine.embed, image)
+            timer.add("embed", t0)
+            return emb
+
+        return await self.cache.get_or_compute(self._key(source, window), compute)
+
+    # -- the click ----------------------------------------------------------------------------
+    async def segment(self, q: SegmentQuery) -> dict:
+        """Run one query; returns an RFC 7946 FeatureCollection with a `samgis` foreign member."""
+        t_start = time.perf_counter()
+        timer = _Timer()
+        source = self._validate(q)
+        pts = np.array([[p.lng, p.lat] for p in q.points], np.float64).reshape(-1, 2)
+        # box corners top-left then bottom-right, so in px each box is (x0, y0, x1, y1), y down
+        corners = np.array([((b.west, b.north), (b.east, b.south)) for b in q.boxes],
+                           np.float64).reshape(-1, 2)
+        window = self.choose_window(source, np.vstack([pts, corners]), q.zoom)
+        t0 = timer.add("validate", t_start)
+
+        embedding, hit = await self.embedding_for(source, window, timer)
+        t0 = time.perf_counter()
+
+        # continuous window px (rasterio) → SAM convention (integer = pixel centre)
+        prompts = Prompts(
+            points=window.lnglat_to_px(pts) - 0.5 if len(pts) else np.zeros((0, 2)),
+            labels=np.array([p.label for p in q.points], np.int32),
+            boxes=(window.lnglat_to_px(corners).reshape(-1, 4) - 0.5) if len(corners) else np.zeros((0, 4)),
+        )
+        result = await asyncio.to_thread(self.engine.decode, embedding, prompts, q.multimask)
+        t0 = timer.add("decode", t0)
+
+        features = await asyncio.to_thread(self._vectorize, result, window, source, q)
+        timer.add("vectorize", t0)
+        timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+        return feature_collection(features, samgis={
+            "window": {"z": window.z, "x": window.x, "y": window.y, "size": window.size},
+            "zoom_requested": q.zoom,
+            "cache": "hit" if hit else "miss",
+            "timings_ms": timer.timings,
+            "model": self.engine.model_id,
+            "source": source.id,
+            "attribution": source.attribution,
+        })
+
+    def _vectorize(self, result, window: Window, source: TileSource, q: SegmentQuery) -> list[dict]:
+        """(Q, M, H, W) bool masks in window px → GeoJSON features (EPSG:4326)."""
+        n_q, n_m = result.masks.shape[:2]
+        props = {"zoom": window.z, "model": self.engine.model_id, "source": source.id,
+                 "attribution": source.attribution}
+        features: list[dict] = []
+        transform = window.affine()
+        for qi in range(n_q):
+            feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
+                                      simplify_px=q.simplify_px, min_area_px=q.min_area_px,
+                                      properties={**props, "prompt_index": qi}, first_index=qi * n_m)
+            features.extend(feats)
+        return features

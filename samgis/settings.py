@@ -1,0 +1,45 @@
+"""Service settings: CLI flags override `SAMGIS_*` environment variables, which override defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from samgis.engine.cache import DEFAULT_CACHE_BYTES
+from samgis.engine.registry import DEFAULT_MODEL
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAMGIS_", extra="ignore")
+
+    model: str = Field(DEFAULT_MODEL, description="model id from the registry (see /v1/models)")
+    checkpoint: Path | None = Field(None, description="explicit weights file; else cache dir, else download")
+    cache_dir: Path | None = Field(None, description="root for weights/ and tiles/ (default ~/.cache/samgis)")
+    allow_download: bool = Field(True, description="download missing weights from the official URL")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: str = Field("auto", description="auto | fp32 | fp16 | bf16 (encoder autocast)")
+    providers: Path | None = Field(None, description="JSON file adding or overriding tile sources")
+    builtin_sources: bool = Field(True, description="offer xyzservices' providers that need no API key")
+    cache_bytes: int = Field(DEFAULT_CACHE_BYTES, description="embedding cache bound in bytes")
+    tile_cache: bool = Field(True, description="keep fetched tiles on disk under cache_dir/tiles")
+    tile_timeout_s: float = Field(10.0, gt=0)
+    tile_retries: int = Field(3, ge=0)
+    window_tiles: int = Field(4, ge=1, le=8, description="window side in tiles (4 × 256 px = 1024 px)")
+    max_zoom_steps: int = Field(4, ge=0, description="how far to zoom out when prompts do not fit")
+    max_prompts: int = Field(100, ge=1)
+    max_body_bytes: int = Field(10_000_000, ge=1024, description="request body bound (base64 images included); "
+                                "Vertex AI public endpoints cap requests at 1.5 MB anyway")
+    max_image_pixels: int = Field(16_777_216, ge=1, description="width × height of one image to /v1/predict")
+    max_instances: int = Field(16, ge=1, description="instances in one /v1/predict request")
+    max_points_per_side: int = Field(32, ge=1, description="cap on automatic-mask grid density")
+    default_source: str = "OpenStreetMap.Mapnik"
+    web_dir: Path | None = Field(None, description="built web map to serve at / (default: the repo's web/dist)")
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        from samgis.engine.weights import default_cache_dir
+
+        return default_cache_dir().parent

@@ -1,0 +1,216 @@
+"""Masks → georeferenced polygons → GeoJSON features (RFC 7946).
+
+Frames used here:
+
+- *window px*: (col, row) in the mask's pixel grid, rasterio convention: pixel (row i, col j) covers
+  x in [j, j+1), y in [i, i+1); y grows downwards.
+- *EPSG:3857 metres*: what the window's affine maps window px to.
+- *EPSG:4326 degrees*: (lng, lat), what every geometry returned by this module is in.
+
+Polygonising and simplifying happen in window px, so `simplify_px` means the same thing at every
+zoom; only the finished outline is moved to EPSG:3857 and then to EPSG:4326.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import chain
+
+import affine
+import numpy as np
+import pyproj
+import rasterio.features
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+COORD_DECIMALS = 7
+"""Decimals kept in output lng/lat (1e-7 degree is about 1 cm)."""
+
+_GEOD = pyproj.Geod(ellps="WGS84")
+
+
+@lru_cache(maxsize=1)
+def _to_4326() -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+
+
+def pixel_polygons(mask: np.ndarray) -> np.ndarray:
+    """Outlines of the foreground of `mask`: (P,) object array, one Polygon (with holes) per 4-connected region.
+
+    `mask`: (H, W) bool. Returned coordinates are window px (rasterio convention: pixel i spans
+    [i, i+1)), so the outlines follow pixel edges exactly. Background is never polygonised.
+
+    >>> m = np.zeros((4, 4), bool); m[1:3, 1:4] = True
+    >>> [p.bounds for p in pixel_polygons(m)]
+    [(1.0, 1.0, 4.0, 3.0)]
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return np.empty(0, dtype=object)
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.ascontiguousarray(mask[r0:r1, c0:c1])
+    offset = affine.Affine.translation(float(c0), float(r0))
+    rings: list = []
+    ring_polygon: list[int] = []
+    for k, (geom, _) in enumerate(
+        rasterio.features.shapes(crop.view(np.uint8), mask=crop, connectivity=4, transform=offset)
+    ):
+        rings.extend(geom["coordinates"])
+        ring_polygon.extend([k] * len(geom["coordinates"]))
+    # Build all rings and polygons in two vectorised calls instead of one `shape()` per region.
+    lengths = [len(ring) for ring in rings]
+    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), dtype=float, count=2 * sum(lengths))
+    linear_rings = shapely.linearrings(coords.reshape(-1, 2), indices=np.repeat(np.arange(len(rings)), lengths))
+    return shapely.polygons(linear_rings, indices=ring_polygon)
+
+
+def polygonal_part(geom: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """The Polygon/MultiPolygon made of `geom`'s polygonal parts (any frame), or None if it has none."""
+    if isinstance(geom, Polygon | MultiPolygon):
+        return None if geom.is_empty else geom
+    polys = [g for g in shapely.get_parts(geom) if isinstance(g, Polygon | MultiPolygon) and not g.is_empty]
+    parts = [p for g in polys for p in shapely.get_parts(g)]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def valid_polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """`geom` if it is valid, else its repair (parts unioned, holes subtracted), polygonal parts only."""
+    if shapely.is_valid(geom):
+        return polygonal_part(geom)
+    return polygonal_part(shapely.make_valid(geom, method="structure", keep_collapsed=False))
+
+
+def window_to_lnglat(geom: BaseGeometry, transform: affine.Affine) -> BaseGeometry:
+    """`geom` moved from window px to EPSG:4326 lng/lat degrees through `transform` (window px → EPSG:3857)."""
+    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+    proj = _to_4326()
+
+    def to_lnglat(xy: np.ndarray) -> np.ndarray:
+        col, row = xy[:, 0], xy[:, 1]
+        lng, lat = proj.transform(a * col + b * row + c, d * col + e * row + f)
+        return np.column_stack([lng, lat])
+
+    return shapely.transform(geom, to_lnglat)
+
+
+def rounded(geom: BaseGeometry, decimals: int = COORD_DECIMALS) -> Polygon | MultiPolygon | None:
+    """`geom` (polygonal, any frame) with coordinates rounded to `decimals`, kept valid; None if nothing is left.
+
+    Plain rounding almost never breaks validity; when it does, the geometry is snap-rounded onto
+    the same grid (`shapely.set_precision`) and repaired instead.
+    """
+    snapped = shapely.transform(geom, lambda xy: np.round(xy, decimals))
+    if not snapped.is_empty and shapely.is_valid(snapped):
+        return polygonal_part(snapped)
+    snapped = shapely.set_precision(geom, 10.0**-decimals)
+    snapped = shapely.transform(snapped, lambda xy: np.round(xy, decimals))
+    return None if snapped.is_empty else valid_polygonal(snapped)
+
+
+def mask_to_geometry(
+    mask: np.ndarray, transform: affine.Affine, simplify_px: float = 1.0, min_area_px: float = 0.0
+) -> Polygon | MultiPolygon | None:
+    """The foreground of `mask` as one valid Polygon/MultiPolygon in EPSG:4326 lng/lat degrees.
+
+    `mask`: (H, W) bool, window px (rasterio convention: pixel i spans [i, i+1)).
+    `transform`: affine from window px to EPSG:3857 metres.
+    `simplify_px`: Douglas-Peucker tolerance in window px, topology preserved; 0 keeps the exact
+    pixel staircase. `min_area_px`: parts (not holes) with fewer pixels than this are dropped.
+    Exterior rings are counter-clockwise, holes clockwise, coordinates rounded to 7 decimals.
+    Returns None when nothing is left.
+    """
+    parts = pixel_polygons(mask)
+    if min_area_px > 0:
+        parts = parts[shapely.area(parts) >= min_area_px]
+    if len(parts) == 0:
+        return None
+    geom: BaseGeometry = parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
+    if simplify_px > 0:
+        geom = valid_polygonal(shapely.simplify(geom, simplify_px, preserve_topology=True))
+        if geom is None:
+            return None
+    geom = rounded(window_to_lnglat(geom, transform))
+    if geom is None:
+        return None
+    return shapely.orient_polygons(geom, exterior_cw=False)
+
+
+def geodesic_area_m2(geom: BaseGeometry) -> float:
+    """Area in square metres on the WGS84 ellipsoid of `geom` (EPSG:4326 lng/lat degrees), >= 0."""
+    area, _ = _GEOD.geometry_area_perimeter(geom)
+    return abs(float(area))
+
+
+def _polygon_coordinates(geom: Polygon | MultiPolygon) -> list[list[list[list[float]]]]:
+    """Per polygon, per ring, the [x, y] lists of `geom` (one coordinate export, then list slicing)."""
+    polys = shapely.get_parts(geom)
+    rings, ring_polygon = shapely.get_rings(polys, return_index=True)
+    flat = shapely.get_coordinates(rings).tolist()
+    ends = np.cumsum(shapely.get_num_coordinates(rings)).tolist()
+    out: list[list] = [[] for _ in range(len(polys))]
+    start = 0
+    for k, end in zip(ring_polygon.tolist(), ends):
+        out[k].append(flat[start:end])
+        start = end
+    return out
+
+
+def geojson_geometry(geom: Polygon | MultiPolygon) -> dict:
+    """GeoJSON geometry dict of a Polygon/MultiPolygon, nested lists (not tuples) of floats.
+
+    >>> geojson_geometry(Polygon([(0, 0), (1, 0), (1, 1)]))
+    {'type': 'Polygon', 'coordinates': [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]]}
+    """
+    coordinates = _polygon_coordinates(geom)
+    if isinstance(geom, MultiPolygon):
+        return {"type": "MultiPolygon", "coordinates": coordinates}
+    return {"type": "Polygon", "coordinates": coordinates[0]}
+
+
+def masks_to_features(
+    masks: np.ndarray,
+    scores: np.ndarray,
+    transform: affine.Affine,
+    simplify_px: float = 1.0,
+    properties: dict | None = None,
+    min_area_px: float = 0.0,
+    first_index: int = 0,
+) -> list[dict]:
+    """One GeoJSON Feature per non-empty mask, geometry in EPSG:4326 lng/lat degrees.
+
+    `masks`: (M, H, W) bool, window px (rasterio convention). `scores`: (M,) float.
+    `transform`: window px → EPSG:3857 metres. Properties of feature i are
+    `{"mask_index": first_index + i, "score", "area_m2" (geodesic), **properties}`.
+    Masks that are empty (or empty after `min_area_px`) give no feature.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    if masks.ndim != 3 or len(scores) != len(masks):
+        raise ValueError(f"masks must be (M, H, W) with M scores; got {masks.shape} and {scores.shape}")
+    features = []
+    for i, (mask, score) in enumerate(zip(masks, scores)):
+        geom = mask_to_geometry(mask, transform, simplify_px=simplify_px, min_area_px=min_area_px)
+        if geom is None:
+            continue
+        props = {
+            "mask_index": first_index + i,
+            "score": round(float(score), 4),
+            "area_m2": round(geodesic_area_m2(geom), 2),
+            **(properties or {}),
+        }
+        features.append({"type": "Feature", "geometry": geojson_geometry(geom), "properties": props})
+    return features
+
+
+def feature_collection(features: list[dict], **foreign_members) -> dict:
+    """A GeoJSON FeatureCollection dict of `features`, with `foreign_members` as extra top-level keys.
+
+    >>> feature_collection([], samgis={"zoom": 17})
+    {'type': 'FeatureCollection', 'features': [], 'samgis': {'zoom': 17}}
+    """
+    return {"type": "FeatureCollection", "features": list(features), **foreign_members}

@@ -1,0 +1,64 @@
+"""Shared fixtures: random-weight SAM checkpoints of real architectures, loaded through product code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samgis.engine.registry import ModelSpec, SamArch, get_model_spec, register_model
+from samgis.engine.sam import SamEngine, build_sam
+
+# Keep tests from touching the user's cache and from trying the network for weights.
+os.environ.setdefault("SAMGIS_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "test"))
+
+TINY = register_model(ModelSpec(
+    model_id="test_vit_tiny", backend="segment-anything",
+    arch=SamArch(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,)),
+    description="random-weight tiny ViT for tests",
+), replace=True)
+
+
+def save_random_checkpoint(arch: SamArch, path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = build_sam(arch)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return save_random_checkpoint(TINY.arch, tmp_path_factory.mktemp("weights") / "tiny.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_checkpoint) -> SamEngine:
+    return SamEngine.from_spec(TINY, tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vit_b_checkpoint(tmp_path_factory) -> Path:
+    """Random weights of the real sam_vit_b architecture, saved in Meta's state-dict format."""
+    return save_random_checkpoint(get_model_spec("sam_vit_b").arch,
+                                  tmp_path_factory.mktemp("weights") / "sam_vit_b_random.pth", seed=1)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """(h, w, 3) uint8 RGB: smooth blobs + noise, so random-weight SAM gives non-trivial masks."""
+    r = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), np.float64)
+    for _ in range(6):
+        cy, cx, rad = r.uniform(0, h), r.uniform(0, w), r.uniform(40, 200)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rad**2))
+        img += blob[..., None] * r.uniform(0, 255, 3)
+    img += r.normal(0, 10, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

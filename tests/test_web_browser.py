@@ -1,0 +1,455 @@
+"""The web map in a real headless Chromium (Debian's, driven by Playwright) against a live server.
+
+The server runs the real app with the synthetic-scene tile server and the colour-region test engine, so
+a click on a scene shape must come back as that shape's known lat/lng outline. Screenshots of the main
+states go to test-artifacts/web/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import mercantile
+import pytest
+from shapely.geometry import Point, shape
+
+from api.app import WEB_DIST, create_app
+from samgis.settings import Settings
+from tests.live_server import LiveServer
+from tests.support.colour_engine import ColourRegionEngine
+from tests.support.scene import default_scene
+from tests.support.tileserver import SceneTileServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
+VIEWPORT = {"width": 1366, "height": 768}  # a laptop screen
+SCENE = default_scene()
+
+
+def _missing() -> str | None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium; `make test` does it)"
+    if not (WEB_DIST / "index.html").exists():
+        return "web/dist is not built (cd web && npm ci && npm run build; `make setup` does it)"
+    return None
+
+
+if (_why := _missing()) is not None:
+    if os.environ.get("CI"):
+        raise RuntimeError(f"browser tests cannot run: {_why}")
+    pytest.skip(_why, allow_module_level=True)
+
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+
+
+# --- scene geometry ---------------------------------------------------------------------------------
+
+def px_extent(poly, z: int) -> float:
+    """Largest side of the polygon's bounds in screen px at zoom z."""
+    w, s, e, n = poly.bounds
+    x0, y0 = mercantile.xy(w, s)
+    x1, y1 = mercantile.xy(e, n)
+    res = 2 * 20037508.342789244 / (256 * 2**z)
+    return max(x1 - x0, y1 - y0) / res
+
+
+def pick_case():
+    """A scene shape and a zoom where it is 120–400 px across: whole in view with room around it."""
+    for s in SCENE.shapes:
+        if abs(s.polygon.centroid.y) > 60:
+            continue
+        for z in (17, 16, 18, 15, 14):
+            if 120 <= px_extent(s.polygon, z) <= 400:
+                return s, z
+    raise AssertionError("no scene shape fits the view")
+
+
+CASE, ZOOM = pick_case()
+TRUTH = CASE.polygon
+
+
+def iou(a, b) -> float:
+    return a.intersection(b).area / a.union(b).area
+
+
+def union(fc: dict):
+    geoms = [shape(f["geometry"]) for f in fc["features"]]
+    assert geoms, "no polygon in the result"
+    out = geoms[0]
+    for g in geoms[1:]:
+        out = out.union(g)
+    return out
+
+
+# --- fixtures ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiles():
+    with SceneTileServer(SCENE) as server:
+        yield server
+
+
+def web_settings(tiles, tmp: Path, **extra) -> Settings:
+    return Settings(providers=tiles.write_providers(tmp / "providers.json"), cache_dir=tmp / "cache",
+                    tile_timeout_s=1.0, tile_retries=1, default_source="Scene", **extra)
+
+
+@pytest.fixture(scope="module")
+def live(tiles, tmp_path_factory):
+    settings = web_settings(tiles, tmp_path_factory.mktemp("web"))
+    with LiveServer(create_app(settings, engine=ColourRegionEngine())) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live):
+    ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(15_000)
+    problems: list[str] = []
+    foreign: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("request", lambda r: None if r.url.startswith((live.url, "data:", "blob:")) else foreign.append(r.url))
+    yield pg
+    ctx.close()
+    assert not problems, problems
+    assert not foreign, f"the page fetched from elsewhere than the samgis server: {foreign[:5]}"
+
+
+# --- page helpers -----------------------------------------------------------------------------------
+
+def open_map(page: Page, base: str, lat: float, lng: float, z: int, source: str | None = "Scene") -> None:
+    """Open the page at a view given in the URL hash, as a shared link would."""
+    hash_ = f"#map={z}/{lat:.6f}/{lng:.6f}" + (f"&source={source}" if source else "")
+    page.goto(base + "/" + hash_)
+    page.wait_for_function("() => window.samgis && samgis.state.sources.length > 0 && samgis.state.source")
+    if source:
+        page.wait_for_function("s => samgis.state.source.id === s", arg=source)
+
+
+def screen_xy(page: Page, lat: float, lng: float) -> tuple[float, float]:
+    return tuple(page.evaluate(
+        """([lat, lng]) => { const p = samgis.map.latLngToContainerPoint([lat, lng]);
+                             const r = samgis.map.getContainer().getBoundingClientRect();
+                             return [p.x + r.left, p.y + r.top]; }""", [lat, lng]))
+
+
+def done(page: Page) -> int:
+    return page.evaluate("samgis.state.requestsDone")
+
+
+def settle(page: Page, before: int) -> None:
+    """Wait until a segmentation started after `before` has finished (result or error)."""
+    page.wait_for_function(
+        "n => samgis.state.requestsDone > n && !['pending', 'busy'].includes(samgis.state.phase)", arg=before)
+
+
+def click_at(page: Page, lat: float, lng: float, button: str = "left") -> None:
+    before = done(page)
+    page.mouse.click(*screen_xy(page, lat, lng), button=button)
+    settle(page, before)
+
+
+def current_fc(page: Page) -> dict | None:
+    return page.evaluate("""() => { const s = samgis.state; const l = s.layers.find(l => l.id === s.currentId);
+                                     return l ? {type: 'FeatureCollection', features: l.fc.features} : null; }""")
+
+
+def drawn_polygons(page: Page) -> int:
+    return page.locator(".leaflet-results-pane path.result-polygon").count()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def inside_point(poly):
+    p = poly.representative_point()
+    return p.y, p.x
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+def test_basemaps_come_from_the_server_and_the_view_is_shared_in_the_url(page, live):
+    c = TRUTH.centroid
+    open_map(page, live.url, c.y, c.x, ZOOM, source=None)
+    options = page.locator("#source-select option").all_inner_texts()
+    assert any(o.startswith("Scene ") for o in options) and any(o.startswith("OpenStreetMap.Mapnik") for o in options)
+
+    page.select_option("#source-select", "Scene")  # the basemap switcher
+    page.wait_for_function("samgis.state.source.id === 'Scene'")
+    page.wait_for_function("document.querySelectorAll('img.leaflet-tile-loaded').length >= 4")
+    scene_src = page.evaluate("fetch('v1/sources').then(r => r.json()).then(j => j.sources.find(s => s.id === 'Scene'))")
+    if scene_src["attribution"]:
+        assert scene_src["attribution"] in page.inner_text("#source-attribution")
+        assert scene_src["attribution"] in page.inner_text(".leaflet-control-attribution")
+    tile_urls = page.eval_on_selector_all("img.leaflet-tile", "els => els.map(e => e.src)")
+    assert tile_urls and all(t.startswith(live.url + "/v1/tiles/Scene/") for t in tile_urls), tile_urls[:3]
+
+    page.fill("#source-filter", "scene")  # the filter narrows the long list
+    assert all("Scene" in o for o in page.locator("#source-select option").all_inner_texts())
+
+    h = page.evaluate("location.hash")
+    assert h.startswith(f"#map={ZOOM}/") and h.endswith("&source=Scene"), h
+    shot(page, "01_loaded_scene_basemap")
+
+    # The hash is the shareable view: a fresh page opened on it shows the same place and basemap.
+    page.goto("about:blank")
+    page.goto(live.url + "/" + h)
+    page.wait_for_function("() => window.samgis && samgis.state.source && samgis.state.source.id === 'Scene'")
+    view = page.evaluate("(() => { const c = samgis.map.getCenter(); return [c.lat, c.lng, samgis.map.getZoom()]; })()")
+    assert view[2] == ZOOM and abs(view[0] - c.y) < 1e-4 and abs(view[1] - c.x) < 1e-4
+
+
+def test_include_exclude_history_and_downloads(page, live, tmp_path):
+    import pyogrio
+
+    c = TRUTH.centroid
+    open_map(page, live.url, c.y, c.x, ZOOM)
+    lat, lng = inside_point(TRUTH)
+
+    click_at(page, lat, lng)  # include tool is the default
+    fc = current_fc(page)
+    assert fc is not None, page.inner_text("#messages")
+    assert iou(union(fc), TRUTH) >= 0.9
+    status = page.inner_text("#status")
+    assert "embedding cache" in status and f"window z{ZOOM}" in status and "total" in status, status
+    req = page.evaluate("samgis.state.lastRequest")
+    assert req["zoom"] == ZOOM and req["source"] == "Scene" and req["prompts"][0]["label"] == 1
+    assert req["bbox"]["sw"]["lat"] < lat < req["bbox"]["ne"]["lat"]
+    shot(page, "02_include_point_result")
+
+    # Pan / inspect: a click on the polygon tells its area and score.
+    page.keyboard.press("Escape")
+    ex_lat, ex_lng = exclude_spot(TRUTH, lat, lng)  # inside the shape, away from the include marker
+    page.mouse.click(*screen_xy(page, ex_lat, ex_lng))
+    popup = page.locator(".leaflet-popup-content")
+    popup.wait_for()
+    text = popup.inner_text()
+    assert "Area" in text and ("ha" in text or "m²" in text or "km²" in text) and "Score" in text, text
+    shot(page, "03_polygon_popup")
+    page.locator(".leaflet-popup-close-button").click()
+
+    # An exclude point changes the result (the test model empties a mask that holds an exclude point).
+    first = union(fc)
+    page.keyboard.press("e")
+    click_at(page, ex_lat, ex_lng)
+    fc2 = current_fc(page)
+    assert page.evaluate("samgis.state.lastRequest.prompts.map(p => p.label)") == [1, 0]
+    second = union(fc2) if fc2 and fc2["features"] else None
+    assert second is None or not second.equals_exact(first, 1e-9), "exclude point did not change the result"
+    if second is None:
+        assert "no object found" in page.inner_text("#status")
+    shot(page, "04_exclude_point_result")
+
+    # Right-click removes the exclude point: the object comes back as a new result; the superseded one
+    # stays in the history, hidden.
+    before = done(page)
+    page.locator(".prompt-point.exclude").click(button="right")
+    page.wait_for_function("samgis.state.prompts.length === 1")
+    settle(page, before)
+    fc3 = current_fc(page)
+    assert fc3 is not None and iou(union(fc3), TRUTH) >= 0.9
+
+    items = page.locator("#layer-list > li")
+    assert items.count() == 2
+    older = items.nth(1)
+    assert not older.locator(".layer-toggle").is_checked()
+    n_visible = drawn_polygons(page)
+    older.locator(".layer-toggle").check()
+    assert drawn_polygons(page) == n_visible + len(fc["features"])
+    shot(page, "05_history_both_visible")
+    older.locator(".layer-toggle").uncheck()
+    assert drawn_polygons(page) == n_visible
+
+    # Downloads: rename the first result, then GeoJSON and GeoPackage named after it.
+    older.locator(".layer-name").fill("my lake")
+    older.locator(".layer-name").press("Enter")
+    with page.expect_download() as dl:
+        older.locator("button.dl-geojson").click()
+    d = dl.value
+    assert d.suggested_filename == "my_lake.geojson"
+    path = tmp_path / d.suggested_filename
+    d.save_as(path)
+    got = json.loads(path.read_text())
+    assert got["type"] == "FeatureCollection" and len(got["features"]) == len(fc["features"])
+    assert iou(union(got), TRUTH) >= 0.9
+
+    with page.expect_download() as dl:
+        older.locator("button.dl-gpkg").click()
+    d = dl.value
+    assert d.suggested_filename == "my_lake.gpkg"
+    path = tmp_path / d.suggested_filename
+    d.save_as(path)
+    assert [name for name, _ in pyogrio.list_layers(path)] == ["my_lake"]
+    df = pyogrio.read_dataframe(path)
+    assert len(df) == len(fc["features"]) and df.crs.to_epsg() == 4326
+    assert iou(df.geometry.union_all(), TRUTH) >= 0.9
+    assert "Downloaded my_lake.gpkg" in page.inner_text("#status")
+
+    # The current result downloads from the "Current result" box.
+    with page.expect_download() as dl:
+        page.click("#dl-current-geojson")
+    assert dl.value.suggested_filename.startswith("samgis_scene_z") and dl.value.suggested_filename.endswith(".geojson")
+
+    # Delete a layer from the history.
+    older.locator("button.layer-delete").click()
+    assert items.count() == 1
+
+
+def exclude_spot(poly, lat: float, lng: float) -> tuple[float, float]:
+    """A point inside the shape away from the include point (towards a vertex), for the exclude prompt."""
+    spots = [(lat + 0.6 * (y - lat), lng + 0.6 * (x - lng)) for x, y in list(poly.exterior.coords)[:-1]]
+    inside = [p for p in spots if poly.contains(Point(p[1], p[0]))]
+    assert inside, "no spot inside the shape"
+    return max(inside, key=lambda p: abs(p[0] - lat) + abs(p[1] - lng))
+
+
+def test_rectangle_tool_drag_and_remove_prompts(page, live):
+    c = TRUTH.centroid
+    open_map(page, live.url, c.y, c.x, ZOOM)
+    w, s, e, n = TRUTH.bounds
+    dx, dy = (e - w) * 0.04, (n - s) * 0.04
+
+    page.keyboard.press("r")
+    assert page.locator("[data-mode='box']").get_attribute("aria-pressed") == "true"
+    before = done(page)
+    x0, y0 = screen_xy(page, n + dy, w - dx)
+    x1, y1 = screen_xy(page, s - dy, e + dx)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    settle(page, before)
+    req = page.evaluate("samgis.state.lastRequest")
+    assert [p["type"] for p in req["prompts"]] == ["box"]
+    box = req["prompts"][0]
+    assert box["sw"]["lat"] < s and box["ne"]["lat"] > n and box["sw"]["lng"] < w and box["ne"]["lng"] > e
+    fc = current_fc(page)
+    assert fc is not None, page.inner_text("#messages")
+    assert iou(union(fc), TRUTH) >= 0.9
+    selection = page.evaluate("String(window.getSelection())")
+    assert selection == "", f"drawing selected page text: {selection!r}"
+    shot(page, "06_rectangle_result")
+
+    # Drag the rectangle's north-east corner outwards: the box grows, the page segments again.
+    before = done(page)
+    hx, hy = screen_xy(page, box["ne"]["lat"], box["ne"]["lng"])
+    page.mouse.move(hx, hy)
+    page.mouse.down()
+    page.mouse.move(hx + 15, hy - 15, steps=4)
+    page.mouse.up()
+    settle(page, before)
+    grown = page.evaluate("samgis.state.lastRequest.prompts[0]")
+    assert grown["ne"]["lat"] > box["ne"]["lat"] and grown["ne"]["lng"] > box["ne"]["lng"]
+    assert grown["sw"] == box["sw"]
+
+    # Right-click removes a prompt; with none left there is nothing to segment.
+    rect = page.locator(".leaflet-promptBoxes-pane path.prompt-box")
+    rect.click(button="right", position={"x": 20, "y": 20})
+    page.wait_for_function("samgis.state.prompts.length === 0")
+    assert "Add a prompt" in page.inner_text("#status")
+
+    # Include point, then drag it: the prompt moves and the page segments again.
+    page.keyboard.press("i")
+    lat, lng = inside_point(TRUTH)
+    click_at(page, lat, lng)
+    before = done(page)
+    mx, my = screen_xy(page, lat, lng)
+    page.mouse.move(mx, my)
+    page.mouse.down()
+    page.mouse.move(mx + 6, my + 4, steps=3)
+    page.mouse.up()
+    settle(page, before)
+    moved = page.evaluate("samgis.state.prompts[0]")
+    assert moved["lng"] > lng and moved["lat"] < lat
+
+    # Delete tool: clicking the point removes it. Then C resets.
+    page.keyboard.press("d")
+    page.mouse.click(*screen_xy(page, moved["lat"], moved["lng"]))
+    page.wait_for_function("samgis.state.prompts.length === 0")
+    page.keyboard.press("i")
+    click_at(page, lat, lng)
+    page.keyboard.press("c")
+    page.wait_for_function("samgis.state.prompts.length === 0 && samgis.state.currentId === null")
+    assert page.locator(".prompt-point").count() == 0
+
+
+def test_api_errors_are_shown_in_plain_words(page, live):
+    c = TRUTH.centroid
+    open_map(page, live.url, c.y, c.x, ZOOM)
+    lat, lng = inside_point(TRUTH)
+    click_at(page, lat, lng)
+
+    # A tile source that fails: 502 → a message naming the source.
+    before = done(page)
+    page.select_option("#source-select", "SceneMissing")
+    settle(page, before)
+    msg = page.inner_text("#messages")
+    assert "SceneMissing" in msg and "could not be fetched" in msg, msg
+    assert page.get_attribute("#status", "data-phase") == "error"
+    shot(page, "07_error_tile_source")
+
+    # Back to a working source: the error goes away.
+    before = done(page)
+    page.select_option("#source-select", "Scene")
+    settle(page, before)
+    assert page.get_attribute("#status", "data-phase") == "ok"
+    assert "could not be fetched" not in page.inner_text("#messages")
+
+    # A prompt outside the view: 422 → which prompt, and what to do.
+    page.evaluate("samgis.map.panBy([900, 0], {animate: false})")
+    before = done(page)
+    page.keyboard.press("m")  # multimask toggle: any change segments again
+    settle(page, before)
+    msg = page.inner_text("#messages")
+    assert "include point 1 is outside the map view" in msg, msg
+    shot(page, "08_error_prompt_outside_view")
+
+
+def test_model_not_loaded_is_said_on_the_page(browser, tiles, tmp_path):
+    """No weights and no download: /health and /v1/segment answer 503; the page says why."""
+    settings = web_settings(tiles, tmp_path, allow_download=False)
+    with LiveServer(create_app(settings)) as srv:
+        for _ in range(200):  # the background load fails fast without weights
+            if httpx.get(srv.url + "/health").json()["status"] == "error":
+                break
+            time.sleep(0.05)
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            c = TRUTH.centroid
+            open_map(page, srv.url, c.y, c.x, ZOOM)
+            page.wait_for_function("document.querySelector('#model-badge').dataset.state === 'bad'")
+            assert "SAMGIS_CHECKPOINT" in page.inner_text("#messages")  # where to put the weights
+            lat, lng = inside_point(TRUTH)
+            click_at(page, lat, lng)
+            msg = page.inner_text("#messages")
+            assert "model is not ready" in msg and "could not be loaded" in msg, msg
+            assert page.get_attribute("#status", "data-phase") == "error"
+            shot(page, "09_error_model_not_loaded")
+        finally:
+            ctx.close()
