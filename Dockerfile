@@ -5,8 +5,10 @@
 # --- web assets -------------------------------------------------------------------------------------
 FROM node:20-bookworm-slim AS web
 WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
 COPY web/ ./
-RUN if [ -f package-lock.json ]; then npm ci && npm run build; else mkdir -p dist; fi
+RUN npm run build
 
 # --- service ----------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm
@@ -25,4 +27,5 @@ USER samgis
 VOLUME ["/cache"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('AIP_HTTP_PORT', '8000'))"
-CMD ["sh", "-c", "exec samgis serve --host 0.0.0.0 --port ${AIP_HTTP_PORT:-8000}"]
+# Port: $AIP_HTTP_PORT when set (Vertex AI custom containers), else 8000.
+CMD ["samgis", "serve", "--host", "0.0.0.0"]

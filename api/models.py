@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from samgis.predict import AmgOptions
+
 
 class LatLng(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -79,6 +81,47 @@ class FeatureCollectionOut(BaseModel):
     samgis: SamgisMeta
 
 
+class EverythingRequest(BaseModel):
+    """Automatic masks of the window a click at (lat, lng) would get at `zoom`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "lat": 45.0, "lng": 11.25, "zoom": 17, "source": "OpenStreetMap.Mapnik",
+        "points_per_side": 16, "min_area_m2": 50,
+    }]})
+    lat: float = Field(..., ge=-90, le=90, description="latitude, degrees WGS84 (inside ±85.0511, the Web "
+                                                       "Mercator map)")
+    lng: float = Field(..., ge=-180, le=180, description="longitude, degrees WGS84")
+    zoom: int = Field(..., ge=0, le=24, description="map zoom; the 1024 px window is taken at this zoom")
+    source: str = Field("OpenStreetMap.Mapnik", description="a configured tile source (see /v1/sources)")
+    points_per_side: int = Field(AmgOptions.points_per_side, ge=1,
+                                 description="grid of points_per_side² point prompts over the window; at most "
+                                             "the server's max_points_per_side (SAMGIS_MAX_POINTS_PER_SIDE, "
+                                             "default 32)")
+    pred_iou_thresh: float = Field(AmgOptions.pred_iou_thresh, ge=0, le=1,
+                                   description="drop masks whose predicted IoU is not above this")
+    stability_score_thresh: float = Field(AmgOptions.stability_score_thresh, ge=0, le=1,
+                                          description="drop masks whose stability score is below this")
+    box_nms_thresh: float = Field(AmgOptions.box_nms_thresh, ge=0, le=1,
+                                  description="box IoU above which the lower-scored of two masks is dropped")
+    min_area_m2: float = Field(0.0, ge=0, description="drop masks smaller than this (geodesic m²)")
+    min_area_px: float = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
+    simplify_px: float = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
+
+
+class EverythingMeta(SamgisMeta):
+    n_masks: int = Field(..., description="features in the answer")
+    n_generated: int = Field(..., description="masks from the generator, before area filters and deduplication")
+    generator: dict[str, float] = Field(..., description="the generator options used")
+
+
+class EverythingOut(BaseModel):
+    """RFC 7946 FeatureCollection (lon/lat, WGS84), one feature per mask, with a `samgis` foreign member."""
+
+    type: Literal["FeatureCollection"]
+    features: list[dict[str, Any]]
+    samgis: EverythingMeta
+
+
 # --- SamGIS compatibility (/infer_samgis) ---------------------------------------------------------
 
 class SamgisPointData(BaseModel):
@@ -109,5 +152,8 @@ SamgisPrompt = Annotated[Union[SamgisPoint, SamgisRect], Field(discriminator="ty
 class SamgisRequest(BaseModel):
     bbox: BBoxIn
     prompt: list[SamgisPrompt] = Field(..., min_length=1)
-    zoom: int = Field(..., ge=0, le=24)
-    source_type: str = "OpenStreetMap"
+    zoom: float = Field(..., ge=0, le=24, description="SamGIS sends Leaflet's zoom, which may be fractional; "
+                                                       "the tile zoom is its integer part")
+    source_type: str = "OpenStreetMap.Mapnik"
+    id: str = Field("", description="SamGIS's request id; accepted and ignored")
+    debug: bool = Field(False, description="SamGIS's debug flag; accepted and ignored")

@@ -40,7 +40,8 @@ class Resources:
         self.service = SegmentService(engine, self.cache, self.sources, self.fetcher,
                                       window_tiles=self.settings.window_tiles,
                                       max_zoom_steps=self.settings.max_zoom_steps,
-                                      max_prompts=self.settings.max_prompts)
+                                      max_prompts=self.settings.max_prompts,
+                                      max_points_per_side=self.settings.max_points_per_side)
         self.model_status = "ready"
         self._ready.set()
 

@@ -507,6 +507,26 @@ def generate_masks(engine: Engine, image: np.ndarray, options: AmgOptions = AmgO
     return gen.generate(image)
 
 
+def generate_masks_for_embedding(engine: Engine, embedding: Embedding, options: AmgOptions = AmgOptions(),
+                                 decode_bytes: int = PredictLimits.decode_bytes) -> list[dict]:
+    """Automatic masks from an image's embedding alone (no pixels needed): `generate_masks`' records.
+
+    Only without crops (`options.crop_n_layers == 0`): the generator then reads nothing of the image but
+    its (H, W) = `embedding.original_size`, so it gets a zero-stride placeholder and the embedding is
+    decoded as it is (a cached map-window embedding needs no tile fetch). Masks are (H, W) bool in the
+    embedded image's px; `point_coords` are image px, SAM convention.
+    """
+    if options.crop_n_layers != 0:
+        raise ValueError("crops need the image's pixels; use generate_masks")
+    h, w = embedding.original_size
+    gen = mask_generator(engine, options, embedding, decode_bytes, (h, w))
+    placeholder = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
+    records = gen.generate(placeholder)
+    if gen.predictor.embeds:  # the placeholder was embedded: would be masks of a black image
+        raise RuntimeError("the mask generator embedded its image instead of reusing the embedding")
+    return records
+
+
 # --- one instance end to end ----------------------------------------------------------------------------
 
 def _ms(t0: float) -> float:

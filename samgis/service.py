@@ -1,11 +1,15 @@
 """Orchestration of one map click: prompts → window → tiles → embedding → masks → GeoJSON.
 
+Also the map version of automatic masks (`segment_everything`): every mask SAM finds in the window holding
+one lng/lat point, through the same windows and the same embedding cache as clicks.
+
 HTTP-free: `api/` turns requests into `SegmentQuery` and errors into status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,8 +21,12 @@ from samgis.engine.protocol import Embedding, Engine, Prompts
 from samgis.errors import InvalidRequest
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry, TileSource
-from samgis.geo.tiles import Window, candidate_windows
-from samgis.vector.polygons import feature_collection, masks_to_features
+from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
+from samgis.predict import AmgOptions, generate_masks_for_embedding
+from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
+
+DEDUPE_IOU = 0.9
+"""Automatic masks whose polygon overlaps a better-scored one's with at least this IoU are dropped."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,33 @@ class SegmentQuery:
 
 
 @dataclass
+class EverythingQuery:
+    """Automatic masks of the window holding (lng, lat) degrees EPSG:4326 at `zoom`.
+
+    Grid and filter options are `SamAutomaticMaskGenerator`'s (without crops). `simplify_px` and
+    `min_area_px` (polygon parts) mean what they mean in `SegmentQuery`; `min_area_m2` drops whole masks
+    whose geodesic area is smaller.
+    """
+
+    lng: float
+    lat: float
+    zoom: int
+    source: str
+    points_per_side: int = AmgOptions.points_per_side
+    pred_iou_thresh: float = AmgOptions.pred_iou_thresh
+    stability_score_thresh: float = AmgOptions.stability_score_thresh
+    box_nms_thresh: float = AmgOptions.box_nms_thresh
+    simplify_px: float = 1.0
+    min_area_px: float = 0.0
+    min_area_m2: float = 0.0
+
+    def amg_options(self) -> AmgOptions:
+        return AmgOptions(points_per_side=self.points_per_side, pred_iou_thresh=self.pred_iou_thresh,
+                          stability_score_thresh=self.stability_score_thresh, box_nms_thresh=self.box_nms_thresh,
+                          crop_n_layers=0)
+
+
+@dataclass
 class _Timer:
     timings: dict = field(default_factory=dict)
 
@@ -75,7 +110,8 @@ class SegmentService:
     """Shared by all requests; holds no per-request state."""
 
     def __init__(self, engine: Engine, cache: EmbeddingCache, sources: SourceRegistry, fetcher: TileFetcher,
-                 *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100):
+                 *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100,
+                 max_points_per_side: int = 32):
         self.engine = engine
         self.cache = cache
         self.sources = sources
@@ -83,20 +119,26 @@ class SegmentService:
         self.window_tiles = window_tiles
         self.max_zoom_steps = max_zoom_steps
         self.max_prompts = max_prompts
+        self.max_points_per_side = max_points_per_side
         self._prep = engine.describe().extra.get("preprocessing", "1")
 
     # -- validation ---------------------------------------------------------------------------
+    def _source(self, name: str, zoom: int) -> TileSource:
+        """The configured source `name`, checked to serve `zoom` (InvalidRequest "source" / "zoom")."""
+        source = self.sources.get(name)
+        if not (source.min_zoom <= zoom <= source.max_zoom):
+            raise InvalidRequest("zoom", f"zoom {zoom} is outside source {source.id!r}'s range "
+                                         f"{source.min_zoom}–{source.max_zoom}")
+        return source
+
     def _validate(self, q: SegmentQuery) -> TileSource:
-        source = self.sources.get(q.source)
+        source = self._source(q.source, q.zoom)
         b = q.bbox
         if not (b.south < b.north):
             raise InvalidRequest("bbox", f"sw.lat ({b.south}) must be south of ne.lat ({b.north})")
         if not (b.west < b.east):
             raise InvalidRequest("bbox", f"sw.lng ({b.west}) must be west of ne.lng ({b.east}); "
                                          "bboxes crossing the antimeridian are not supported")
-        if not (source.min_zoom <= q.zoom <= source.max_zoom):
-            raise InvalidRequest("zoom", f"zoom {q.zoom} is outside source {source.id!r}'s range "
-                                         f"{source.min_zoom}–{source.max_zoom}")
         n = len(q.points) + len(q.boxes)
         if n == 0:
             raise InvalidRequest("prompts", "at least one point or box prompt is needed")
@@ -181,21 +223,29 @@ class SegmentService:
         features = await asyncio.to_thread(self._vectorize, result, window, source, q)
         timer.add("vectorize", t0)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
-        return feature_collection(features, samgis={
+        return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source))
+
+    def _meta(self, window: Window, zoom_requested: int, hit: bool, timer: _Timer, source: TileSource) -> dict:
+        """The `samgis` foreign member: how the answer was made."""
+        return {
             "window": {"z": window.z, "x": window.x, "y": window.y, "size": window.size},
-            "zoom_requested": q.zoom,
+            "zoom_requested": zoom_requested,
             "cache": "hit" if hit else "miss",
             "timings_ms": timer.timings,
             "model": self.engine.model_id,
             "source": source.id,
             "attribution": source.attribution,
-        })
+        }
+
+    def _properties(self, window: Window, source: TileSource) -> dict:
+        """Properties every feature of a window carries."""
+        return {"zoom": window.z, "model": self.engine.model_id, "source": source.id,
+                "attribution": source.attribution}
 
     def _vectorize(self, result, window: Window, source: TileSource, q: SegmentQuery) -> list[dict]:
         """(Q, M, H, W) bool masks in window px → GeoJSON features (EPSG:4326)."""
         n_q, n_m = result.masks.shape[:2]
-        props = {"zoom": window.z, "model": self.engine.model_id, "source": source.id,
-                 "attribution": source.attribution}
+        props = self._properties(window, source)
         features: list[dict] = []
         transform = window.affine()
         for qi in range(n_q):
@@ -203,4 +253,89 @@ class SegmentService:
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
                                       properties={**props, "prompt_index": qi}, first_index=qi * n_m)
             features.extend(feats)
+        return features
+
+    # -- automatic masks ----------------------------------------------------------------------
+    def _validate_everything(self, q: EverythingQuery) -> TileSource:
+        if not (math.isfinite(q.lat) and abs(q.lat) < MAX_LAT):
+            raise InvalidRequest("lat", f"{q.lat} is outside the Web Mercator map (|lat| < {MAX_LAT})")
+        if not (math.isfinite(q.lng) and abs(q.lng) <= 180):
+            raise InvalidRequest("lng", f"{q.lng} is outside [-180, 180]")
+        source = self._source(q.source, q.zoom)
+        if not 1 <= q.points_per_side <= self.max_points_per_side:
+            raise InvalidRequest("points_per_side", f"must be in [1, {self.max_points_per_side}] (this server's "
+                                                    f"max_points_per_side), got {q.points_per_side}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            value = getattr(q, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidRequest(name, f"must be in [0, 1], got {value}")
+        for name in ("simplify_px", "min_area_px", "min_area_m2"):
+            value = getattr(q, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        return source
+
+    async def segment_everything(self, q: EverythingQuery) -> dict:
+        """Every mask SAM's automatic generator finds in the window holding (q.lng, q.lat) at q.zoom.
+
+        The window is the one a click there would get (`choose_window`), so the embedding is shared with
+        `segment` through the cache. Returns an RFC 7946 FeatureCollection, one feature per mask, best
+        score first, with the `samgis` foreign member of `segment` plus `n_masks`, `n_generated` (masks
+        before the area filters and deduplication) and `generator` (the options used).
+        """
+        t_start = time.perf_counter()
+        timer = _Timer()
+        source = self._validate_everything(q)
+        try:
+            window = self.choose_window(source, np.array([[q.lng, q.lat]], np.float64), q.zoom)
+        except InvalidRequest:  # only a point on the very edge of the tile grid fits no window
+            field = "lng" if abs(q.lng) == 180 else "lat"
+            raise InvalidRequest(field, f"(lat {q.lat}, lng {q.lng}) is on the edge of the tile grid; "
+                                        "move it inside") from None
+        timer.add("validate", t_start)
+
+        embedding, hit = await self.embedding_for(source, window, timer)
+        t0 = time.perf_counter()
+        options = q.amg_options()
+        records = await asyncio.to_thread(generate_masks_for_embedding, self.engine, embedding, options)
+        t0 = timer.add("generate", t0)
+
+        features = await asyncio.to_thread(self._vectorize_records, records, window, source, q)
+        timer.add("vectorize", t0)
+        timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+        generator = {
+            "points_per_side": options.points_per_side, "grid_points": options.grid_points(),
+            "pred_iou_thresh": options.pred_iou_thresh, "stability_score_thresh": options.stability_score_thresh,
+            "stability_score_offset": options.stability_score_offset, "box_nms_thresh": options.box_nms_thresh,
+            "crop_n_layers": options.crop_n_layers, "dedupe_iou": DEDUPE_IOU, "min_area_m2": q.min_area_m2,
+            "min_area_px": q.min_area_px, "simplify_px": q.simplify_px,
+        }
+        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source),
+                                                    "n_masks": len(features), "n_generated": len(records),
+                                                    "generator": generator})
+
+    def _vectorize_records(self, records: list[dict], window: Window, source: TileSource,
+                           q: EverythingQuery) -> list[dict]:
+        """Automatic-mask records → GeoJSON features (EPSG:4326), best first, filtered and deduplicated.
+
+        `records`: `generate_masks_for_embedding`'s, `segmentation` (H, W) bool in window px (rasterio
+        convention), `bbox` XYWH window px. Order: predicted IoU, then stability score, descending;
+        `mask_index` is the rank in the answer. `at_window_edge`: the mask touches the window's border,
+        so the object may go on outside it.
+        """
+        transform = window.affine()
+        props = self._properties(window, source)
+        features: list[dict] = []
+        for r in sorted(records, key=lambda r: (-r["predicted_iou"], -r["stability_score"])):
+            mask = r["segmentation"]
+            x, y, w, h = r["bbox"]
+            edge = x <= 0 or y <= 0 or x + w >= mask.shape[1] - 1 or y + h >= mask.shape[0] - 1
+            extra = {"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)}
+            feats = masks_to_features(mask[None], np.array([r["predicted_iou"]]), transform,
+                                      simplify_px=q.simplify_px, min_area_px=q.min_area_px,
+                                      properties={**props, **extra})
+            features.extend(f for f in feats if f["properties"]["area_m2"] >= q.min_area_m2)
+        features = drop_near_duplicates(features, DEDUPE_IOU)
+        for k, f in enumerate(features):
+            f["properties"]["mask_index"] = k
         return features

@@ -42,7 +42,7 @@ async def infer_samgis(req: SamgisRequest, service: SegmentService = Depends(get
              for r in req.prompt if isinstance(r, SamgisRect)]
     query = SegmentQuery(
         bbox=BBox(req.bbox.sw.lng, req.bbox.sw.lat, req.bbox.ne.lng, req.bbox.ne.lat),
-        zoom=req.zoom, source=source_name(req.source_type, res), points=points, boxes=boxes,
+        zoom=int(req.zoom), source=source_name(req.source_type, res), points=points, boxes=boxes,
     )
     fc = await service.segment(query)
     meta = fc.pop("samgis")

@@ -21,7 +21,7 @@ import numpy as np
 import pyproj
 import rasterio.features
 import shapely
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
 COORD_DECIMALS = 7
@@ -205,6 +205,34 @@ def masks_to_features(
         }
         features.append({"type": "Feature", "geometry": geojson_geometry(geom), "properties": props})
     return features
+
+
+def drop_near_duplicates(features: list[dict], iou_thresh: float) -> list[dict]:
+    """`features` without those whose geometry overlaps an earlier kept one with IoU ≥ `iou_thresh`.
+
+    `features`: GeoJSON Features with Polygon/MultiPolygon geometries in EPSG:4326 lng/lat degrees,
+    best first (an earlier feature always wins). IoU is taken in degrees: across one feature the
+    lng/lat scale hardly changes, so it matches the IoU in metres closely. Order is kept.
+
+    >>> sq = lambda x: {"type": "Feature", "properties": {}, "geometry": geojson_geometry(shapely.box(x, 0, x + 1, 1))}
+    >>> len(drop_near_duplicates([sq(0), sq(0.01), sq(5)], 0.9))
+    2
+    """
+    kept: list[BaseGeometry] = []
+    out: list[dict] = []
+    for f in features:
+        g = shape(f["geometry"])
+        if kept:
+            others = np.array(kept, dtype=object)
+            near = others[shapely.intersects(others, g)]
+            if len(near):
+                inter = shapely.area(shapely.intersection(near, g))
+                union = shapely.area(near) + g.area - inter
+                if np.any(inter >= iou_thresh * union):
+                    continue
+        kept.append(g)
+        out.append(f)
+    return out
 
 
 def feature_collection(features: list[dict], **foreign_members) -> dict:

@@ -1,0 +1,640 @@
+"""The three stages of one batch item, shared by the local and the Ray engine.
+
+1. `load_item` (I/O): read the image file, or fetch the tile windows an area's objects start in.
+2. `infer_item` (model): embed + decode (prompts, automatic masks, or window by window for map areas).
+3. `finish_item` (CPU): masks → polygons (map) or PNG + COCO RLE (images), and the report picture.
+
+Each stage takes the previous stage's payload and returns the next one; an exception becomes an
+`ItemResult` with `ok=False` that the later stages pass through, so one broken item never stops a job.
+Payloads are plain picklable objects, so the Ray engine moves them between processes unchanged: both
+engines run the same functions on the same inputs and produce the same bytes.
+
+Map areas. Windows come from a fixed lattice: `window_tiles` x `window_tiles` tiles whose origins are
+multiples of half a window, so neighbouring windows overlap by half. An object starts in the lattice
+window where its prompts sit most centrally (or, when they do not fit one window, in every lattice window
+its prompts' bounding box touches, with the box clipped to each). When a point-prompted object's mask
+reaches a window edge, the object is decoded again in the neighbouring lattice window, prompted by the
+mask pixel deepest inside the overlap of the two windows; this repeats up to `max_windows_per_object`
+windows. All pieces are OR-ed in the global pixel grid of the zoom (pixels of different windows at one
+zoom coincide exactly), then vectorised once, so an object crossing window seams comes out as one polygon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from samgis.batch.inputs import ImageItem, Item, MapItem, MapObject
+from samgis.engine.protocol import Engine, Prompts
+from samgis.geo.tiles import Window, checked_lnglat, world_px
+from samgis.predict import AmgOptions, decode_prompts, generate_masks, parse_prompts, read_image, rle_encode
+from samgis.vector.polygons import masks_to_features
+
+MAX_PANELS = 10
+"""Segments shown per item in the report."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a worker process needs besides the engine; picklable.
+
+    Tile fetching: `providers` file, `builtin_sources`, disk `tile_cache_dir`, `tile_timeout_s`,
+    `tile_retries`. Output shaping (part of every item's resume digest): `window_tiles`, `simplify_px`,
+    `min_area_px`, `multimask` (best of 3 masks per object), `amg` (automatic masks),
+    `max_windows_per_object`. `panel_px`: side of one report panel.
+    """
+
+    providers: str | None = None
+    builtin_sources: bool = True
+    tile_cache_dir: str | None = None
+    tile_timeout_s: float = 10.0
+    tile_retries: int = 3
+    window_tiles: int = 4
+    simplify_px: float = 1.0
+    min_area_px: float = 0.0
+    multimask: bool = False
+    amg: AmgOptions = field(default_factory=AmgOptions)
+    max_windows_per_object: int = 16
+    panel_px: int = 256
+
+    def output_options(self) -> dict:
+        """The options that change an item's output (they go into its resume digest)."""
+        return {"window_tiles": self.window_tiles, "simplify_px": self.simplify_px,
+                "min_area_px": self.min_area_px, "multimask": self.multimask,
+                "amg": self.amg.__dict__, "max_windows_per_object": self.max_windows_per_object}
+
+
+@dataclass
+class ItemResult:
+    """What the driver writes for one item.
+
+    Map items: `features`, GeoJSON Features (EPSG:4326) with properties item_id, mask_index, score, area_m2.
+    Image items: `masks`, one dict per mask: index, score, area (px), bbox [x, y, w, h] (px), rle (COCO),
+    png (bytes of an 8-bit PNG, 255 = mask); `image_size` (H, W). `preview`: PNG bytes of the report
+    picture. `timings`: seconds per stage. A failed item has `ok=False`, `error` and the failing `stage`.
+    """
+
+    item_id: str
+    kind: str
+    ok: bool = True
+    error: str | None = None
+    stage: str | None = None
+    timings: dict = field(default_factory=dict)
+    features: list = field(default_factory=list)
+    masks: list = field(default_factory=list)
+    image_size: tuple[int, int] | None = None
+    preview: bytes | None = None
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.features) if self.kind == "map" else len(self.masks)
+
+
+# --- per-process context: tile sources and one event loop for the async tile fetcher ------------------------
+
+class StageContext:
+    """Per-process resources built from a `JobConfig`: the source registry and a `TileFetcher` driven by one
+    event loop in a daemon thread (so any thread may fetch). `close()` stops both."""
+
+    def __init__(self, cfg: JobConfig):
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._sources = None
+        self._fetcher = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def sources(self):
+        from samgis.geo.sources import SourceRegistry
+
+        with self._lock:
+            if self._sources is None:
+                self._sources = SourceRegistry.from_config(self.cfg.providers, builtins=self.cfg.builtin_sources)
+            return self._sources
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        from samgis import __version__
+        from samgis.geo.fetch import TileFetcher
+        from samgis.geo.tilecache import TileCache
+
+        with self._lock:
+            if self._loop is None:
+                cache = TileCache(Path(self.cfg.tile_cache_dir)) if self.cfg.tile_cache_dir else None
+                self._fetcher = TileFetcher(cache, user_agent=f"samgis/{__version__} (batch)",
+                                            timeout_s=self.cfg.tile_timeout_s, retries=self.cfg.tile_retries)
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name="samgis-batch-io", daemon=True)
+                self._thread.start()
+                self._loop = loop
+            return self._loop
+
+    def fetch_window(self, source, window: Window) -> np.ndarray:
+        """(size, size, 3) uint8 RGB of `window` (window px, row 0 north); blocking, any thread."""
+        loop = self._start()
+        return asyncio.run_coroutine_threadsafe(self._fetcher.fetch_window(source, window), loop).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._fetcher.aclose(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=10)
+        loop.close()
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-line description of an error: samgis errors' own message, else `Type: message`."""
+    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+
+
+def run_stage(stage: str, fn, payload, *args):
+    """`fn(payload, *args)`, with a failure `ItemResult` passed through and an exception turned into one."""
+    if isinstance(payload, ItemResult):
+        return payload
+    try:
+        return fn(payload, *args)
+    except Exception as exc:  # one broken item must not stop the job
+        item = payload.item
+        return ItemResult(item.item_id, item.kind, ok=False, error=error_text(exc), stage=stage,
+                          timings=dict(getattr(payload, "timings", {})))
+
+
+# --- map planning --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grid:
+    """The window lattice of one area: zoom `z`, windows of `n` x `n` tiles of `ts` px, origins multiples of
+    `step` tiles (clamped to the tile grid)."""
+
+    z: int
+    n: int
+    ts: int
+
+    @property
+    def step(self) -> int:
+        return max(1, self.n // 2)
+
+    @property
+    def size(self) -> int:
+        return self.n * self.ts
+
+    @property
+    def last(self) -> int:
+        return 2**self.z - min(self.n, 2**self.z)
+
+    def window(self, origin: tuple[int, int]) -> Window:
+        return Window(self.z, origin[0], origin[1], tiles=self.n, tile_size=self.ts)
+
+    def clamp(self, o: int) -> int:
+        return min(max(o, 0), self.last)
+
+    def home(self, lo: float, hi: float) -> int | None:
+        """Lattice origin (one axis, tiles) of the window holding [lo, hi] (tile coordinates) most centrally;
+        None when no window holds it (strictly inside)."""
+        best = None
+        for k in range(math.floor((hi - self.n) / self.step), math.floor(lo / self.step) + 1):
+            o = self.clamp(k * self.step)
+            if o < lo and o + self.n > hi:
+                key = (abs(o + self.n / 2 - (lo + hi) / 2), o)
+                if best is None or key < best[0]:
+                    best = (key, o)
+        return None if best is None else best[1]
+
+    def touching(self, lo: float, hi: float) -> list[int]:
+        """Lattice origins (one axis, tiles) of every window overlapping [lo, hi], sorted."""
+        out = set()
+        for k in range(math.floor((lo - self.n) / self.step), math.floor(hi / self.step) + 1):
+            o = self.clamp(k * self.step)
+            if o < hi and o + self.n > lo:
+                out.add(o)
+        return sorted(out)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Where an object is first decoded: lattice window `origin` (tiles) and its prompts in that window's px
+    (SAM convention)."""
+
+    origin: tuple[int, int]
+    prompts: Prompts
+
+
+@dataclass(frozen=True)
+class ObjectPlan:
+    """One object of an area: seeds, its prompt coordinates in global px at the area's zoom (rasterio
+    convention, for prompts in windows reached later), and whether seams are followed (point objects)."""
+
+    index: int
+    seeds: tuple[Seed, ...]
+    world: np.ndarray  # (N, 2) float64 global px (col, row) of obj.points
+    labels: np.ndarray  # (N,) int32
+    expand: bool
+
+
+def window_prompts(grid: Grid, origin: tuple[int, int], world: np.ndarray, labels: np.ndarray,
+                   box_world: np.ndarray | None) -> Prompts | None:
+    """Prompts of one object in the window at `origin`, or None when the window gets no include prompt.
+
+    `world`: (N, 2) float64 global px (col, row), rasterio convention, with (N,) `labels`; `box_world`: (4,)
+    float64 (col0, row0, col1, row1) global px or None. Points outside the window are dropped; the box is
+    clipped to the window. Returned coordinates are window px, SAM convention (rasterio px - 0.5).
+    """
+    offset = np.array(origin, np.float64) * grid.ts
+    px = world - offset
+    inside = np.all((px > 0) & (px < grid.size), axis=1) if len(px) else np.zeros(0, bool)
+    pts, lab = px[inside], labels[inside]
+    boxes = np.zeros((0, 4))
+    if box_world is not None:
+        b = box_world - np.concatenate([offset, offset])
+        b = np.clip(b, 0.0, float(grid.size))
+        if b[2] <= b[0] or b[3] <= b[1]:
+            return None
+        boxes = b.reshape(1, 4)
+    if len(boxes) == 0 and not (lab == 1).any():
+        return None
+    return Prompts(points=pts - 0.5, labels=lab, boxes=boxes - 0.5)
+
+
+def plan_objects(item: MapItem, grid: Grid) -> list[ObjectPlan]:
+    """Seeds of every object of an area (see the module docstring). Raises InvalidRequest for prompts off the
+    Web Mercator map."""
+    plans = []
+    for index, obj in enumerate(item.objects):
+        coords = checked_lnglat(np.array(obj.lnglat(), np.float64), f"objects[{index}]")
+        world = world_px(coords, grid.z, grid.ts)
+        tiles = world / grid.ts
+        lo, hi = tiles.min(axis=0), tiles.max(axis=0)
+        n_pts = len(obj.points)
+        box_world = world[n_pts:].reshape(4) if obj.box is not None else None
+        labels = np.asarray(obj.labels, np.int32)
+        hx, hy = grid.home(lo[0], hi[0]), grid.home(lo[1], hi[1])
+        if hx is not None and hy is not None:
+            origins = [(hx, hy)]
+        else:
+            origins = [(x, y) for y in grid.touching(lo[1], hi[1]) for x in grid.touching(lo[0], hi[0])]
+        seeds = []
+        for origin in origins:
+            p = window_prompts(grid, origin, world[:n_pts], labels, box_world)
+            if p is not None:
+                seeds.append(Seed(origin, p))
+        plans.append(ObjectPlan(index, tuple(seeds), world[:n_pts], labels, expand=obj.box is None))
+    return plans
+
+
+# --- stage 1: load --------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedImage:
+    item: ImageItem
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    prompts: Prompts | None
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LoadedMap:
+    item: MapItem
+    source: object  # TileSource
+    grid: Grid
+    plans: list[ObjectPlan]
+    windows: dict  # origin (x, y) tiles → (size, size, 3) uint8 RGB
+    timings: dict = field(default_factory=dict)
+
+
+def load_item(item: Item, ctx: StageContext):
+    """Stage 1: the item's pixels (and, for areas, the plan of its objects)."""
+    if item.problem:
+        raise ValueError(item.problem)
+    t0 = time.perf_counter()
+    if isinstance(item, ImageItem):
+        image = read_image(Path(item.path).read_bytes(), "image")
+        prompts = None
+        if item.points:
+            prompts = parse_prompts({"points": [list(p) for p in item.points], "labels": list(item.labels)},
+                                    image.shape[:2], "prompts", max_prompts=1000)
+        return LoadedImage(item, image, prompts, {"load": time.perf_counter() - t0})
+    source = ctx.sources.get(item.source)
+    n = max(1, ctx.cfg.window_tiles * 256 // source.tile_size)
+    grid = Grid(item.zoom, n, source.tile_size)
+    if not source.min_zoom <= grid.z <= source.max_zoom:
+        raise ValueError(f"zoom {grid.z} is outside source {source.id!r}'s range "
+                         f"{source.min_zoom}–{source.max_zoom}")
+    plans = plan_objects(item, grid)
+    origins = sorted({s.origin for p in plans for s in p.seeds}, key=lambda o: (o[1], o[0]))
+    windows = {o: ctx.fetch_window(source, grid.window(o)) for o in origins}
+    return LoadedMap(item, source, grid, plans, windows, {"load": time.perf_counter() - t0})
+
+
+# --- stage 2: infer -------------------------------------------------------------------------------------------
+
+@dataclass
+class ImageMasks:
+    item: ImageItem
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    masks: np.ndarray  # (K, H, W) bool, image px
+    scores: np.ndarray  # (K,) float32
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ObjectMask:
+    """One object's merged mask: `mask` (h, w) bool in global px of the area's zoom, NW pixel at global px
+    (`origin` * tile size), i.e. `origin` = (x, y) tiles; `score` of its first decode."""
+
+    index: int
+    score: float
+    origin: tuple[int, int]
+    mask: np.ndarray
+
+
+@dataclass
+class MapMasks:
+    item: MapItem
+    grid: Grid
+    objects: list[ObjectMask]
+    windows: dict  # origin (x, y) tiles → (size, size, 3) uint8 RGB, every window used
+    timings: dict = field(default_factory=dict)
+
+
+def _add(timings: dict, name: str, t0: float) -> float:
+    now = time.perf_counter()
+    timings[name] = timings.get(name, 0.0) + now - t0
+    return now
+
+
+def _best(result, multimask: bool) -> tuple[np.ndarray, float]:
+    """(H, W) bool mask and score of query 0: the best-scoring of M masks."""
+    k = int(np.argmax(result.scores[0])) if multimask else 0
+    return result.masks[0, k], float(result.scores[0, k])
+
+
+def infer_item(loaded, engine: Engine, ctx: StageContext):
+    """Stage 2: masks of the item (model work; map areas may fetch windows that seams lead into)."""
+    timings = dict(loaded.timings)
+    if isinstance(loaded, LoadedImage):
+        t0 = time.perf_counter()
+        emb = engine.embed(loaded.image)
+        t0 = _add(timings, "embed", t0)
+        if loaded.prompts is not None:
+            r = decode_prompts(engine, emb, loaded.prompts, ctx.cfg.multimask)
+            masks, scores = r.masks[0], r.scores[0]
+        else:
+            records = generate_masks(engine, loaded.image, ctx.cfg.amg, emb)
+            h, w = loaded.image.shape[:2]
+            masks = np.array([r["segmentation"] for r in records], bool).reshape(-1, h, w)
+            scores = np.array([r["predicted_iou"] for r in records], np.float32)
+        _add(timings, "decode", t0)
+        return ImageMasks(loaded.item, loaded.image, masks, np.asarray(scores, np.float32), timings)
+    return _infer_map(loaded, engine, ctx, timings)
+
+
+def _infer_map(loaded: LoadedMap, engine: Engine, ctx: StageContext, timings: dict) -> MapMasks:
+    grid, windows = loaded.grid, dict(loaded.windows)
+    embeddings: dict = {}
+
+    def embedding(origin):
+        if origin not in embeddings:
+            t0 = time.perf_counter()
+            if origin not in windows:
+                windows[origin] = ctx.fetch_window(loaded.source, grid.window(origin))
+                t0 = _add(timings, "load", t0)
+            embeddings[origin] = engine.embed(windows[origin])
+            _add(timings, "embed", t0)
+        return embeddings[origin]
+
+    objects = []
+    for plan in loaded.plans:
+        pieces: dict = {}
+        queue = list(plan.seeds)
+        queued = {s.origin for s in queue}
+        score = None
+        while queue and len(pieces) < ctx.cfg.max_windows_per_object:
+            seed = queue.pop(0)
+            emb = embedding(seed.origin)
+            t0 = time.perf_counter()
+            mask, s = _best(engine.decode(emb, seed.prompts, ctx.cfg.multimask), ctx.cfg.multimask)
+            _add(timings, "decode", t0)
+            score = s if score is None else score
+            pieces[seed.origin] = mask
+            if plan.expand:
+                for nxt in _seam_seeds(grid, seed.origin, mask, plan):
+                    if nxt.origin not in queued:
+                        queued.add(nxt.origin)
+                        queue.append(nxt)
+        if pieces:
+            objects.append(_merge(plan.index, score, pieces, grid))
+    return MapMasks(loaded.item, grid, objects, windows, timings)
+
+
+def _seam_seeds(grid: Grid, origin: tuple[int, int], mask: np.ndarray, plan: ObjectPlan) -> list[Seed]:
+    """Seeds in the lattice neighbours of `origin` that `mask` ((size, size) bool, window px) runs into.
+
+    A neighbour in direction (dx, dy) qualifies when the mask touches the window's edge(s) on that side;
+    its prompt is the mask pixel farthest from the mask's outline inside the two windows' overlap (first in
+    row-major order on ties), plus the object's exclude points inside the neighbour.
+    """
+    if not mask.any():
+        return []
+    edge = {(1, 0): mask[:, -1].any(), (-1, 0): mask[:, 0].any(), (0, 1): mask[-1, :].any(),
+            (0, -1): mask[0, :].any()}
+    depth = None
+    out = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if (dx, dy) == (0, 0) or (dx and not edge[(dx, 0)]) or (dy and not edge[(0, dy)]):
+                continue
+            nxt = (grid.clamp(origin[0] + dx * grid.step), grid.clamp(origin[1] + dy * grid.step))
+            if nxt == origin:
+                continue
+            sx, sy = (nxt[0] - origin[0]) * grid.ts, (nxt[1] - origin[1]) * grid.ts  # shift, window px
+            rows = slice(max(0, sy), min(grid.size, grid.size + sy))
+            cols = slice(max(0, sx), min(grid.size, grid.size + sx))
+            if depth is None:
+                depth = ndimage.distance_transform_edt(mask)
+            zone = depth[rows, cols]
+            if zone.max() <= 0:
+                continue
+            r, c = np.unravel_index(int(np.argmax(zone)), zone.shape)
+            point = np.array([[c + cols.start - sx, r + rows.start - sy]], np.float64)  # SAM px of nxt
+            excl = plan.world[plan.labels == 0] - np.array(nxt, np.float64) * grid.ts
+            excl = excl[np.all((excl > 0) & (excl < grid.size), axis=1)] - 0.5
+            prompts = Prompts(points=np.vstack([point, excl]),
+                              labels=np.array([1] + [0] * len(excl), np.int32))
+            out.append(Seed(nxt, prompts))
+    return out
+
+
+def _merge(index: int, score: float, pieces: dict, grid: Grid) -> ObjectMask:
+    """OR the (size, size) bool window masks `pieces` (origin → mask) into one mask over their union."""
+    x0 = min(o[0] for o in pieces)
+    y0 = min(o[1] for o in pieces)
+    x1 = max(o[0] for o in pieces) + grid.n
+    y1 = max(o[1] for o in pieces) + grid.n
+    canvas = np.zeros(((y1 - y0) * grid.ts, (x1 - x0) * grid.ts), bool)
+    for (ox, oy), m in pieces.items():
+        r, c = (oy - y0) * grid.ts, (ox - x0) * grid.ts
+        canvas[r:r + grid.size, c:c + grid.size] |= m
+    return ObjectMask(index, score, (x0, y0), canvas)
+
+
+# --- stage 3: finish ------------------------------------------------------------------------------------------
+
+def finish_item(inferred, cfg: JobConfig) -> ItemResult:
+    """Stage 3: vector features (map) or encoded masks (images), and the report picture."""
+    timings = dict(inferred.timings)
+    t0 = time.perf_counter()
+    item = inferred.item
+    if isinstance(inferred, MapMasks):
+        grid = inferred.grid
+        features = []
+        for obj in inferred.objects:
+            affine = Window(grid.z, obj.origin[0], obj.origin[1], tiles=1, tile_size=grid.ts).affine()
+            for f in masks_to_features(obj.mask[None], [obj.score], affine, simplify_px=cfg.simplify_px,
+                                       min_area_px=cfg.min_area_px, first_index=obj.index):
+                p = f["properties"]
+                f["properties"] = {"item_id": item.item_id, "mask_index": p["mask_index"], "score": p["score"],
+                                   "area_m2": p["area_m2"]}
+                features.append(f)
+        kept = {f["properties"]["mask_index"] for f in features}
+        image, panels = _map_panels(inferred, [o for o in inferred.objects if o.index in kept], cfg.panel_px)
+        result = ItemResult(item.item_id, "map", timings=timings, features=features)
+    else:
+        masks = []
+        for i, (m, s) in enumerate(zip(inferred.masks, inferred.scores)):
+            ys, xs = np.nonzero(m)
+            bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] \
+                if len(xs) else [0, 0, 0, 0]
+            masks.append({"index": i, "score": round(float(s), 4), "area": int(m.sum()), "bbox": bbox,
+                          "rle": rle_encode(m), "png": png_bytes(m)})
+        h, w = inferred.image.shape[:2]
+        order = sorted(range(len(masks)), key=lambda i: (-masks[i]["score"], i))[:MAX_PANELS]
+        image, panels = _image_panels(inferred.image, [inferred.masks[i] for i in order], cfg.panel_px)
+        result = ItemResult(item.item_id, "image", timings=timings, masks=masks, image_size=(h, w))
+    result.preview = contact_sheet(image, panels)
+    _add(timings, "post", t0)
+    return result
+
+
+def png_bytes(mask: np.ndarray) -> bytes:
+    """8-bit grayscale PNG of an (H, W) bool mask, 255 = mask."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask, np.uint8) * 255).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _factor(h: int, w: int, panel_px: int) -> int:
+    """Power-of-two reduction bringing max(h, w) to at most `panel_px` (≥ 1)."""
+    f = 1
+    while max(h, w) / f > panel_px:
+        f *= 2
+    return f
+
+
+def reduce_mask(mask: np.ndarray, f: int) -> np.ndarray:
+    """(ceil(H / f), ceil(W / f)) bool: each f x f block of an (H, W) bool mask that holds a mask pixel."""
+    if f == 1:
+        return mask
+    h, w = mask.shape
+    padded = np.zeros((-(-h // f) * f, -(-w // f) * f), bool)
+    padded[:h, :w] = mask
+    return padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).any(axis=(1, 3))
+
+
+def reduce_image(image: np.ndarray, f: int) -> np.ndarray:
+    """(ceil(H / f), ceil(W / f), 3) uint8: an (H, W, 3) uint8 image box-filtered by f."""
+    return image if f == 1 else np.asarray(Image.fromarray(image).reduce(f))
+
+
+def _image_panels(image: np.ndarray, masks: list, panel_px: int):
+    """The image (H, W, 3) uint8 and one overlay per (H, W) bool mask, reduced to ≤ `panel_px` px a side."""
+    from samgis.predict_cli import overlay
+
+    f = _factor(*image.shape[:2], panel_px)
+    small = reduce_image(image, f)
+    return small, [np.asarray(overlay(small, [reduce_mask(m, f)[:small.shape[0], :small.shape[1]]]))
+                   for m in masks]
+
+
+def _map_panels(mm: MapMasks, objects: list[ObjectMask], panel_px: int):
+    """The mosaic of every window used, and one overlay per object (best scores first, ≤ MAX_PANELS)."""
+    from samgis.predict_cli import overlay
+
+    g = mm.grid
+    if not mm.windows:
+        return np.full((panel_px, panel_px, 3), 255, np.uint8), []
+    x0 = min(o[0] for o in mm.windows)
+    y0 = min(o[1] for o in mm.windows)
+    x1 = max(o[0] for o in mm.windows) + g.n
+    y1 = max(o[1] for o in mm.windows) + g.n
+    f = min(_factor((y1 - y0) * g.ts, (x1 - x0) * g.ts, panel_px), g.ts)
+    cell = g.ts // f  # px per tile in the reduced mosaic
+    mosaic = np.full(((y1 - y0) * cell, (x1 - x0) * cell, 3), 255, np.uint8)
+    for (ox, oy), img in sorted(mm.windows.items()):
+        small = reduce_image(img, f)
+        r, c = (oy - y0) * cell, (ox - x0) * cell
+        mosaic[r:r + small.shape[0], c:c + small.shape[1]] = small
+    panels = []
+    for obj in sorted(objects, key=lambda o: (-o.score, o.index))[:MAX_PANELS]:
+        m = np.zeros(mosaic.shape[:2], bool)
+        small = reduce_mask(obj.mask, f)
+        r, c = (obj.origin[1] - y0) * cell, (obj.origin[0] - x0) * cell
+        if r >= 0 and c >= 0:
+            h, w = min(small.shape[0], m.shape[0] - r), min(small.shape[1], m.shape[1] - c)
+            m[r:r + h, c:c + w] = small[:h, :w]
+        panels.append(np.asarray(overlay(mosaic, [m])))
+    return mosaic, panels
+
+
+def contact_sheet(image: np.ndarray, panels: list, columns: int = 4, gap: int = 4) -> bytes:
+    """PNG bytes: `image` then each panel ((h, w, 3) uint8 each, same size), `columns` to a row."""
+    tiles = [image, *panels]
+    h, w = image.shape[:2]
+    rows = -(-len(tiles) // columns)
+    cols = min(columns, len(tiles))
+    sheet = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 255, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, columns)
+        sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = t[:h, :w]
+    buf = io.BytesIO()
+    Image.fromarray(sheet).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def process_item(item: Item, engine: Engine, ctx: StageContext) -> ItemResult:
+    """All three stages in the calling thread."""
+    return finish_stage(infer_stage(load_stage(item, ctx), engine, ctx), ctx.cfg)
+
+
+@dataclass
+class _Pending:
+    """An item before stage 1, shaped like the other payloads (`item`, `timings`)."""
+
+    item: Item
+    timings: dict = field(default_factory=dict)
+
+
+def load_stage(item: Item, ctx: StageContext):
+    """Stage 1 with failures captured: a payload for `infer_stage`, or a failed `ItemResult`."""
+    return run_stage("load", lambda p, c: load_item(p.item, c), _Pending(item), ctx)
+
+
+def infer_stage(loaded, engine: Engine, ctx: StageContext):
+    """Stage 2 with failures captured (failed results pass through)."""
+    return run_stage("infer", infer_item, loaded, engine, ctx)
+
+
+def finish_stage(inferred, cfg: JobConfig) -> ItemResult:
+    """Stage 3 with failures captured (failed results pass through)."""
+    return run_stage("finish", finish_item, inferred, cfg)

@@ -1,0 +1,243 @@
+"""POST /v1/segment/everything end to end: uvicorn + the synthetic-scene tile server + the colour-region engine,
+run through segment_anything's SamAutomaticMaskGenerator. Every mask it returns must be a region the scene
+really has (a shape, a lake's island, the background), in the right place in lng/lat."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import Polygon, box, shape
+
+from api.app import create_app
+from samgis.geo.tiles import Window
+from samgis.settings import Settings
+from tests.live_server import LiveServer
+from tests.support.colour_engine import ColourRegionEngine
+from tests.support.scene import default_scene
+from tests.support.tileserver import ATTRIBUTION, SceneTileServer
+from tests.test_e2e_segment import click_request, iou
+
+SCENE = default_scene()
+CAP = 8  # the server's max_points_per_side in these tests (the real default is 32)
+ROUTE = "/v1/segment/everything"
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    with SceneTileServer(SCENE) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return ColourRegionEngine()
+
+
+@pytest.fixture(scope="module")
+def live(tiles, engine, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("everything")
+    settings = Settings(providers=tiles.write_providers(tmp / "providers.json"), cache_dir=tmp / "cache",
+                        tile_timeout_s=1.0, tile_retries=1, max_points_per_side=CAP)
+    with LiveServer(create_app(settings, engine=engine)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        yield c
+
+
+def everything_request(name: str, z: int, **extra) -> dict:
+    p = SCENE.shape(name).polygon.representative_point()
+    return {"lat": p.y, "lng": p.x, "zoom": z, "source": "Scene", "simplify_px": 0, **extra}
+
+
+def truth_regions(window: dict) -> dict[str, Polygon]:
+    """Every flat-colour region of the window in lng/lat: shapes, their holes (islands), the background."""
+    w = Window(window["z"], window["x"], window["y"])
+    frame = box(*w.bounds())
+    regions, occupied = {}, []
+    for s in SCENE.shapes:
+        if s.polygon.intersects(frame):
+            regions[s.name] = s.polygon.intersection(frame)
+            occupied.append(Polygon(s.polygon.exterior))
+            for k, ring in enumerate(s.polygon.interiors):
+                regions[f"{s.name} island {k}"] = Polygon(ring).intersection(frame)
+    regions["background"] = frame.difference(shapely.union_all(occupied)) if occupied else frame
+    return regions
+
+
+def best_match(geom, regions: dict[str, Polygon]) -> tuple[str, float]:
+    return max(((name, iou(geom, truth)) for name, truth in regions.items()), key=lambda t: t[1])
+
+
+@pytest.fixture(scope="module")
+def lake_fc(client):
+    """Automatic masks of the window around the mid-latitude lake at z 17 (lake 462 px across)."""
+    r = client.post(ROUTE, json=everything_request("mid-lake", 17, points_per_side=6))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("name,z,pps", [("mid-lake", 17, 6), ("north-lake", 16, 4), ("equator-field", 18, 4)])
+def test_every_mask_is_a_real_region_in_the_right_place(client, lake_fc, name, z, pps):
+    fc = lake_fc if name == "mid-lake" else client.post(ROUTE, json=everything_request(name, z,
+                                                                                      points_per_side=pps)).json()
+    meta = fc["samgis"]
+    assert meta["window"]["z"] == z and meta["zoom_requested"] == z
+    regions = truth_regions(meta["window"])
+    matched = {}
+    for f in fc["features"]:
+        region, score = best_match(shape(f["geometry"]), regions)
+        assert score >= 0.9, (region, score)  # no mask is made up or misplaced
+        matched[region] = max(score, matched.get(region, 0.0))
+    # the object and the background around it come back with exact outlines (pixel steps of the 4 px
+    # low-res logits, as SamPredictor gives them)
+    assert matched.get(name, 0) >= 0.97, matched
+    assert matched.get("background", 0) >= 0.97, matched
+    if name == "mid-lake":
+        assert "mid-lake island 0" in matched  # a hole of the lake is its own mask too
+        lake = next(f for f in fc["features"] if best_match(shape(f["geometry"]), regions)[0] == name)
+        assert lake["geometry"]["type"] == "Polygon" and len(lake["geometry"]["coordinates"]) == 2  # hole kept
+    assert len(matched) == len(fc["features"])  # deduplicated: one feature per region
+
+
+def test_response_shape_and_metadata(lake_fc):
+    fc = lake_fc
+    assert fc["type"] == "FeatureCollection" and fc["features"]
+    meta = fc["samgis"]
+    assert {"window", "zoom_requested", "cache", "timings_ms", "model", "source", "attribution"} <= set(meta)
+    assert meta["model"] == "test-colour" and meta["source"] == "Scene" and meta["attribution"] == ATTRIBUTION
+    assert set(meta["window"]) == {"z", "x", "y", "size"} and meta["window"]["size"] == 1024
+    assert {"generate", "vectorize", "total"} <= set(meta["timings_ms"])
+    assert meta["n_masks"] == len(fc["features"]) and meta["n_generated"] >= meta["n_masks"]
+    gen = meta["generator"]
+    assert gen["points_per_side"] == 6 and gen["grid_points"] == 36 and gen["crop_n_layers"] == 0
+    assert gen["pred_iou_thresh"] == 0.88 and gen["box_nms_thresh"] == 0.7 and gen["min_area_m2"] == 0
+    scores = [f["properties"]["score"] for f in fc["features"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [f["properties"]["mask_index"] for f in fc["features"]] == list(range(len(fc["features"])))
+    for f in fc["features"]:
+        p = f["properties"]
+        assert {"score", "stability_score", "mask_index", "area_m2", "zoom", "model", "source",
+                "attribution", "at_window_edge"} <= set(p)
+        assert p["zoom"] == 17 and p["source"] == "Scene" and p["attribution"] == ATTRIBUTION
+        assert p["score"] == pytest.approx(0.9) and 0.95 <= p["stability_score"] <= 1
+        g = shape(f["geometry"])
+        assert g.is_valid and p["area_m2"] > 0
+        polys = f["geometry"]["coordinates"] if f["geometry"]["type"] == "MultiPolygon" else [f["geometry"]["coordinates"]]
+        for rings in polys:
+            assert all(ring[0] == ring[-1] for ring in rings)  # closed
+            assert shapely.is_ccw(shapely.LinearRing(rings[0]))  # RFC 7946: exterior counter-clockwise
+            assert all(-180 <= x <= 180 and -90 <= y <= 90 for x, y in rings[0])  # lon, lat order
+            assert abs(rings[0][0][1] - 45.0) < 0.1
+    # only the background reaches the window's border
+    edge = [f for f in fc["features"] if f["properties"]["at_window_edge"]]
+    assert len(edge) == 1 and edge[0]["properties"]["area_m2"] == max(f["properties"]["area_m2"] for f in fc["features"])
+
+
+def test_min_area_drops_small_masks(client, lake_fc):
+    areas = sorted(f["properties"]["area_m2"] for f in lake_fc["features"])
+    assert len(areas) == 3  # island < lake < background
+    cut = (areas[0] + areas[1]) / 2
+    fc = client.post(ROUTE, json=everything_request("mid-lake", 17, points_per_side=6, min_area_m2=cut)).json()
+    assert fc["samgis"]["cache"] == "hit"
+    assert sorted(f["properties"]["area_m2"] for f in fc["features"]) == areas[1:]
+    assert fc["samgis"]["n_generated"] == lake_fc["samgis"]["n_generated"] and fc["samgis"]["n_masks"] == 2
+    cut = (areas[1] + areas[2]) / 2
+    fc = client.post(ROUTE, json=everything_request("mid-lake", 17, points_per_side=6, min_area_m2=cut)).json()
+    assert [f["properties"]["area_m2"] for f in fc["features"]] == areas[2:]
+
+
+def test_near_duplicate_masks_are_dropped(client):
+    """Box NMS off and every multimask candidate kept: the grid finds each region many times over, and
+    the 2 px eroded/dilated candidates overlap the region with IoU > 0.9; one feature per region is left."""
+    req = everything_request("north-lake", 16, points_per_side=4)
+    plain = client.post(ROUTE, json=req).json()
+    loose = client.post(ROUTE, json={**req, "pred_iou_thresh": 0.5, "box_nms_thresh": 1.0}).json()
+    assert loose["samgis"]["n_generated"] >= 3 * plain["samgis"]["n_generated"]
+    assert loose["samgis"]["n_masks"] == plain["samgis"]["n_masks"]
+    geoms = [shape(f["geometry"]) for f in loose["features"]]
+    for i in range(len(geoms)):
+        for j in range(i + 1, len(geoms)):
+            assert iou(geoms[i], geoms[j]) < 0.9
+    # the best-scored candidate (the exact region, 0.9) wins over its eroded (0.8) and dilated (0.7) copies
+    assert [f["properties"]["score"] for f in loose["features"]] == [f["properties"]["score"] for f in plain["features"]]
+    for a, b in zip(loose["features"], plain["features"]):
+        assert iou(shape(a["geometry"]), shape(b["geometry"])) > 0.999
+
+
+def test_embedding_cache_is_shared_with_segment(client, tiles, engine):
+    # everything first, then a click in the same window: the click is a hit
+    req = everything_request("south-lake", 16, points_per_side=4)
+    first = client.post(ROUTE, json=req).json()["samgis"]
+    assert first["cache"] == "miss" and {"tiles", "embed"} <= set(first["timings_ms"])
+    tiles.reset_counts()
+    embeds = engine.embed_calls
+    click = client.post("/v1/segment", json=click_request(SCENE.shape("south-lake").polygon, 16)).json()["samgis"]
+    assert click["cache"] == "hit" and click["window"] == first["window"]
+    assert tiles.requests == 0 and engine.embed_calls == embeds
+
+    # a click first, then everything in that window: everything is a hit
+    click = client.post("/v1/segment", json=click_request(SCENE.shape("equator-lake").polygon, 17)).json()["samgis"]
+    assert click["cache"] == "miss"
+    tiles.reset_counts()
+    embeds = engine.embed_calls
+    meta = client.post(ROUTE, json=everything_request("equator-lake", 17, points_per_side=4)).json()["samgis"]
+    assert meta["cache"] == "hit" and meta["window"] == click["window"]
+    assert "tiles" not in meta["timings_ms"] and "embed" not in meta["timings_ms"]
+    assert tiles.requests == 0 and engine.embed_calls == embeds
+
+
+def test_points_per_side_is_capped_by_settings(client):
+    r = client.post(ROUTE, json=everything_request("mid-lake", 17, points_per_side=CAP + 1))
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "points_per_side" and f"[1, {CAP}]" in r.json()["detail"]
+    assert Settings().max_points_per_side == 32
+
+
+BAD = {
+    "unknown source": ({"source": "http://evil.example/{z}/{x}/{y}.png"}, "source"),
+    "zoom beyond source max": ({"zoom": 21}, "zoom"),
+    "lat out of range": ({"lat": 95}, "lat"),
+    "lat off the Web Mercator map": ({"lat": 86.0}, "lat"),
+    "lng out of range": ({"lng": -181}, "lng"),
+    "zero points per side": ({"points_per_side": 0}, "points_per_side"),
+    "threshold above 1": ({"pred_iou_thresh": 1.5}, "pred_iou_thresh"),
+    "negative min area": ({"min_area_m2": -1}, "min_area_m2"),
+    "negative simplify": ({"simplify_px": -1}, "simplify_px"),
+    "unknown field": ({"prompts": []}, "prompts"),
+    "missing zoom": ({"zoom": None}, "zoom"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_a_422_naming_the_field(client, case):
+    changes, field = BAD[case]
+    req = {k: v for k, v in {**everything_request("mid-lake", 17), **changes}.items() if v is not None}
+    r = client.post(ROUTE, json=req)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    if isinstance(body["detail"], list):  # pydantic's schema errors
+        assert any(field in [str(x) for x in e["loc"]] for e in body["detail"]), body
+    else:
+        assert body["field"] == field, body
+
+
+@pytest.mark.parametrize("source,status", [("SceneMissing", 502), ("SceneSlow", 504)])
+def test_tile_failures_are_gateway_errors(client, source, status):
+    r = client.post(ROUTE, json=everything_request("mid-field", 16, points_per_side=2, source=source))
+    assert r.status_code == status, r.text
+    assert client.get("/health").status_code == 200
+
+
+def test_openapi_documents_the_route(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"][ROUTE]["post"]
+    assert {"422", "502", "504"} <= set(op["responses"])
+    schema = spec["components"]["schemas"]["EverythingRequest"]
+    assert schema["properties"]["points_per_side"]["default"] == 16
+    assert {"lat", "lng", "zoom"} <= set(schema["required"])
