@@ -100,7 +100,9 @@ def image_to_tokens(attn: Attention, q_in: torch.Tensor | None, k_in: torch.Tens
 
     The query projection is folded onto the T keys (x·W_q·k = x·(W_q·k)) and the output projection onto
     the T values (Σ_h w_h v_h W_o,h), so nothing of size N × C is projected. `q_heads` (1, H, N, d) may give
-    the already-projected queries instead of `q_in`.
+    the already-projected queries instead of `q_in`. The logits are laid out (B, H, T, N) so that the
+    softmax runs over a middle dimension: PyTorch's CPU softmax over a last dimension as short as T is
+    an order of magnitude slower.
     """
     h = attn.num_heads
     b, t, c = k_in.shape
@@ -109,16 +111,51 @@ def image_to_tokens(attn: Attention, q_in: torch.Tensor | None, k_in: torch.Tens
     d = k.shape[-1]
     if q_heads is None:
         wq, bq = _per_head(attn.q_proj, h)                   # (H, d, C), (H, d)
-        a = (wq.transpose(1, 2) @ k.transpose(2, 3))         # (B, H, C, T)
-        a = a.permute(0, 2, 1, 3).reshape(b, c, h * t)       # (B, C, H*T)
-        bias = (k @ bq.unsqueeze(-1)).reshape(b, 1, h * t)   # (B, 1, H*T)
-        logits = (q_in @ a + bias).view(b, -1, h, t)         # (B, N, H, T)
+        a = k @ wq                                           # (B, H, T, C)
+        bias = k @ bq.unsqueeze(-1)                          # (B, H, T, 1)
+        logits = (a.reshape(b, h * t, c) @ q_in.transpose(1, 2)).view(b, h, t, -1) + bias  # (B, H, T, N)
     else:
-        logits = (q_heads @ k.transpose(2, 3)).permute(0, 2, 1, 3)  # (B, N, H, T)
-    weights = torch.softmax(logits / math.sqrt(d), dim=-1)
+        logits = k @ q_heads.transpose(2, 3)                 # (B, H, T, N)
+    weights = torch.softmax(logits / math.sqrt(d), dim=2)
     wo = attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (H, d, C)
     vo = (v @ wo).reshape(b, h * t, c)                       # (B, H*T, C)
-    return weights.reshape(b, -1, h * t) @ vo + attn.out_proj.bias
+    return weights.reshape(b, h * t, -1).transpose(1, 2) @ vo + attn.out_proj.bias
+
+
+def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`MaskDecoder`'s output upscaling and hypernetwork product, computed on tokens.
+
+    `keys`: (B, HW, C) image tokens of an (H, W) = `size` grid; `hyper_in`: (B, M, C/8). Returns
+    (B, M, 4H, 4W) mask logits. Both transposed convolutions have kernel = stride = 2, so each is a matrix
+    product per input pixel whose four outputs are the 2 × 2 block under it; the pixels are put in raster
+    order only once, for the M masks, instead of moving every channel (the convolutions' memory-format
+    copies were half of the decoder's time on CPU).
+    """
+    conv1, norm, act1, conv2, act2 = dec.output_upscaling
+    b, n, c = keys.shape
+    o1, o2 = conv1.out_channels, conv2.out_channels
+    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * o1)                 # (C, [a b o1])
+    x = (keys @ w1).view(b, n, 4, o1) + conv1.bias                           # (B, HW, 4, o1)
+    x = act1(torch.nn.functional.layer_norm(x, (o1,), norm.weight, norm.bias, norm.eps))
+    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(o1, 4 * o2)                # (o1, [a2 b2 o2])
+    x = act2((x @ w2).view(b, n * 16, o2) + conv2.bias)                      # (B, HW·4·4, o2)
+    m = hyper_in.shape[1]
+    masks = x @ hyper_in.transpose(1, 2)                                     # (B, HW·16, M)
+    h, w = size
+    masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, i, a, a2, j, b, b2)
+    return masks.reshape(b, m, 4 * h, 4 * w)
+
+
+def _upscaling_is_foldable(dec) -> bool:
+    """True for SAM's decoder layout: ConvTranspose(k=s=2) → LayerNorm2d → act → ConvTranspose(k=s=2) → act."""
+    layers = list(dec.output_upscaling)
+    if len(layers) != 5:
+        return False
+    convs = (layers[0], layers[3])
+    return all(isinstance(cv, torch.nn.ConvTranspose2d) and cv.kernel_size == (2, 2) and cv.stride == (2, 2)
+               and cv.padding == (0, 0) and cv.output_padding == (0, 0) and cv.groups == 1
+               and cv.dilation == (1, 1) and cv.bias is not None for cv in convs) \
+        and hasattr(layers[1], "eps") and layers[1].weight.shape == (convs[0].out_channels,)
 
 
 @torch.inference_mode()
@@ -170,12 +207,14 @@ def decode_masks(model: Sam, features: torch.Tensor, consts: ImageConsts, pos: t
     hs = tf.norm_final_attn(queries + attn_out)
 
     h, w = features.shape[-2:]
-    src = keys.transpose(1, 2).reshape(b, -1, h, w)
-    upscaled = dec.output_upscaling(src)
     picks = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
     hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in picks], dim=1)
-    bb, cc, hh, ww = upscaled.shape
-    masks = (hyper_in @ upscaled.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
+    if _upscaling_is_foldable(dec):
+        masks = upscale_masks(dec, keys, hyper_in, (h, w))
+    else:
+        upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, -1, h, w))
+        bb, cc, hh, ww = upscaled.shape
+        masks = (hyper_in @ upscaled.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
     iou = dec.iou_prediction_head(hs[:, 0, :])
     iou = iou[:, 1:] if multimask else iou[:, 0:1]
     return masks, iou
