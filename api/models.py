@@ -111,7 +111,7 @@ class EverythingRequest(BaseModel):
 class EverythingMeta(SamgisMeta):
     n_masks: int = Field(..., description="features in the answer")
     n_generated: int = Field(..., description="masks from the generator, before area filters and deduplication")
-    generator: dict[str, float] = Field(..., description="the generator options used")
+    generator: dict[str, int | float] = Field(..., description="the generator options used")
 
 
 class EverythingOut(BaseModel):

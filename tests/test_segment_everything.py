@@ -5,6 +5,7 @@ really has (a shape, a lake's island, the background), in the right place in lng
 from __future__ import annotations
 
 import httpx
+import mercantile
 import numpy as np
 import pytest
 import shapely
@@ -12,10 +13,11 @@ from shapely.geometry import Polygon, box, shape
 
 from api.app import create_app
 from samgis.geo.tiles import Window
+from samgis.predict import AmgOptions, generate_masks, generate_masks_for_embedding
 from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
-from tests.support.scene import default_scene
+from tests.support.scene import default_scene, render_mosaic
 from tests.support.tileserver import ATTRIBUTION, SceneTileServer
 from tests.test_e2e_segment import click_request, iou
 
@@ -82,6 +84,17 @@ def lake_fc(client):
     return r.json()
 
 
+def to_3857(geom):
+    """A lng/lat geometry with every vertex projected to EPSG:3857 metres (mercantile.xy)."""
+    return shapely.transform(geom, lambda c: np.array([mercantile.xy(x, y) for x, y in c], np.float64).reshape(-1, 2))
+
+
+def centroid_offset_px(geom, truth, z: int) -> float:
+    """Distance between the centroids of two lng/lat geometries, in Web Mercator px at zoom z."""
+    a, b = to_3857(geom).centroid, to_3857(truth).centroid
+    return float(np.hypot(a.x - b.x, a.y - b.y)) / (2 * 20037508.342789244 / (256 * 2**z))
+
+
 @pytest.mark.parametrize("name,z,pps", [("mid-lake", 17, 6), ("north-lake", 16, 4), ("equator-field", 18, 4)])
 def test_every_mask_is_a_real_region_in_the_right_place(client, lake_fc, name, z, pps):
     fc = lake_fc if name == "mid-lake" else client.post(ROUTE, json=everything_request(name, z,
@@ -91,18 +104,20 @@ def test_every_mask_is_a_real_region_in_the_right_place(client, lake_fc, name, z
     regions = truth_regions(meta["window"])
     matched = {}
     for f in fc["features"]:
-        region, score = best_match(shape(f["geometry"]), regions)
-        assert score >= 0.9, (region, score)  # no mask is made up or misplaced
-        matched[region] = max(score, matched.get(region, 0.0))
-    # the object and the background around it come back with exact outlines (pixel steps of the 4 px
-    # low-res logits, as SamPredictor gives them)
-    assert matched.get(name, 0) >= 0.97, matched
-    assert matched.get("background", 0) >= 0.97, matched
+        g = shape(f["geometry"])
+        region, score = best_match(g, regions)
+        assert score >= 0.95, (region, score)  # no mask is made up or misplaced
+        assert region not in matched  # deduplicated: one feature per region
+        matched[region] = (score, centroid_offset_px(g, regions[region], z))
+    # The object and the background around it come back where the scene has them. Masks come from SAM's
+    # 256² low-res logits upscaled to 1024 px (as SamPredictor does), so outlines are exact to ~1 px only.
+    assert name in matched and "background" in matched, matched
+    assert matched[name][0] >= 0.98 and matched[name][1] < 1.5, matched
+    assert matched["background"][0] >= 0.995 and matched["background"][1] < 0.5, matched
     if name == "mid-lake":
         assert "mid-lake island 0" in matched  # a hole of the lake is its own mask too
         lake = next(f for f in fc["features"] if best_match(shape(f["geometry"]), regions)[0] == name)
         assert lake["geometry"]["type"] == "Polygon" and len(lake["geometry"]["coordinates"]) == 2  # hole kept
-    assert len(matched) == len(fc["features"])  # deduplicated: one feature per region
 
 
 def test_response_shape_and_metadata(lake_fc):
@@ -116,6 +131,7 @@ def test_response_shape_and_metadata(lake_fc):
     assert meta["n_masks"] == len(fc["features"]) and meta["n_generated"] >= meta["n_masks"]
     gen = meta["generator"]
     assert gen["points_per_side"] == 6 and gen["grid_points"] == 36 and gen["crop_n_layers"] == 0
+    assert all(type(gen[k]) is int for k in ("points_per_side", "grid_points", "crop_n_layers"))
     assert gen["pred_iou_thresh"] == 0.88 and gen["box_nms_thresh"] == 0.7 and gen["min_area_m2"] == 0
     scores = [f["properties"]["score"] for f in fc["features"]]
     assert scores == sorted(scores, reverse=True)
@@ -128,7 +144,8 @@ def test_response_shape_and_metadata(lake_fc):
         assert p["score"] == pytest.approx(0.9) and 0.95 <= p["stability_score"] <= 1
         g = shape(f["geometry"])
         assert g.is_valid and p["area_m2"] > 0
-        polys = f["geometry"]["coordinates"] if f["geometry"]["type"] == "MultiPolygon" else [f["geometry"]["coordinates"]]
+        coords = f["geometry"]["coordinates"]
+        polys = coords if f["geometry"]["type"] == "MultiPolygon" else [coords]
         for rings in polys:
             assert all(ring[0] == ring[-1] for ring in rings)  # closed
             assert shapely.is_ccw(shapely.LinearRing(rings[0]))  # RFC 7946: exterior counter-clockwise
@@ -136,7 +153,8 @@ def test_response_shape_and_metadata(lake_fc):
             assert abs(rings[0][0][1] - 45.0) < 0.1
     # only the background reaches the window's border
     edge = [f for f in fc["features"] if f["properties"]["at_window_edge"]]
-    assert len(edge) == 1 and edge[0]["properties"]["area_m2"] == max(f["properties"]["area_m2"] for f in fc["features"])
+    largest = max(f["properties"]["area_m2"] for f in fc["features"])
+    assert len(edge) == 1 and edge[0]["properties"]["area_m2"] == largest
 
 
 def test_min_area_drops_small_masks(client, lake_fc):
@@ -147,9 +165,7 @@ def test_min_area_drops_small_masks(client, lake_fc):
     assert fc["samgis"]["cache"] == "hit"
     assert sorted(f["properties"]["area_m2"] for f in fc["features"]) == areas[1:]
     assert fc["samgis"]["n_generated"] == lake_fc["samgis"]["n_generated"] and fc["samgis"]["n_masks"] == 2
-    cut = (areas[1] + areas[2]) / 2
-    fc = client.post(ROUTE, json=everything_request("mid-lake", 17, points_per_side=6, min_area_m2=cut)).json()
-    assert [f["properties"]["area_m2"] for f in fc["features"]] == areas[2:]
+    assert fc["samgis"]["generator"]["min_area_m2"] == cut
 
 
 def test_near_duplicate_masks_are_dropped(client):
@@ -165,7 +181,8 @@ def test_near_duplicate_masks_are_dropped(client):
         for j in range(i + 1, len(geoms)):
             assert iou(geoms[i], geoms[j]) < 0.9
     # the best-scored candidate (the exact region, 0.9) wins over its eroded (0.8) and dilated (0.7) copies
-    assert [f["properties"]["score"] for f in loose["features"]] == [f["properties"]["score"] for f in plain["features"]]
+    scores = [f["properties"]["score"] for f in plain["features"]]
+    assert [f["properties"]["score"] for f in loose["features"]] == scores
     for a, b in zip(loose["features"], plain["features"]):
         assert iou(shape(a["geometry"]), shape(b["geometry"])) > 0.999
 
@@ -227,10 +244,12 @@ def test_bad_input_is_a_422_naming_the_field(client, case):
         assert body["field"] == field, body
 
 
-@pytest.mark.parametrize("source,status", [("SceneMissing", 502), ("SceneSlow", 504)])
-def test_tile_failures_are_gateway_errors(client, source, status):
+@pytest.mark.parametrize("source,needle", [("SceneMissing", "404"), ("SceneGarbage", "image")])
+def test_tile_failures_are_gateway_errors(client, source, needle):
+    """Same error mapping as /v1/segment (whose tests also cover the 504 of a slow source)."""
     r = client.post(ROUTE, json=everything_request("mid-field", 16, points_per_side=2, source=source))
-    assert r.status_code == status, r.text
+    assert r.status_code == 502, r.text
+    assert needle in r.json()["detail"].lower()
     assert client.get("/health").status_code == 200
 
 
@@ -241,3 +260,22 @@ def test_openapi_documents_the_route(client):
     schema = spec["components"]["schemas"]["EverythingRequest"]
     assert schema["properties"]["points_per_side"]["default"] == 16
     assert {"lat", "lng", "zoom"} <= set(schema["required"])
+
+
+def test_generator_runs_on_the_embedding_alone():
+    """A cached window embedding is enough: same records as the generator given the image's pixels."""
+    engine = ColourRegionEngine()
+    p = SCENE.shape("mid-lake").polygon.representative_point()
+    t = mercantile.tile(p.x, p.y, 16)
+    image = render_mosaic(SCENE, 16, t.x - 1, t.y - 1, tiles=2)  # (512, 512, 3), the lake inside
+    embedding = engine.embed(image)
+    options = AmgOptions(points_per_side=4)
+    ours = generate_masks_for_embedding(engine, embedding, options)
+    ref = generate_masks(engine, image, options, embedding)
+    assert len(ours) == len(ref) >= 2 and engine.embed_calls == 1
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a["segmentation"], b["segmentation"])
+        assert (a["bbox"], a["predicted_iou"], a["stability_score"]) == (b["bbox"], b["predicted_iou"],
+                                                                         b["stability_score"])
+    with pytest.raises(ValueError, match="crops"):
+        generate_masks_for_embedding(engine, embedding, AmgOptions(points_per_side=4, crop_n_layers=1))
