@@ -8,6 +8,7 @@ inputs. Run: `make bench` (or `.venv/bin/python bench/bench_segment.py --clicks 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 import statistics
 import sys
 import tempfile
@@ -15,8 +16,10 @@ import time
 from pathlib import Path
 
 import httpx
+import mercantile
 import numpy as np
 import torch
+from shapely.geometry import Point
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,6 +30,7 @@ from samgis.engine.registry import get_model_spec  # noqa: E402
 from samgis.engine.sam import SamEngine, build_sam  # noqa: E402
 from samgis.settings import Settings  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
+from tests.support.colour_engine import ColourRegionEngine  # noqa: E402
 from tests.support.scene import default_scene  # noqa: E402
 from tests.support.tileserver import SceneTileServer  # noqa: E402
 
@@ -39,6 +43,63 @@ def click(lng: float, lat: float, z: int) -> dict:
     d = 0.02
     return {"bbox": {"ne": {"lat": lat + d, "lng": lng + d}, "sw": {"lat": lat - d, "lng": lng - d}},
             "zoom": z, "source": "Scene", "prompts": [{"type": "point", "lat": lat, "lng": lng, "label": 1}]}
+
+
+@dataclass
+class Clicks:
+    cold_server: list = field(default_factory=list)
+    cold_client: list = field(default_factory=list)
+    cold_tiles: list = field(default_factory=list)
+    server: list = field(default_factory=list)
+    client: list = field(default_factory=list)
+    decode: list = field(default_factory=list)
+    vectorize: list = field(default_factory=list)
+    validate: list = field(default_factory=list)
+    parts: list = field(default_factory=list)
+
+
+def run_clicks(engine, providers: Path, cache_dir: Path, anchor, z: int, n_cold: int, n_clicks: int,
+               rng: np.random.Generator, shape=None) -> Clicks:
+    """Cold clicks in `n_cold` distinct windows, then `n_clicks` cache-hit clicks (inside `shape` when given,
+    else in the middle of the first window), over real HTTP."""
+    out = Clicks()
+    settings = Settings(providers=providers, cache_dir=cache_dir)
+    with LiveServer(create_app(settings, engine=engine)) as srv, httpx.Client(base_url=srv.url, timeout=600) as c:
+        for i in range(n_cold):  # distinct windows: 0.05° apart
+            t = time.perf_counter()
+            r = c.post("/v1/segment", json=click(anchor.x + 0.05 * i, anchor.y, z))
+            out.cold_client.append((time.perf_counter() - t) * 1000)
+            meta = r.json()["samgis"]
+            assert meta["cache"] == "miss", meta
+            out.cold_server.append(meta["timings_ms"]["total"])
+            out.cold_tiles.append(meta["timings_ms"].get("tiles", 0.0))
+        win = c.post("/v1/segment", json=click(anchor.x, anchor.y, z)).json()["samgis"]["window"]
+        west, north = mercantile.ul(win["x"], win["y"], win["z"])
+        east, south = mercantile.ul(win["x"] + 4, win["y"] + 4, win["z"])
+        while len(out.server) < n_clicks:
+            if shape is None:
+                lng = west + (east - west) * rng.uniform(0.2, 0.8)
+                lat = south + (north - south) * rng.uniform(0.2, 0.8)
+            else:
+                x0, y0, x1, y1 = shape.bounds
+                lng, lat = rng.uniform(x0, x1), rng.uniform(y0, y1)
+                if not shape.contains(Point(lng, lat)):
+                    continue
+            t = time.perf_counter()
+            r = c.post("/v1/segment", json=click(lng, lat, z))
+            elapsed = (time.perf_counter() - t) * 1000
+            fc = r.json()
+            meta = fc["samgis"]
+            if meta["cache"] != "hit":
+                continue
+            out.client.append(elapsed)
+            out.server.append(meta["timings_ms"]["total"])
+            out.decode.append(meta["timings_ms"]["decode"])
+            out.vectorize.append(meta["timings_ms"]["vectorize"])
+            out.validate.append(meta["timings_ms"]["validate"])
+            out.parts.append(sum(1 if f["geometry"]["type"] == "Polygon" else len(f["geometry"]["coordinates"])
+                                 for f in fc["features"]))
+    return out
 
 
 def main() -> None:
@@ -60,47 +121,32 @@ def main() -> None:
     z = 17
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp, SceneTileServer(scene) as tiles:
-        settings = Settings(providers=tiles.write_providers(Path(tmp) / "p.json"), cache_dir=Path(tmp))
-        with LiveServer(create_app(settings, engine=engine)) as srv, httpx.Client(base_url=srv.url, timeout=600) as c:
-            cold_server, cold_client, cold_tiles = [], [], []
-            for i in range(args.cold):  # distinct windows: 0.05° apart
-                t = time.perf_counter()
-                r = c.post("/v1/segment", json=click(anchor.x + 0.05 * i, anchor.y, z))
-                cold_client.append((time.perf_counter() - t) * 1000)
-                meta = r.json()["samgis"]
-                assert meta["cache"] == "miss", meta
-                cold_server.append(meta["timings_ms"]["total"])
-                cold_tiles.append(meta["timings_ms"].get("tiles", 0.0))
-            first = c.post("/v1/segment", json=click(anchor.x, anchor.y, z)).json()["samgis"]
-            win = first["window"]
-            import mercantile
-
-            west, north = mercantile.ul(win["x"], win["y"], win["z"])
-            east, south = mercantile.ul(win["x"] + 4, win["y"] + 4, win["z"])
-            srv_ms, cli_ms, dec_ms = [], [], []
-            for _ in range(args.clicks):
-                lng = west + (east - west) * rng.uniform(0.2, 0.8)
-                lat = south + (north - south) * rng.uniform(0.2, 0.8)
-                t = time.perf_counter()
-                r = c.post("/v1/segment", json=click(lng, lat, z))
-                cli_ms.append((time.perf_counter() - t) * 1000)
-                meta = r.json()["samgis"]
-                if meta["cache"] != "hit":
-                    continue
-                srv_ms.append(meta["timings_ms"]["total"])
-                dec_ms.append(meta["timings_ms"]["decode"])
+        providers = tiles.write_providers(Path(tmp) / "p.json")
+        vit = run_clicks(engine, providers, Path(tmp) / "a", anchor, z, args.cold, args.clicks, rng)
+        # The same clicks answered by the colour-region test engine: real object outlines (a random-weight
+        # model's masks are speckle, thousands of parts), so this measures the non-model path on realistic masks.
+        real = run_clicks(ColourRegionEngine(), providers, Path(tmp) / "b", anchor, z, 1, args.clicks,
+                          np.random.default_rng(0), shape=scene.shapes[0].polygon)
 
     print(f"\ncold window (miss; tiles over local HTTP + encoder), {args.cold} windows:")
-    print(f"  server p50 {pct(cold_server, 50):8.1f} ms   client p50 {pct(cold_client, 50):8.1f} ms   "
-          f"tiles p50 {pct(cold_tiles, 50):6.1f} ms")
-    print(f"cached follow-up click, {len(srv_ms)} clicks:")
-    print(f"  server p50 {pct(srv_ms, 50):8.1f} ms   p95 {pct(srv_ms, 95):8.1f} ms")
-    print(f"  client p50 {pct(cli_ms, 50):8.1f} ms   p95 {pct(cli_ms, 95):8.1f} ms   (HTTP + JSON included)")
-    print(f"  decode p50 {pct(dec_ms, 50):8.1f} ms")
-    print(f"ratio cold/cached (server p50): {pct(cold_server, 50) / pct(srv_ms, 50):.0f}x")
-    non_model = [c_ - d for c_, d in zip(cli_ms, dec_ms)]
-    print(f"non-model share of a cached click (client time − decode) / client time: "
-          f"{100 * statistics.median(non_model) / statistics.median(cli_ms):.1f} %")
+    print(f"  server p50 {pct(vit.cold_server, 50):8.1f} ms   client p50 {pct(vit.cold_client, 50):8.1f} ms   "
+          f"tiles p50 {pct(vit.cold_tiles, 50):6.1f} ms")
+    print(f"cached follow-up click, {len(vit.server)} clicks (random-weight masks: p50 "
+          f"{pct(vit.parts, 50):.0f} polygon parts per answer):")
+    print(f"  server p50 {pct(vit.server, 50):8.1f} ms   p95 {pct(vit.server, 95):8.1f} ms")
+    print(f"  client p50 {pct(vit.client, 50):8.1f} ms   p95 {pct(vit.client, 95):8.1f} ms   (HTTP + JSON included)")
+    print(f"  decode p50 {pct(vit.decode, 50):8.1f} ms   vectorize p50 {pct(vit.vectorize, 50):8.1f} ms")
+    print(f"ratio cold/cached (server p50): {pct(vit.cold_server, 50) / pct(vit.server, 50):.0f}x")
+    raw = [c_ - d for c_, d in zip(vit.client, vit.decode)]
+    print(f"non-model share, random-weight masks (client − decode) / client: "
+          f"{100 * statistics.median(raw) / statistics.median(vit.client):.1f} %")
+    non_model = [c_ - d for c_, d in zip(real.client, real.decode)]
+    nm, dec = statistics.median(non_model), pct(vit.decode, 50)
+    print(f"non-model time on object masks ({pct(real.parts, 50):.0f} part, colour test engine, same server "
+          f"path): p50 {nm:.1f} ms (validate+window {pct(real.validate, 50):.1f}, vectorize "
+          f"{pct(real.vectorize, 50):.1f}, HTTP+JSON rest)")
+    print(f"  → a cached click with vit_b decode p50 {dec:.1f} ms + that: {dec + nm:.1f} ms, "
+          f"non-model share {100 * nm / (dec + nm):.1f} %")
 
     # decode vs SamPredictor on identical inputs
     from segment_anything import SamPredictor
