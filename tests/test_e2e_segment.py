@@ -8,7 +8,6 @@ import json
 
 import httpx
 import mercantile
-import numpy as np
 import pytest
 from shapely.geometry import box, shape
 
@@ -16,6 +15,7 @@ from api.app import create_app
 from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
+from tests.support.geometry import iou, union_geometry
 from tests.support.scene import default_scene
 from tests.support.tileserver import SceneTileServer
 
@@ -62,19 +62,6 @@ def click_request(poly, z: int, source: str = "Scene", **extra) -> dict:
     w, s, e, n = poly.buffer(0.01).bounds
     return {"bbox": {"ne": {"lat": n, "lng": e}, "sw": {"lat": s, "lng": w}}, "zoom": z, "source": source,
             "prompts": [{"type": "point", "lat": p.y, "lng": p.x, "label": 1}], **extra}
-
-
-def union_geometry(fc: dict):
-    geoms = [shape(f["geometry"]) for f in fc["features"]]
-    assert geoms, "no polygon returned"
-    out = geoms[0]
-    for g in geoms[1:]:
-        out = out.union(g)
-    return out
-
-
-def iou(a, b) -> float:
-    return a.intersection(b).area / a.union(b).area
 
 
 GEOREF_CASES = [(s.name, z) for s in SCENE.shapes for z in (14, 15, 16, 17, 18)
@@ -294,7 +281,7 @@ def samgis_rect(poly) -> dict:
 
 def test_samgis_envelope_for_its_request_shapes(client):
     a, b = SCENE.shapes[0].polygon, SCENE.shapes[1].polygon
-    pa, pb = a.representative_point(), b.representative_point()
+    pa = a.representative_point()
     near = a.union(b)
     cases = {
         "point": samgis_request([samgis_point(pa.x, pa.y)], a),

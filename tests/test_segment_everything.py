@@ -19,7 +19,8 @@ from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.scene import default_scene, render_mosaic
 from tests.support.tileserver import ATTRIBUTION, SceneTileServer
-from tests.test_e2e_segment import click_request, iou
+from tests.support.geometry import iou
+from tests.test_e2e_segment import click_request
 
 SCENE = default_scene()
 CAP = 8  # the server's max_points_per_side in these tests (the real default is 32)

@@ -15,12 +15,13 @@ from pathlib import Path
 import httpx
 import mercantile
 import pytest
-from shapely.geometry import Point, shape
+from shapely.geometry import Point
 
 from api.app import WEB_DIST, create_app
 from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
+from tests.support.geometry import iou, union_geometry
 from tests.support.scene import default_scene
 from tests.support.tileserver import SceneTileServer
 
@@ -78,19 +79,6 @@ def pick_case():
 
 CASE, ZOOM = pick_case()
 TRUTH = CASE.polygon
-
-
-def iou(a, b) -> float:
-    return a.intersection(b).area / a.union(b).area
-
-
-def union(fc: dict):
-    geoms = [shape(f["geometry"]) for f in fc["features"]]
-    assert geoms, "no polygon in the result"
-    out = geoms[0]
-    for g in geoms[1:]:
-        out = out.union(g)
-    return out
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
@@ -232,7 +220,7 @@ def test_include_exclude_history_and_downloads(page, live, tmp_path):
     click_at(page, lat, lng)  # include tool is the default
     fc = current_fc(page)
     assert fc is not None, page.inner_text("#messages")
-    assert iou(union(fc), TRUTH) >= 0.9
+    assert iou(union_geometry(fc), TRUTH) >= 0.9
     status = page.inner_text("#status")
     assert "embedding cache" in status and f"window z{ZOOM}" in status and "total" in status, status
     req = page.evaluate("samgis.state.lastRequest")
@@ -252,12 +240,12 @@ def test_include_exclude_history_and_downloads(page, live, tmp_path):
     page.locator(".leaflet-popup-close-button").click()
 
     # An exclude point changes the result (the test model empties a mask that holds an exclude point).
-    first = union(fc)
+    first = union_geometry(fc)
     page.keyboard.press("e")
     click_at(page, ex_lat, ex_lng)
     fc2 = current_fc(page)
     assert page.evaluate("samgis.state.lastRequest.prompts.map(p => p.label)") == [1, 0]
-    second = union(fc2) if fc2 and fc2["features"] else None
+    second = union_geometry(fc2) if fc2 and fc2["features"] else None
     assert second is None or not second.equals_exact(first, 1e-9), "exclude point did not change the result"
     if second is None:
         assert "no object found" in page.inner_text("#status")
@@ -270,7 +258,7 @@ def test_include_exclude_history_and_downloads(page, live, tmp_path):
     page.wait_for_function("samgis.state.prompts.length === 1")
     settle(page, before)
     fc3 = current_fc(page)
-    assert fc3 is not None and iou(union(fc3), TRUTH) >= 0.9
+    assert fc3 is not None and iou(union_geometry(fc3), TRUTH) >= 0.9
 
     items = page.locator("#layer-list > li")
     assert items.count() == 2
@@ -294,7 +282,7 @@ def test_include_exclude_history_and_downloads(page, live, tmp_path):
     d.save_as(path)
     got = json.loads(path.read_text())
     assert got["type"] == "FeatureCollection" and len(got["features"]) == len(fc["features"])
-    assert iou(union(got), TRUTH) >= 0.9
+    assert iou(union_geometry(got), TRUTH) >= 0.9
 
     with page.expect_download() as dl:
         older.locator("button.dl-gpkg").click()
@@ -349,7 +337,7 @@ def test_rectangle_tool_drag_and_remove_prompts(page, live):
     assert box["sw"]["lat"] < s and box["ne"]["lat"] > n and box["sw"]["lng"] < w and box["ne"]["lng"] > e
     fc = current_fc(page)
     assert fc is not None, page.inner_text("#messages")
-    assert iou(union(fc), TRUTH) >= 0.9
+    assert iou(union_geometry(fc), TRUTH) >= 0.9
     selection = page.evaluate("String(window.getSelection())")
     assert selection == "", f"drawing selected page text: {selection!r}"
     shot(page, "06_rectangle_result")
