@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -60,14 +59,9 @@ def build_resources(settings: Settings, sources: SourceRegistry | None = None) -
 
 def load_engine(settings: Settings) -> Engine:
     """Resolve weights (maybe downloading them) and build the configured engine."""
-    from samgis.engine.registry import get_model_spec
     from samgis.engine.sam import SamEngine
-    from samgis.engine.weights import resolve_checkpoint, storage_checkpoint
 
-    spec = get_model_spec(settings.model)
-    explicit = settings.checkpoint or storage_checkpoint(spec, os.environ.get("AIP_STORAGE_URI"))
-    ckpt = resolve_checkpoint(spec, explicit, cache_dir=settings.resolved_cache_dir() / "weights",
-                              allow_download=settings.allow_download)
+    spec, ckpt = settings.weights()
     return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
 
 

@@ -1,4 +1,4 @@
-"""`samgis serve | fetch-weights | models` — the command line."""
+"""`samgis serve | predict | evaluate | batch | fetch-weights | models` — the command line."""
 
 from __future__ import annotations
 
@@ -9,19 +9,35 @@ import sys
 from pathlib import Path
 
 
+def add_model_options(p: argparse.ArgumentParser, providers: bool = True) -> None:
+    """The model, weights, device (and tile providers) options shared by serve, predict and batch."""
+    p.add_argument("--model", help="model id (default sam_vit_b; see `samgis models`)")
+    p.add_argument("--checkpoint", help="weights file (else $SAMGIS_CHECKPOINT, cache dir, download)")
+    if providers:
+        p.add_argument("--providers", help="JSON file of extra/overriding tile sources ($SAMGIS_PROVIDERS)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=None)
+    p.add_argument("--cache-dir", help="root of the weights and tile caches ($SAMGIS_CACHE_DIR)")
+    p.add_argument("--no-download", action="store_true", help="never download weights")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """`Settings` from `SAMGIS_*` variables, overridden by the options of `add_model_options` given."""
+    from samgis.settings import Settings
+
+    names = ("model", "checkpoint", "providers", "device", "precision", "cache_dir")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if args.no_download:
+        overrides["allow_download"] = False
+    return Settings(**overrides)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from samgis.settings import Settings
 
-    overrides = {k: v for k, v in {
-        "model": args.model, "checkpoint": args.checkpoint, "providers": args.providers,
-        "device": args.device, "precision": args.precision, "cache_dir": args.cache_dir,
-    }.items() if v is not None}
-    if args.no_download:
-        overrides["allow_download"] = False
-    settings = Settings(**overrides)
+    settings = settings_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Vertex AI custom containers say the port in AIP_HTTP_PORT and reach the server from outside
     aip_port = os.environ.get("AIP_HTTP_PORT")
@@ -69,13 +85,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the HTTP API and web map")
     s.add_argument("--host", help="default 127.0.0.1 (0.0.0.0 when $AIP_HTTP_PORT is set)")
     s.add_argument("--port", type=int, help="default $AIP_HTTP_PORT, else 8000")
-    s.add_argument("--model", help="model id (default sam_vit_b; see `samgis models`)")
-    s.add_argument("--checkpoint", help="weights file (else $SAMGIS_CHECKPOINT, cache dir, download)")
-    s.add_argument("--providers", help="JSON file of extra/overriding tile sources ($SAMGIS_PROVIDERS)")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=None)
-    s.add_argument("--cache-dir", help="root of the weights and tile caches ($SAMGIS_CACHE_DIR)")
-    s.add_argument("--no-download", action="store_true", help="never download weights")
+    add_model_options(s)
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_serve)
 
@@ -88,9 +98,11 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list known models")
     m.set_defaults(func=_models)
 
+    from samgis.batch.cli import add_batch_parser
     from samgis.predict_cli import add_predict_parsers
 
     add_predict_parsers(sub)
+    add_batch_parser(sub)
     return p
 
 

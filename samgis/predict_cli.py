@@ -165,20 +165,11 @@ def read_mask(path: Path) -> np.ndarray:
 
 def load_engine(args: argparse.Namespace):
     """The engine named by `--model`/`--checkpoint`/… (else `SAMGIS_*` variables, else defaults)."""
-    from samgis.engine.registry import get_model_spec
+    from samgis.cli import settings_from_args
     from samgis.engine.sam import SamEngine
-    from samgis.engine.weights import resolve_checkpoint
-    from samgis.settings import Settings
 
-    overrides = {k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint, "device": args.device,
-                                   "precision": args.precision, "cache_dir": args.cache_dir}.items()
-                 if v is not None}
-    if args.no_download:
-        overrides["allow_download"] = False
-    settings = Settings(**overrides)
-    spec = get_model_spec(settings.model)
-    ckpt = resolve_checkpoint(spec, settings.checkpoint, cache_dir=settings.resolved_cache_dir() / "weights",
-                              allow_download=settings.allow_download)
+    settings = settings_from_args(args)
+    spec, ckpt = settings.weights()
     return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
 
 
@@ -361,6 +352,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 # --- parsers ---------------------------------------------------------------------------------------------
 
 def add_predict_parsers(subparsers) -> None:
+    from samgis.cli import add_model_options
+
     """Register `predict` and `evaluate` on `samgis`'s sub-command parsers."""
     d = AmgOptions()
     p = subparsers.add_parser("predict", help="segment a PNG/JPEG with point/box prompts, or everything in it",
@@ -382,12 +375,7 @@ def add_predict_parsers(subparsers) -> None:
     p.add_argument("--box-nms-thresh", type=float, default=d.box_nms_thresh)
     p.add_argument("--min-mask-region-area", type=int, default=d.min_mask_region_area)
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images")
-    p.add_argument("--model", help="model id (default sam_vit_b; see `samgis models`)")
-    p.add_argument("--checkpoint", help="weights file (else $SAMGIS_CHECKPOINT, cache dir, download)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=None)
-    p.add_argument("--cache-dir", help="root of the weights cache ($SAMGIS_CACHE_DIR)")
-    p.add_argument("--no-download", action="store_true", help="never download weights")
+    add_model_options(p, providers=False)
     p.set_defaults(func=run_predict)
 
     e = subparsers.add_parser("evaluate", help="mean IoU and pixel accuracy of predicted masks vs ground truth",

@@ -32,7 +32,7 @@ def slug(item_id: str) -> str:
     """A file-name-safe name for an item id, unique per id (a digest is added when characters are replaced).
 
     >>> slug("photo_1.jpg"), slug("área 7")
-    ('photo_1.jpg', '_rea_7-5b4d8c3c')
+    ('photo_1.jpg', '_rea_7-c6393bd2')
     """
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id)[:80] or "_"
     if safe != item_id or safe.startswith("."):
@@ -84,7 +84,7 @@ def write_segments(outdir: Path, map_ids: list[str], records: dict) -> Path | No
         fc = json.loads((outdir / f"areas/{slug(item_id)}.geojson").read_text())
         features.extend(fc["features"])
     path = outdir / GPKG
-    tmp = outdir / f".{GPKG}.tmp"
+    tmp = outdir / f".tmp-{GPKG}"
     tmp.unlink(missing_ok=True)
     if features:
         write_geopackage({"type": "FeatureCollection", "features": features}, tmp, layer=LAYER)

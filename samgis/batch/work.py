@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from samgis.batch.inputs import ImageItem, Item, MapItem, MapObject
+from samgis.batch.inputs import ImageItem, Item, MapItem
 from samgis.engine.protocol import Engine, Prompts
 from samgis.geo.tiles import Window, checked_lnglat, world_px
 from samgis.predict import AmgOptions, decode_prompts, generate_masks, parse_prompts, read_image, rle_encode
@@ -50,7 +50,9 @@ class JobConfig:
     Tile fetching: `providers` file, `builtin_sources`, disk `tile_cache_dir`, `tile_timeout_s`,
     `tile_retries`. Output shaping (part of every item's resume digest): `window_tiles`, `simplify_px`,
     `min_area_px`, `multimask` (best of 3 masks per object), `amg` (automatic masks),
-    `max_windows_per_object`. `panel_px`: side of one report panel.
+    `max_windows_per_object`. `panel_px`: side of one report panel. `torch_threads`: intra-op threads of
+    each model process (default: torch's choice locally, the actor's CPUs on Ray). Torch's CPU kernels sum
+    in an order that depends on the thread count, so byte-equal masks from two engines need the same count.
     """
 
     providers: str | None = None
@@ -65,6 +67,7 @@ class JobConfig:
     amg: AmgOptions = field(default_factory=AmgOptions)
     max_windows_per_object: int = 16
     panel_px: int = 256
+    torch_threads: int | None = None
 
     def output_options(self) -> dict:
         """The options that change an item's output (they go into its resume digest)."""
@@ -567,46 +570,57 @@ def _image_panels(image: np.ndarray, masks: list, panel_px: int):
                    for m in masks]
 
 
+def _mosaic(mm: MapMasks, bounds: tuple[int, int, int, int], panel_px: int) -> tuple[np.ndarray, int]:
+    """The windows of `mm` inside `bounds` (x0, y0, x1, y1 tiles) as one (h, w, 3) uint8 picture reduced by a
+    power of two f to at most `panel_px` px a side (white where no window was fetched); returns (picture, f)."""
+    g = mm.grid
+    x0, y0, x1, y1 = bounds
+    f = min(_factor((y1 - y0) * g.ts, (x1 - x0) * g.ts, panel_px), g.ts)
+    cell = g.ts // f  # px per tile in the reduced picture
+    out = np.full(((y1 - y0) * cell, (x1 - x0) * cell, 3), 255, np.uint8)
+    for (ox, oy), img in sorted(mm.windows.items()):
+        if ox + g.n <= x0 or ox >= x1 or oy + g.n <= y0 or oy >= y1:
+            continue
+        small = reduce_image(img, f)
+        r, c = (oy - y0) * cell, (ox - x0) * cell
+        rs, cs = max(0, -r), max(0, -c)
+        h, w = min(small.shape[0] - rs, out.shape[0] - r - rs), min(small.shape[1] - cs, out.shape[1] - c - cs)
+        out[r + rs:r + rs + h, c + cs:c + cs + w] = small[rs:rs + h, cs:cs + w]
+    return out, f
+
+
 def _map_panels(mm: MapMasks, objects: list[ObjectMask], panel_px: int):
-    """The mosaic of every window used, and one overlay per object (best scores first, ≤ MAX_PANELS)."""
+    """The mosaic of every window used, and per object (best scores first, ≤ MAX_PANELS) its windows with
+    its mask overlaid."""
     from samgis.predict_cli import overlay
 
     g = mm.grid
     if not mm.windows:
         return np.full((panel_px, panel_px, 3), 255, np.uint8), []
-    x0 = min(o[0] for o in mm.windows)
-    y0 = min(o[1] for o in mm.windows)
-    x1 = max(o[0] for o in mm.windows) + g.n
-    y1 = max(o[1] for o in mm.windows) + g.n
-    f = min(_factor((y1 - y0) * g.ts, (x1 - x0) * g.ts, panel_px), g.ts)
-    cell = g.ts // f  # px per tile in the reduced mosaic
-    mosaic = np.full(((y1 - y0) * cell, (x1 - x0) * cell, 3), 255, np.uint8)
-    for (ox, oy), img in sorted(mm.windows.items()):
-        small = reduce_image(img, f)
-        r, c = (oy - y0) * cell, (ox - x0) * cell
-        mosaic[r:r + small.shape[0], c:c + small.shape[1]] = small
+    area = (min(o[0] for o in mm.windows), min(o[1] for o in mm.windows),
+            max(o[0] for o in mm.windows) + g.n, max(o[1] for o in mm.windows) + g.n)
+    mosaic, _ = _mosaic(mm, area, panel_px)
     panels = []
     for obj in sorted(objects, key=lambda o: (-o.score, o.index))[:MAX_PANELS]:
-        m = np.zeros(mosaic.shape[:2], bool)
-        small = reduce_mask(obj.mask, f)
-        r, c = (obj.origin[1] - y0) * cell, (obj.origin[0] - x0) * cell
-        if r >= 0 and c >= 0:
-            h, w = min(small.shape[0], m.shape[0] - r), min(small.shape[1], m.shape[1] - c)
-            m[r:r + h, c:c + w] = small[:h, :w]
-        panels.append(np.asarray(overlay(mosaic, [m])))
+        h, w = obj.mask.shape
+        bounds = (obj.origin[0], obj.origin[1], obj.origin[0] + w // g.ts, obj.origin[1] + h // g.ts)
+        picture, f = _mosaic(mm, bounds, panel_px)
+        panels.append(np.asarray(overlay(picture, [reduce_mask(obj.mask, f)])))
     return mosaic, panels
 
 
 def contact_sheet(image: np.ndarray, panels: list, columns: int = 4, gap: int = 4) -> bytes:
-    """PNG bytes: `image` then each panel ((h, w, 3) uint8 each, same size), `columns` to a row."""
+    """PNG bytes: `image` then each panel ((h, w, 3) uint8 each), `columns` to a row, each in a cell as large
+    as the largest of them."""
     tiles = [image, *panels]
-    h, w = image.shape[:2]
+    h = max(t.shape[0] for t in tiles)
+    w = max(t.shape[1] for t in tiles)
     rows = -(-len(tiles) // columns)
     cols = min(columns, len(tiles))
     sheet = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 255, np.uint8)
     for k, t in enumerate(tiles):
         r, c = divmod(k, columns)
-        sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = t[:h, :w]
+        sheet[r * (h + gap):r * (h + gap) + t.shape[0], c * (w + gap):c * (w + gap) + t.shape[1]] = t
     buf = io.BytesIO()
     Image.fromarray(sheet).save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -1,0 +1,94 @@
+"""`samgis batch INPUT -o OUTDIR [--engine local|ray] …`: the command line of batch jobs.
+
+`add_batch_parser(sub)` adds the `batch` sub-command to `samgis`'s sub-parsers; `python -m samgis.batch.cli
+INPUT -o OUTDIR …` runs it alone. Exit status: 0 when every item is done, 1 when some failed (recorded in
+the manifest and the report), 2 for a job that cannot start (bad input file, missing weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from samgis.batch.job import ENGINES
+
+
+def add_batch_parser(sub) -> argparse.ArgumentParser:
+    """Add `batch` to an argparse sub-parsers object; returns its parser."""
+    from samgis.cli import add_model_options
+
+    b = sub.add_parser(
+        "batch", help="segment many map areas or images; GeoPackage / masks, report, resumable",
+        description="Segment map areas (a GeoJSON/GeoPackage of prompt features grouped by 'area') or a "
+                    "folder of images (+ prompts JSON; images without prompts get automatic masks). "
+                    "Running the same command again resumes: finished items are skipped.")
+    b.add_argument("input", metavar="INPUT", help="prompt features file, or a folder of PNG/JPEG images")
+    b.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
+    b.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: one process; ray: Ray Data on a local instance or --ray-address")
+    b.add_argument("--ray-address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="ray: model actors (default 1); local: loader threads (default 2)")
+    add_model_options(b)
+    b.add_argument("--zoom", type=int, help="zoom of areas whose features have no 'zoom' property")
+    b.add_argument("--source", help="tile source of areas whose features have no 'source' property")
+    b.add_argument("--prompts", help="prompts JSON of an image folder (default INPUT/prompts.json)")
+    b.add_argument("--simplify-px", type=float, default=1.0, help="polygon simplification, window px")
+    b.add_argument("--min-area-px", type=float, default=0.0, help="drop polygon parts smaller than this")
+    b.add_argument("--multimask", action="store_true", help="keep the best of SAM's 3 masks per object")
+    b.add_argument("--points-per-side", type=int, default=16, help="automatic masks: grid points per side")
+    b.add_argument("--max-windows", type=int, default=16, help="windows one object may spread over")
+    b.add_argument("--threads", type=int, help="torch threads per model process (equal counts give "
+                                               "byte-equal results across engines)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=run_batch_command)
+    return b
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    from samgis.batch.job import SamEngineConfig, run_batch
+    from samgis.batch.work import JobConfig
+    from samgis.cli import settings_from_args
+    from samgis.errors import SamgisError
+    from samgis.predict import AmgOptions
+
+    try:
+        settings = settings_from_args(args)
+        spec, ckpt = settings.weights()
+        factory = SamEngineConfig(spec, str(ckpt.resolve()), settings.device, settings.precision)
+        cfg = JobConfig(
+            providers=None if settings.providers is None else str(settings.providers.resolve()),
+            builtin_sources=settings.builtin_sources,
+            tile_cache_dir=str(settings.resolved_cache_dir() / "tiles") if settings.tile_cache else None,
+            tile_timeout_s=settings.tile_timeout_s, tile_retries=settings.tile_retries,
+            window_tiles=settings.window_tiles, simplify_px=args.simplify_px, min_area_px=args.min_area_px,
+            multimask=args.multimask, amg=AmgOptions(points_per_side=args.points_per_side),
+            max_windows_per_object=args.max_windows, torch_threads=args.threads)
+        workers = args.workers or (1 if args.engine == "ray" else 2)
+        summary = run_batch(args.input, args.outdir, factory, cfg=cfg, engine=args.engine, workers=workers,
+                            ray_address=args.ray_address, zoom=args.zoom, source=args.source,
+                            prompts_file=args.prompts, progress=not args.no_progress)
+    except (SamgisError, ValueError, KeyError) as exc:
+        print(f"samgis batch: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 2
+    print(f"samgis batch: {summary.done}/{summary.total} done, {summary.failed} failed, "
+          f"{summary.skipped} skipped as already finished; {summary.processed} items in "
+          f"{summary.seconds:.1f} s ({summary.items_per_s:.2f} items/s); report: {summary.outdir / 'report.html'}")
+    for item_id, error in summary.errors.items():
+        print(f"  failed {item_id}: {error}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="samgis")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_batch_parser(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "batch":
+        argv = ["batch", *argv]
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
