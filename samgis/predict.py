@@ -25,6 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from types import SimpleNamespace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import shapely
@@ -417,11 +418,26 @@ class _Identity:
         return coords
 
 
+@runtime_checkable
+class PointBatchDecoder(Protocol):
+    """Optional engine capability beyond `Engine`: many point queries decoded at once, low-res outputs only.
+
+    `decode_point_batch(embedding, points (B, N, 2) float image px SAM convention, labels (B, N) int,
+    multimask)` → `(logits (B, M, 256, 256) float32, scores (B, M) float32)`, torch or numpy; row b equals
+    `decode(embedding, Prompts(points[b], labels[b]), multimask)`'s `logits[0]` / `scores[0]`. See
+    `SamEngine.decode_point_batch`.
+    """
+
+    def decode_point_batch(self, embedding: Embedding, points, labels, multimask: bool = True) -> tuple:
+        ...
+
+
 class EnginePredictor:
     """The part of `SamPredictor` that `SamAutomaticMaskGenerator` uses, over any `Engine`.
 
     `set_image` embeds (or reuses `embedding` when the image is the one it was made from); `predict_torch`
-    decodes each point of the batch as its own query and returns full-resolution logits.
+    decodes each point of the batch as its own query (in one `decode_point_batch` call when the engine is a
+    `PointBatchDecoder`, else one `decode` per point) and returns full-resolution logits.
     """
 
     transform = _Identity()
@@ -459,10 +475,16 @@ class EnginePredictor:
         emb = self.embedding
         coords = point_coords.detach().cpu().numpy()
         labels = point_labels.detach().cpu().numpy()
-        results = [self.engine.decode(emb, Prompts(points=c, labels=lab), multimask_output)
-                   for c, lab in zip(coords, labels)]
-        low = torch.from_numpy(np.concatenate([r.logits for r in results]))
-        scores = torch.from_numpy(np.concatenate([r.scores for r in results]))
+        decode_batch = getattr(self.engine, "decode_point_batch", None)  # a `PointBatchDecoder`?
+        if callable(decode_batch):
+            low, scores = decode_batch(emb, coords, labels, multimask_output)
+            low = torch.as_tensor(low, dtype=torch.float32, device="cpu")
+            scores = torch.as_tensor(scores, dtype=torch.float32, device="cpu")
+        else:
+            results = [self.engine.decode(emb, Prompts(points=c, labels=lab), multimask_output)
+                       for c, lab in zip(coords, labels)]
+            low = torch.from_numpy(np.concatenate([r.logits for r in results]))
+            scores = torch.from_numpy(np.concatenate([r.scores for r in results]))
         logits = upscale_logits(low, emb.input_size, emb.original_size, self.image_size)
         return (logits if return_logits else logits > MASK_THRESHOLD), scores, low
 

@@ -100,6 +100,10 @@ class SamEngine:
         self.checkpoint = checkpoint
         self.image_size = model.image_encoder.img_size
         self.transform = ResizeLongestSide(self.image_size)
+        # Most queries `decode_point_batch` puts through the decoder at once (≈ 27 MB of float32 working
+        # memory each). On CPU passes of more than two queries are slower per query (measured with 2 threads:
+        # ~21 ms/query at 1-2 rows, ~30 at 4, ~48 at 8-16: the working set leaves the cache).
+        self.point_batch_rows = 16 if self.device.type == "cuda" else 2
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
         with torch.inference_mode():
             self._pos = positional_tokens(self.model)
@@ -159,23 +163,72 @@ class SamEngine:
             m = torch.as_tensor(prompts.mask_input, dtype=torch.float, device=dev).reshape(1, 1, 256, 256)
             mask_arg = m.expand(q, -1, -1, -1)
         with torch.inference_mode():
-            sparse, dense = self.model.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_arg)
-            if mask_arg is None and embedding.aux is not None:
-                low_res, iou = decode_masks(self.model, embedding.features, embedding.aux, self._pos,
-                                            sparse, multimask)
-            else:
-                low_res, iou = self.model.mask_decoder(
-                    image_embeddings=embedding.features,
-                    image_pe=self.model.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=multimask,
-                )
+            low_res, iou = self._decode_low_res(embedding, point_arg, box_arg, mask_arg, multimask)
             masks = self._upscale(low_res, embedding.input_size, size) > self.model.mask_threshold
         return DecodeResult(
             masks=masks.cpu().numpy(),
             scores=iou.float().cpu().numpy().astype(np.float32),
             logits=low_res.float().cpu().numpy().astype(np.float32),
+        )
+
+    def decode_point_batch(self, embedding: Embedding, points, labels,
+                           multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B independent point queries in one batch, returning only low-res outputs.
+
+        An optional capability beyond the `Engine` protocol, used by the automatic mask generator
+        (`samgis.predict.EnginePredictor`): it needs the low-res logits and scores of many single-point
+        queries, and no full-resolution masks, so none are built.
+
+        `points`: (B, N, 2) float (x, y) in image px, SAM convention, of the image `embedding` was made
+        from (`embedding.original_size`), numpy or torch; `labels`: (B, N) int, 1 = include, 0 = exclude.
+        Row b is its own query: its N points decode together, as `decode(embedding, Prompts(points[b],
+        labels[b]), multimask)` would, and no row sees another's points.
+
+        Returns `(low_res_logits, scores)`: (B, M, 256, 256) float32 logits in the model's padded input
+        frame (as `DecodeResult.logits`) and (B, M) float32 predicted IoU, both torch tensors on the CPU;
+        M = 3 with `multimask`, else 1. Equal to `decode`'s `logits` / `scores` row by row up to float
+        rounding of the batched matrix products. Runs `point_batch_rows` queries per decoder pass.
+        """
+        if embedding.model_id != self.model_id:
+            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
+        if isinstance(points, torch.Tensor):
+            points = points.detach().cpu().numpy()
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        pts = np.asarray(points, np.float32).astype(np.float64)  # float32 prompts, as `Prompts` holds them
+        lab = np.asarray(labels)
+        if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
+            raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+        b, m = pts.shape[0], (3 if multimask else 1)
+        if b == 0:
+            return torch.zeros((0, m, 256, 256)), torch.zeros((0, m))
+        coords = self.transform.apply_coords(pts, embedding.original_size)  # float64, as in `decode`
+        point_arg = (torch.as_tensor(coords, dtype=torch.float, device=self.device),
+                     torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device))
+        lows, ious = [], []
+        with torch.inference_mode():
+            for i in range(0, b, self.point_batch_rows):
+                rows = slice(i, i + self.point_batch_rows)
+                low_res, iou = self._decode_low_res(embedding, (point_arg[0][rows], point_arg[1][rows]),
+                                                    None, None, multimask)
+                lows.append(low_res.float().cpu())
+                ious.append(iou.float().cpu())
+        return torch.cat(lows), torch.cat(ious)
+
+    def _decode_low_res(self, embedding: Embedding, point_arg, box_arg, mask_arg,
+                        multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder (the fast `decode_masks` when there is no mask input and the
+        embedding has `aux`): low-res logits (Q, M, 256, 256) and IoU predictions (Q, M) on the device.
+        Prompts already in the model's input frame. Call under `torch.inference_mode()`."""
+        sparse, dense = self.model.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_arg)
+        if mask_arg is None and embedding.aux is not None:
+            return decode_masks(self.model, embedding.features, embedding.aux, self._pos, sparse, multimask)
+        return self.model.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
         )
 
     def _upscale(self, low_res: torch.Tensor, input_size: tuple[int, int],
