@@ -9,8 +9,8 @@ from segment_anything import SamPredictor
 
 from samgis.engine.protocol import Prompts
 from samgis.engine.registry import get_model_spec
-from samgis.engine.sam import SamEngine
-from tests.conftest import textured_image
+from samgis.engine.sam import SamEngine, build_sam
+from tests.conftest import TINY, textured_image
 
 CASES = {
     "one point": dict(points=[[300.0, 400.0]], labels=[1], box=None),
@@ -110,3 +110,18 @@ def test_prompts_validation():
         Prompts()
     with pytest.raises(ValueError):
         Prompts(points=[[1, 2], [3, 4]], labels=[1])
+
+
+def test_sdpa_encoder_matches_the_model_with_heads_in_chunks(monkeypatch):
+    """Our encoder (fused attention, relative positions as a mask, heads a few at a time) computes what
+    `ImageEncoderViT.forward` does; a tiny mask budget forces one head per chunk."""
+    from samgis.engine import sam_encoder
+
+    torch.manual_seed(3)
+    model = build_sam(TINY.arch).eval()
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.inference_mode():
+        ref = model.image_encoder(x)
+        monkeypatch.setattr(sam_encoder, "MASK_BYTES", 1)
+        chunked = sam_encoder.encode(model.image_encoder, x)
+    assert torch.allclose(ref, chunked, atol=1e-4), (ref - chunked).abs().max()

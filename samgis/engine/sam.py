@@ -20,6 +20,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.sam_decoder import decode_masks, positional_tokens, prepare
+from samgis.engine.sam_encoder import encode
 
 PREPROCESSING_VERSION = "sam-rls-1"
 
@@ -126,7 +127,7 @@ class SamEngine:
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         with self._encoder_lock, torch.inference_mode(), self._autocast():
-            features = self.model.image_encoder(self.model.preprocess(x)).float()
+            features = encode(self.model.image_encoder, self.model.preprocess(x)).float()
         consts = prepare(self.model, features, self._pos)
         return Embedding(
             features=features,
