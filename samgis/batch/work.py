@@ -589,6 +589,10 @@ def _mosaic(mm: MapMasks, bounds: tuple[int, int, int, int], panel_px: int) -> t
     return out, f
 
 
+OVERVIEW_WINDOWS = 2
+"""Largest span, in windows, of an area's overview picture."""
+
+
 def _map_panels(mm: MapMasks, objects: list[ObjectMask], panel_px: int):
     """The mosaic of every window used, and per object (best scores first, ≤ MAX_PANELS) its windows with
     its mask overlaid."""
@@ -599,6 +603,11 @@ def _map_panels(mm: MapMasks, objects: list[ObjectMask], panel_px: int):
         return np.full((panel_px, panel_px, 3), 255, np.uint8), []
     area = (min(o[0] for o in mm.windows), min(o[1] for o in mm.windows),
             max(o[0] for o in mm.windows) + g.n, max(o[1] for o in mm.windows) + g.n)
+    if max(area[2] - area[0], area[3] - area[1]) > OVERVIEW_WINDOWS * g.n:
+        # objects far apart: a picture of everything between them would be specks on white; show the
+        # first window's neighbourhood instead (each object's own panel shows it on its imagery)
+        ox, oy = min(mm.windows)
+        area = (ox, oy, ox + OVERVIEW_WINDOWS * g.n, oy + OVERVIEW_WINDOWS * g.n)
     mosaic, _ = _mosaic(mm, area, panel_px)
     panels = []
     for obj in sorted(objects, key=lambda o: (-o.score, o.index))[:MAX_PANELS]:
