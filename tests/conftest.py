@@ -62,3 +62,14 @@ def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
         img += blob[..., None] * r.uniform(0, 255, 3)
     img += r.normal(0, 10, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiles():
+    """The default synthetic scene on a local HTTP tile server, shared by the end-to-end modules (tests that
+    count its requests call `reset_counts()` first)."""
+    from tests.support.scene import default_scene
+    from tests.support.tileserver import SceneTileServer
+
+    with SceneTileServer(default_scene()) as server:
+        yield server

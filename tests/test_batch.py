@@ -29,19 +29,12 @@ from tests.conftest import TINY
 from tests.support.batch_jobs import MAP_AREAS, write_image_job, write_map_job
 from tests.support.colour_engine import ColourRegionEngine, colour_region
 from tests.support.scene import default_scene
-from tests.support.tileserver import SceneTileServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = default_scene()
 # area, mask index → the scene shape it segments
 EXPECTED = {("mid-z17", 0): "mid-building-a", ("mid-z17", 1): "mid-building-b", ("mid-z17", 2): "mid-lake",
             ("field-z19", 0): "mid-field", ("north-z16", 0): "north-field"}
-
-
-@pytest.fixture(scope="module")
-def tiles():
-    with SceneTileServer(SCENE) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from tests.conftest import TINY
 from tests.support.batch_jobs import write_image_job, write_map_job
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.scene import default_scene
-from tests.support.tileserver import SceneTileServer
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -33,12 +32,6 @@ def local_ray():
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiles():
-    with SceneTileServer(SCENE) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,8 @@ from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.geometry import iou, union_geometry
 from tests.support.scene import default_scene
-from tests.support.tileserver import SceneTileServer
 
 SCENE = default_scene()
-
-
-@pytest.fixture(scope="module")
-def tiles():
-    with SceneTileServer(SCENE) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

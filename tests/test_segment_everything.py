@@ -18,19 +18,13 @@ from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.scene import default_scene, render_mosaic
-from tests.support.tileserver import ATTRIBUTION, SceneTileServer
+from tests.support.tileserver import ATTRIBUTION
 from tests.support.geometry import iou
 from tests.test_e2e_segment import click_request
 
 SCENE = default_scene()
 CAP = 8  # the server's max_points_per_side in these tests (the real default is 32)
 ROUTE = "/v1/segment/everything"
-
-
-@pytest.fixture(scope="module")
-def tiles():
-    with SceneTileServer(SCENE) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.geometry import iou, union_geometry
 from tests.support.scene import default_scene
-from tests.support.tileserver import SceneTileServer
 
 pytestmark = pytest.mark.browser
 
@@ -82,12 +81,6 @@ TRUTH = CASE.polygon
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiles():
-    with SceneTileServer(SCENE) as server:
-        yield server
-
 
 def web_settings(tiles, tmp: Path, **extra) -> Settings:
     return Settings(providers=tiles.write_providers(tmp / "providers.json"), cache_dir=tmp / "cache",
