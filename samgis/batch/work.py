@@ -562,7 +562,7 @@ def reduce_image(image: np.ndarray, f: int) -> np.ndarray:
 
 def _image_panels(image: np.ndarray, masks: list, panel_px: int):
     """The image (H, W, 3) uint8 and one overlay per (H, W) bool mask, reduced to ≤ `panel_px` px a side."""
-    from samgis.predict_cli import overlay
+    from samgis.predict import overlay
 
     f = _factor(*image.shape[:2], panel_px)
     small = reduce_image(image, f)
@@ -596,7 +596,7 @@ OVERVIEW_WINDOWS = 2
 def _map_panels(mm: MapMasks, objects: list[ObjectMask], panel_px: int):
     """The mosaic of every window used, and per object (best scores first, ≤ MAX_PANELS) its windows with
     its mask overlaid."""
-    from samgis.predict_cli import overlay
+    from samgis.predict import overlay
 
     g = mm.grid
     if not mm.windows:
