@@ -28,6 +28,7 @@ from api.app import create_app  # noqa: E402
 from samgis.engine.protocol import Prompts  # noqa: E402
 from samgis.engine.registry import get_model_spec  # noqa: E402
 from samgis.engine.sam import SamEngine, build_sam  # noqa: E402
+from samgis.engine.threads import in_fresh_thread, on_torch_thread  # noqa: E402
 from samgis.settings import Settings  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 from tests.support.colour_engine import ColourRegionEngine  # noqa: E402
@@ -112,7 +113,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     spec = get_model_spec(args.model)
-    engine = SamEngine(build_sam(spec.arch), spec.model_id, device="cpu", precision=args.precision)
+    # Built off the main thread, as the server's lifespan does (see `samgis.engine.threads`).
+    model = in_fresh_thread(build_sam, spec.arch)
+    engine = SamEngine(model, spec.model_id, device="cpu", precision=args.precision)
     print(f"model {spec.model_id} (random weights), device cpu, precision {args.precision}, "
           f"torch threads {torch.get_num_threads()}")
 
@@ -163,7 +166,7 @@ def main() -> None:
         engine.decode(emb, Prompts(points=p, labels=lab), multimask=False)
         ours.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        pred.predict(p, lab, multimask_output=False)
+        on_torch_thread(pred.predict, p, lab, multimask_output=False)  # the thread our decodes run on
         ref.append((time.perf_counter() - t) * 1000)
     print(f"\ndecode, one point, {args.clicks} runs interleaved:")
     print(f"  samgis decode p50 {pct(ours, 50):6.1f} ms   SamPredictor.predict p50 {pct(ref, 50):6.1f} ms   "

@@ -36,6 +36,7 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils.amg import build_all_layer_point_grids
 
 from samgis.engine.protocol import DecodeResult, Embedding, Engine, Prompts
+from samgis.engine.threads import in_fresh_thread
 from samgis.errors import InvalidRequest
 from samgis.vector.polygons import geojson_geometry, pixel_polygons
 
@@ -561,7 +562,7 @@ def generate_masks(engine: Engine, image: np.ndarray, options: AmgOptions = AmgO
     `predicted_iou`, `stability_score`, `point_coords` [[x, y]] (image px, SAM convention).
     """
     gen = mask_generator(engine, options, embedding, decode_bytes, image.shape[:2])
-    return gen.generate(image)
+    return in_fresh_thread(gen.generate, image)  # its torch work must not stay on a long-lived thread
 
 
 def generate_masks_for_embedding(engine: Engine, embedding: Embedding, options: AmgOptions = AmgOptions(),
@@ -578,7 +579,7 @@ def generate_masks_for_embedding(engine: Engine, embedding: Embedding, options: 
     h, w = embedding.original_size
     gen = mask_generator(engine, options, embedding, decode_bytes, (h, w))
     placeholder = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
-    records = gen.generate(placeholder)
+    records = in_fresh_thread(gen.generate, placeholder)  # see `samgis.engine.threads`
     if gen.predictor.embeds:  # the placeholder was embedded: would be masks of a black image
         raise RuntimeError("the mask generator embedded its image instead of reusing the embedding")
     return records

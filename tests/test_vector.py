@@ -349,3 +349,67 @@ def test_write_geopackage_validates_first(tmp_path):
     with pytest.raises(InvalidRequest, match="no features"):
         write_geopackage(feature_collection([]), tmp_path / "x.gpkg")
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def _random_masks(seed: int, n: int):
+    """Small masks of every texture: sparse and dense noise (many corner-only touches), dilated blobs,
+    their complements (holes touching the crop border)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for trial in range(n):
+        h, w = rng.integers(1, 48, 2)
+        m = rng.random((h, w)) < rng.uniform(0.1, 0.9)
+        if trial % 3 == 0:
+            m = cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        if trial % 5 == 0:
+            m = ~m
+        if m.any():
+            yield m
+
+
+def test_pixel_polygons_equal_gdals_4_connected_outlines():
+    """The OpenCV tracer (and its GDAL fallback for corner-touching regions) gives GDAL's polygons: same
+    regions, same area, same corners."""
+    from samgis.vector.polygons import _gdal_polygons, pixel_polygons
+
+    for m in _random_masks(7, 400):
+        ours, ref = pixel_polygons(m), _gdal_polygons(m, 0, 0)
+        assert shapely.is_valid(ours).all()
+        assert len(ours) == len(ref)
+        assert shapely.area(ours).sum() == m.sum()
+        assert shapely.union_all(ours).symmetric_difference(shapely.union_all(ref)).area == 0
+        assert shapely.get_num_coordinates(ours).sum() == shapely.get_num_coordinates(ref).sum()
+
+
+def test_pixel_polygons_fast_path_keeps_holes_and_offsets(monkeypatch):
+    from samgis.vector import polygons
+
+    mask = np.zeros((40, 50), bool)
+    mask[5:25, 10:40] = True
+    mask[10:15, 20:30] = False  # hole
+    mask[30:35, 2:4] = True      # second part
+    called = []
+    real = polygons._gdal_polygons
+    monkeypatch.setattr(polygons, "_gdal_polygons", lambda *a: called.append(a) or real(*a))
+    parts = sorted(polygons.pixel_polygons(mask), key=lambda p: p.area)
+    assert not called  # nothing touches at a corner: the OpenCV path answered
+    assert [p.bounds for p in parts] == [(2.0, 30.0, 4.0, 35.0), (10.0, 5.0, 40.0, 25.0)]
+    assert len(parts[1].interiors) == 1 and Polygon(parts[1].interiors[0]).bounds == (20.0, 10.0, 30.0, 15.0)
+    assert shapely.get_num_coordinates(parts[1]) == 10  # 4 corners per ring, each closed
+
+
+def test_simplify_parts_keeps_what_douglas_peucker_would_lose():
+    from samgis.vector.polygons import pixel_polygons, simplify_parts
+
+    mask = np.zeros((64, 64), bool)
+    mask[10:11, 5:60] = True                  # one pixel thin: plain Douglas-Peucker collapses it
+    mask[20:60, 10:50] = True
+    mask[30:31, 30:31] = False                 # one-pixel hole
+    parts = pixel_polygons(mask)
+    plain = shapely.simplify(parts, 1.5, preserve_topology=False)
+    assert shapely.is_empty(plain).any() or (shapely.get_num_interior_rings(plain) == 0).all()  # what it'd lose
+    out = simplify_parts(parts, 1.5)
+    assert len(out) == len(parts)
+    assert shapely.is_valid(out).all() and not shapely.is_empty(out).any()
+    assert (shapely.get_num_interior_rings(out) == shapely.get_num_interior_rings(parts)).all()

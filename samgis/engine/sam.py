@@ -21,6 +21,7 @@ from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.sam_decoder import decode_masks, positional_tokens, prepare
 from samgis.engine.sam_encoder import encode
+from samgis.engine.threads import in_fresh_thread, on_torch_thread
 
 PREPROCESSING_VERSION = "sam-rls-1"
 
@@ -82,6 +83,9 @@ def pick_device(device: str = "auto") -> torch.device:
 class SamEngine:
     """The `Engine` protocol over a `segment_anything` `Sam` model.
 
+    Threads (see `samgis.engine.threads`): decodes run on the process's one torch thread, encoder passes
+    and checkpoint loading on a thread of their own that ends with them; every method blocks its caller.
+
     `precision`: "fp32", or "bf16"/"fp16" autocast for the image encoder (CUDA default: fp16 when the
     device is CUDA and precision is "auto"; CPU default fp32, which keeps exact parity with `SamPredictor`).
     """
@@ -106,13 +110,17 @@ class SamEngine:
         # ~21 ms/query at 1-2 rows, ~30 at 4, ~48 at 8-16: the working set leaves the cache).
         self.point_batch_rows = 16 if self.device.type == "cuda" else 2
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
+        self._pos = on_torch_thread(self._positional_tokens)
+
+    def _positional_tokens(self) -> torch.Tensor:
         with torch.inference_mode():
-            self._pos = positional_tokens(self.model)
+            return positional_tokens(self.model)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, checkpoint: Path, device: str = "auto",
                   precision: str = "auto") -> "SamEngine":
-        return cls(load_sam(spec, checkpoint), spec.model_id, device, precision, str(checkpoint))
+        model = in_fresh_thread(load_sam, spec, checkpoint)
+        return cls(model, spec.model_id, device, precision, str(checkpoint))
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -124,6 +132,9 @@ class SamEngine:
         """Encode (H, W, 3) uint8 RGB → features (1, 256, 64, 64) float32 on the model device."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        return in_fresh_thread(self._embed, image)
+
+    def _embed(self, image: np.ndarray) -> Embedding:
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         with self._encoder_lock, torch.inference_mode(), self._autocast():
@@ -146,6 +157,9 @@ class SamEngine:
         """
         if embedding.model_id != self.model_id:
             raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
+        return on_torch_thread(self._decode, embedding, prompts, multimask)
+
+    def _decode(self, embedding: Embedding, prompts: Prompts, multimask: bool) -> DecodeResult:
         size = embedding.original_size
         q = prompts.n_queries
         dev = self.device
@@ -204,17 +218,20 @@ class SamEngine:
         if b == 0:
             return torch.zeros((0, m, 256, 256)), torch.zeros((0, m))
         coords = self.transform.apply_coords(pts, embedding.original_size)  # float64, as in `decode`
+        # One torch-thread call per decoder pass, so map clicks queued meanwhile wait for one pass only.
+        parts = [on_torch_thread(self._decode_point_rows, embedding, coords[i:i + self.point_batch_rows],
+                                 lab[i:i + self.point_batch_rows], multimask)
+                 for i in range(0, b, self.point_batch_rows)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _decode_point_rows(self, embedding: Embedding, coords: np.ndarray, lab: np.ndarray,
+                           multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoder pass over (R, N, 2) float64 coords in the model's input frame and (R, N) labels."""
         point_arg = (torch.as_tensor(coords, dtype=torch.float, device=self.device),
                      torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device))
-        lows, ious = [], []
         with torch.inference_mode():
-            for i in range(0, b, self.point_batch_rows):
-                rows = slice(i, i + self.point_batch_rows)
-                low_res, iou = self._decode_low_res(embedding, (point_arg[0][rows], point_arg[1][rows]),
-                                                    None, None, multimask)
-                lows.append(low_res.float().cpu())
-                ious.append(iou.float().cpu())
-        return torch.cat(lows), torch.cat(ious)
+            low_res, iou = self._decode_low_res(embedding, point_arg, None, None, multimask)
+            return low_res.float().cpu(), iou.float().cpu()
 
     def _decode_low_res(self, embedding: Embedding, point_arg, box_arg, mask_arg,
                         multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -122,25 +122,37 @@ def image_to_tokens(attn: Attention, q_in: torch.Tensor | None, k_in: torch.Tens
     return weights.reshape(b, h * t, -1).transpose(1, 2) @ vo + attn.out_proj.bias
 
 
-def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+# Image tokens per chunk of `upscale_masks`: the chunk's intermediates (16 · rows · 32 floats, 2 MB at 1024
+# rows) stay in the CPU's cache instead of making four round trips to memory. 1024 measured fastest on 2 cores.
+UPSCALE_ROWS = 1024
+
+
+def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[int, int],
+                  rows: int = UPSCALE_ROWS) -> torch.Tensor:
     """`MaskDecoder`'s output upscaling and hypernetwork product, computed on tokens.
 
     `keys`: (B, HW, C) image tokens of an (H, W) = `size` grid; `hyper_in`: (B, M, C/8). Returns
     (B, M, 4H, 4W) mask logits. Both transposed convolutions have kernel = stride = 2, so each is a matrix
     product per input pixel whose four outputs are the 2 × 2 block under it; the pixels are put in raster
     order only once, for the M masks, instead of moving every channel (the convolutions' memory-format
-    copies were half of the decoder's time on CPU).
+    copies were half of the decoder's time on CPU). Runs `rows` image tokens at a time; every token's
+    outputs depend on that token alone, so the result does not depend on `rows`.
     """
     conv1, norm, act1, conv2, act2 = dec.output_upscaling
     b, n, c = keys.shape
     o1, o2 = conv1.out_channels, conv2.out_channels
-    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * o1)                 # (C, [a b o1])
-    x = (keys @ w1).view(b, n, 4, o1) + conv1.bias                           # (B, HW, 4, o1)
-    x = act1(torch.nn.functional.layer_norm(x, (o1,), norm.weight, norm.bias, norm.eps))
-    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(o1, 4 * o2)                # (o1, [a2 b2 o2])
-    x = act2((x @ w2).view(b, n * 16, o2) + conv2.bias)                      # (B, HW·4·4, o2)
     m = hyper_in.shape[1]
-    masks = x @ hyper_in.transpose(1, 2)                                     # (B, HW·16, M)
+    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * o1)                 # (C, [a b o1])
+    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(o1, 4 * o2)                # (o1, [a2 b2 o2])
+    b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(4)
+    hyper_t = hyper_in.transpose(1, 2)                                       # (B, o2, M)
+    masks = torch.empty((b, n * 16, m), dtype=keys.dtype, device=keys.device)  # (B, HW·4·4, M)
+    for i in range(b):
+        for j in range(0, n, rows):
+            x = torch.addmm(b1, keys[i, j:j + rows], w1).view(-1, 4, o1)      # (r, 4, o1)
+            x = act1(torch.nn.functional.layer_norm(x, (o1,), norm.weight, norm.bias, norm.eps))
+            x = act2(torch.addmm(b2, x.view(-1, o1), w2)).view(-1, o2)       # (r·4·4, o2)
+            torch.mm(x, hyper_t[i], out=masks[i, j * 16:(j + rows) * 16])
     h, w = size
     masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, i, a, a2, j, b, b2)
     return masks.reshape(b, m, 4 * h, 4 * w)

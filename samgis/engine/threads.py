@@ -1,0 +1,71 @@
+"""Which OS threads run the engine's torch work.
+
+On CPU, torch parallelises each op with OpenMP (libgomp). libgomp gives every thread that starts a parallel
+region its own team of worker threads, kept until that thread exits. Once the process holds more such
+threads than it has CPUs, libgomp shortens how long idle workers spin before sleeping (from ~300 000 to
+100 iterations), so every later op pays a futex wake-up per parallel region. A SAM decode is ~1 000 small
+parallel ops: on the 2-core reference machine a click decode went from 22 ms to 30–50 ms as soon as a second
+thread (the model loader, an encoder pass, a worker of `asyncio.to_thread`) had used torch.
+
+So the process keeps one long-lived torch thread (`on_torch_thread`) for short model calls (decodes), and
+runs long ones (model loading, encoder passes, automatic masks) on a new thread that exits when done
+(`in_fresh_thread`), taking its OpenMP team with it. Both are plain blocking calls: callers in the event
+loop wrap them in `asyncio.to_thread` as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_ident: int | None = None
+
+
+def _remember_ident() -> None:
+    global _ident
+    _ident = threading.get_ident()
+
+
+def is_torch_thread() -> bool:
+    """True on the process's long-lived torch thread."""
+    return threading.get_ident() == _ident
+
+
+def on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(*args, **kwargs)` on the process's one long-lived torch thread; blocks until it returns (or
+    raises). Calls queue in arrival order. Called from that thread itself, runs `fn` in place."""
+    global _pool
+    if is_torch_thread():
+        return fn(*args, **kwargs)
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="samgis-torch", initializer=_remember_ident)
+        pool = _pool
+    return pool.submit(fn, *args, **kwargs).result()
+
+
+def in_fresh_thread(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(*args, **kwargs)` on a new thread that ends when `fn` does; blocks until then and returns its
+    result or raises its exception. On the torch thread itself, runs `fn` in place (the work may queue calls
+    for that thread, which would otherwise wait on each other)."""
+    if is_torch_thread():
+        return fn(*args, **kwargs)
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"samgis-{getattr(fn, '__name__', 'work')}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
