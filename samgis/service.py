@@ -18,6 +18,7 @@ import numpy as np
 
 from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import Embedding, Engine, Prompts
+from samgis.engine.threads import to_torch_thread
 from samgis.errors import InvalidRequest
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry, TileSource
@@ -217,7 +218,7 @@ class SegmentService:
             labels=np.array([p.label for p in q.points], np.int32),
             boxes=(window.lnglat_to_px(corners).reshape(-1, 4) - 0.5) if len(corners) else np.zeros((0, 4)),
         )
-        result = await asyncio.to_thread(self.engine.decode, embedding, prompts, q.multimask)
+        result = await to_torch_thread(self.engine.decode, embedding, prompts, q.multimask)
         t0 = timer.add("decode", t0)
 
         features = await asyncio.to_thread(self._vectorize, result, window, source, q)

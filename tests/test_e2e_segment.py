@@ -136,6 +136,10 @@ def test_second_click_in_same_window_is_a_cache_hit(client, tiles, engine):
     assert meta["cache"] == "hit"
     assert "tiles" not in meta["timings_ms"] and "embed" not in meta["timings_ms"]
     assert tiles.requests == 0 and engine.embed_calls == embeds
+    # the same stages as a Server-Timing header, for browser dev tools
+    stages = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+    assert set(stages) == set(meta["timings_ms"]) >= {"validate", "decode", "vectorize", "total"}
+    assert float(stages["total"]) == meta["timings_ms"]["total"]
 
 
 def test_concurrent_cold_requests_compute_the_embedding_once(live, engine):

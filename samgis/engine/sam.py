@@ -19,7 +19,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.registry import ModelSpec, SamArch
-from samgis.engine.sam_decoder import decode_masks, positional_tokens, prepare
+from samgis.engine.sam_decoder import decode_masks, positional_consts, prepare
 from samgis.engine.sam_encoder import encode
 from samgis.engine.threads import in_fresh_thread, on_torch_thread
 
@@ -110,11 +110,7 @@ class SamEngine:
         # ~21 ms/query at 1-2 rows, ~30 at 4, ~48 at 8-16: the working set leaves the cache).
         self.point_batch_rows = 16 if self.device.type == "cuda" else 2
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
-        self._pos = on_torch_thread(self._positional_tokens)
-
-    def _positional_tokens(self) -> torch.Tensor:
-        with torch.inference_mode():
-            return positional_tokens(self.model)
+        self._pos = on_torch_thread(positional_consts, self.model)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, checkpoint: Path, device: str = "auto",
@@ -240,7 +236,8 @@ class SamEngine:
         Prompts already in the model's input frame. Call under `torch.inference_mode()`."""
         sparse, dense = self.model.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_arg)
         if mask_arg is None and embedding.aux is not None:
-            return decode_masks(self.model, embedding.features, embedding.aux, self._pos, sparse, multimask)
+            return decode_masks(self.model, embedding.aux, self._pos, sparse, multimask,
+                                tuple(embedding.features.shape[-2:]))
         return self.model.mask_decoder(
             image_embeddings=embedding.features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),

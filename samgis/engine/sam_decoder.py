@@ -1,11 +1,13 @@
-"""SAM's mask decoder with the prompt-independent work done once per image.
+"""SAM's mask decoder with the prompt-independent work done once per image or once per model.
 
 In the first `TwoWayAttentionBlock` the image side of both cross-attentions only sees the image embedding
 (plus the constant "no mask" dense embedding) and the positional encoding, so three of the decoder's ten
-4096-token projections (token→image keys and values, image→token queries) are the same for every click on
-a window. `ImageConsts` holds them; `decode_masks` runs the rest with the model's own weights, op for op as
-`MaskDecoder.predict_masks` + `TwoWayTransformer.forward` do, so results match the reference to float
-rounding. Used only when no mask input is given (a mask input changes the dense embedding).
+4096-token projections (token→image keys and values, image→token queries) and the image tokens themselves
+are the same for every click on a window: `ImageConsts`. Later layers attend over `keys + pos`; the
+positional half of those logits is a projection of the model's constant positional encoding
+(`PositionConsts`), so `keys + pos` is never formed. `decode_masks` runs the rest with the model's own
+weights, regrouping sums only (results match `MaskDecoder.predict_masks` + `TwoWayTransformer.forward` to
+float rounding). Used only when no mask input is given (a mask input changes the dense embedding).
 """
 
 from __future__ import annotations
@@ -24,20 +26,54 @@ class ImageConsts:
 
     `k0`, `v0`: (1, heads, HW, c) keys/values of layer 0's token→image attention;
     `q0`: (1, heads, HW, c) queries of layer 0's image→token attention. HW = 4096, c = 256 / 2 / heads.
+    `src`: (1, HW, C) image tokens (features + no-mask embedding), C = 256.
     """
 
     k0: torch.Tensor
     v0: torch.Tensor
     q0: torch.Tensor
+    src: torch.Tensor
 
     @property
     def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (self.k0, self.v0, self.q0))
+        return sum(t.element_size() * t.nelement() for t in (self.k0, self.v0, self.q0, self.src))
 
 
-def positional_tokens(model: Sam) -> torch.Tensor:
-    """The decoder's dense positional encoding as tokens: (1, HW, C). A model constant."""
-    return model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
+@dataclass(frozen=True)
+class PositionConsts:
+    """Per-model tensors on the model device.
+
+    `tokens`: (1, HW, C) the decoder's dense positional encoding as tokens.
+    `t2i_k`, `i2t_q`: per layer after the first, (heads, c, HW) = W_h · posᵀ for the token→image key
+    projection and the image→token query projection; `final_k`: the same for the final token→image keys.
+    """
+
+    tokens: torch.Tensor
+    t2i_k: tuple[torch.Tensor, ...]
+    i2t_q: tuple[torch.Tensor, ...]
+    final_k: torch.Tensor
+
+
+def _pos_projection(linear: torch.nn.Linear, heads: int, pos: torch.Tensor) -> torch.Tensor:
+    """(heads, d, HW): each head's weight (no bias) applied to the positional tokens (1, HW, C)."""
+    w, _ = _per_head(linear, heads)
+    return (w @ pos[0].T).contiguous()
+
+
+@torch.inference_mode()
+def positional_consts(model: Sam) -> PositionConsts:
+    """`PositionConsts` of `model` (compute once per model)."""
+    pos = model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
+    tf = model.mask_decoder.transformer
+    later = tf.layers[1:]
+    return PositionConsts(
+        tokens=pos,
+        t2i_k=tuple(_pos_projection(l.cross_attn_token_to_image.k_proj, l.cross_attn_token_to_image.num_heads, pos)
+                    for l in later),
+        i2t_q=tuple(_pos_projection(l.cross_attn_image_to_token.q_proj, l.cross_attn_image_to_token.num_heads, pos)
+                    for l in later),
+        final_k=_pos_projection(tf.final_attn_token_to_image.k_proj, tf.final_attn_token_to_image.num_heads, pos),
+    )
 
 
 def image_tokens(model: Sam, features: torch.Tensor) -> torch.Tensor:
@@ -73,36 +109,42 @@ def _per_head(linear: torch.nn.Linear, heads: int) -> tuple[torch.Tensor, torch.
     return linear.weight.view(heads, out_dim // heads, in_dim), linear.bias.view(heads, out_dim // heads)
 
 
-def tokens_to_image(attn: Attention, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
-    """`attn(q=q_in, k=k_in, v=v_in)` for few queries (B, T, C) over many image tokens (B|1, N, C).
+def tokens_to_image(attn: Attention, q_in: torch.Tensor, keys: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """`attn(q=q_in, k=keys + pos, v=keys)` for few queries (B, T, C) over many image tokens (B, N, C);
+    `k_pos` (H, d, N) is the key projection of the positional tokens (`PositionConsts`).
 
     The key and value projections are folded onto the T queries instead of being applied to the N image
-    tokens: q·(xW_k + b_k) = (qW_k)·x + q·b_k, and since softmax weights sum to one,
+    tokens: q·((x + p)W_k + b_k) = (qW_k)·x + q·(W_k p) + q·b_k, and since softmax weights sum to one,
     w·(xW_v + b_v) = (w·x)W_v + b_v. Same result, about a third of the arithmetic.
     """
     h = attn.num_heads
     b, t, c = q_in.shape
+    n = keys.shape[1]
     q = _project(attn.q_proj, q_in, h)                       # (B, H, T, d)
     wk, bk = _per_head(attn.k_proj, h)                       # (H, d, C), (H, d)
     wv, bv = _per_head(attn.v_proj, h)
     qk = q @ wk                                              # (B, H, T, C)
-    logits = (qk.reshape(b, h * t, c) @ k_in.transpose(1, 2)).view(b, h, t, -1)
-    logits = logits + (q @ bk.unsqueeze(-1))                 # (B, H, T, 1) bias term
-    weights = torch.softmax(logits / math.sqrt(q.shape[-1]), dim=-1)
-    wx = (weights.reshape(b, h * t, -1) @ v_in).view(b, h, t, c)
+    pos_and_bias = q @ k_pos + q @ bk.unsqueeze(-1)          # (B, H, T, N)
+    logits = torch.baddbmm(pos_and_bias.view(b, h * t, n), qk.reshape(b, h * t, c), keys.transpose(1, 2))
+    weights = torch.softmax(logits.view(b, h, t, n) / math.sqrt(q.shape[-1]), dim=-1)
+    wx = (weights.reshape(b, h * t, n) @ keys).view(b, h, t, c)
     out = wx @ wv.transpose(1, 2) + bv.unsqueeze(1)          # (B, H, T, d)
     return attn.out_proj(_merge(out))
 
 
-def image_to_tokens(attn: Attention, q_in: torch.Tensor | None, k_in: torch.Tensor, v_in: torch.Tensor,
+def image_to_tokens(attn: Attention, residual: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, *,
+                    keys: torch.Tensor | None = None, q_pos: torch.Tensor | None = None,
                     q_heads: torch.Tensor | None = None) -> torch.Tensor:
-    """`attn(q=q_in, k=k_in, v=v_in)` for many image tokens (B|1, N, C) attending to few tokens (B, T, C).
+    """`residual + attn(q=keys + pos, k=k_in, v=v_in)` for many image tokens attending to few tokens
+    (B, T, C); `residual` (B|1, N, C).
 
-    The query projection is folded onto the T keys (x·W_q·k = x·(W_q·k)) and the output projection onto
-    the T values (Σ_h w_h v_h W_o,h), so nothing of size N × C is projected. `q_heads` (1, H, N, d) may give
-    the already-projected queries instead of `q_in`. The logits are laid out (B, H, T, N) so that the
-    softmax runs over a middle dimension: PyTorch's CPU softmax over a last dimension as short as T is
-    an order of magnitude slower.
+    The queries come either as image tokens `keys` (B, N, C) with `q_pos` (H, d, N), the query projection
+    of the positional tokens, or already projected as `q_heads` (1, H, N, d). The query projection is
+    folded onto the T keys (x·W_q·k = x·(W_q·k)) and the output projection and its bias onto the T values
+    (Σ_h w_h (v_h W_o,h + b_o / H), the weights of each head summing to one over T), so nothing of size
+    N × C is projected and the residual sum happens inside the last matrix product. The logits are laid
+    out (B, H, T, N) so that the softmax runs over a middle dimension: PyTorch's CPU softmax over a last
+    dimension as short as T is an order of magnitude slower.
     """
     h = attn.num_heads
     b, t, c = k_in.shape
@@ -110,16 +152,18 @@ def image_to_tokens(attn: Attention, q_in: torch.Tensor | None, k_in: torch.Tens
     v = _project(attn.v_proj, v_in, h)
     d = k.shape[-1]
     if q_heads is None:
+        n = keys.shape[1]
         wq, bq = _per_head(attn.q_proj, h)                   # (H, d, C), (H, d)
         a = k @ wq                                           # (B, H, T, C)
-        bias = k @ bq.unsqueeze(-1)                          # (B, H, T, 1)
-        logits = (a.reshape(b, h * t, c) @ q_in.transpose(1, 2)).view(b, h, t, -1) + bias  # (B, H, T, N)
+        pos_and_bias = k @ q_pos + k @ bq.unsqueeze(-1)      # (B, H, T, N)
+        logits = torch.baddbmm(pos_and_bias.view(b, h * t, n), a.reshape(b, h * t, c), keys.transpose(1, 2))
     else:
+        n = q_heads.shape[2]
         logits = k @ q_heads.transpose(2, 3)                 # (B, H, T, N)
-    weights = torch.softmax(logits / math.sqrt(d), dim=2)
+    weights = torch.softmax(logits.view(b, h, t, n) / math.sqrt(d), dim=2)
     wo = attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (H, d, C)
-    vo = (v @ wo).reshape(b, h * t, c)                       # (B, H*T, C)
-    return weights.reshape(b, h * t, -1).transpose(1, 2) @ vo + attn.out_proj.bias
+    vo = (v @ wo).reshape(b, h * t, c) + attn.out_proj.bias / h  # (B, H*T, C)
+    return torch.baddbmm(residual, weights.reshape(b, h * t, n).transpose(1, 2), vo)
 
 
 # Image tokens per chunk of `upscale_masks`: the chunk's intermediates (16 · rows · 32 floats, 2 MB at 1024
@@ -171,25 +215,26 @@ def _upscaling_is_foldable(dec) -> bool:
 
 
 @torch.inference_mode()
-def prepare(model: Sam, features: torch.Tensor, pos: torch.Tensor) -> ImageConsts:
-    """Precompute `ImageConsts` for image features (1, C, H, W); `pos` from `positional_tokens`."""
-    src = image_tokens(model, features)
+def prepare(model: Sam, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
+    """Precompute `ImageConsts` for image features (1, C, H, W); `pos` from `positional_consts`."""
+    src = image_tokens(model, features).contiguous()
     layer0 = model.mask_decoder.transformer.layers[0]
     t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
-    keyed = src + pos
+    keyed = src + pos.tokens
     return ImageConsts(
         k0=_project(t2i.k_proj, keyed, t2i.num_heads).contiguous(),
         v0=_project(t2i.v_proj, src, t2i.num_heads).contiguous(),
         q0=_project(i2t.q_proj, keyed, i2t.num_heads).contiguous(),
+        src=src,
     )
 
 
 @torch.inference_mode()
-def decode_masks(model: Sam, features: torch.Tensor, consts: ImageConsts, pos: torch.Tensor,
-                 sparse: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-res mask logits (B, M, 256, 256) and IoU predictions (B, M) for sparse prompt embeddings
+def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: torch.Tensor,
+                 multimask: bool, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res mask logits (B, M, 4H, 4W) and IoU predictions (B, M) for sparse prompt embeddings
     (B, T, C) from `PromptEncoder` — the same outputs as `MaskDecoder.forward` with the no-mask dense
-    embedding. `features` (1, C, H, W), `consts` from `prepare`, `pos` from `positional_tokens`."""
+    embedding. `consts` from `prepare`, `pos` from `positional_consts`, `size` = (H, W) of the embedding grid."""
     dec = model.mask_decoder
     tf = dec.transformer
     b = sparse.shape[0]
@@ -203,22 +248,21 @@ def decode_masks(model: Sam, features: torch.Tensor, consts: ImageConsts, pos: t
     t2i = l0.cross_attn_token_to_image
     queries = l0.norm2(queries + _attend(t2i, _project(t2i.q_proj, q, t2i.num_heads), consts.k0, consts.v0))
     queries = l0.norm3(queries + l0.mlp(queries))
-    out = image_to_tokens(l0.cross_attn_image_to_token, None, queries + point_embedding, queries, q_heads=consts.q0)
-    keys = l0.norm4(image_tokens(model, features) + out)  # (B, HW, C)
+    keys = l0.norm4(image_to_tokens(l0.cross_attn_image_to_token, consts.src, queries + point_embedding, queries,
+                                    q_heads=consts.q0))  # (B, HW, C)
 
-    for layer in tf.layers[1:]:  # TwoWayAttentionBlock.forward with the folded cross-attentions
+    for i, layer in enumerate(tf.layers[1:]):  # TwoWayAttentionBlock.forward with the folded cross-attentions
         queries = layer.norm1(queries + layer.self_attn(q=queries + point_embedding, k=queries + point_embedding,
                                                         v=queries))
-        keyed = keys + pos
         queries = layer.norm2(queries + tokens_to_image(layer.cross_attn_token_to_image,
-                                                        queries + point_embedding, keyed, keys))
+                                                        queries + point_embedding, keys, pos.t2i_k[i]))
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + image_to_tokens(layer.cross_attn_image_to_token, keyed,
-                                                  queries + point_embedding, queries))
-    attn_out = tokens_to_image(tf.final_attn_token_to_image, queries + point_embedding, keys + pos, keys)
+        keys = layer.norm4(image_to_tokens(layer.cross_attn_image_to_token, keys, queries + point_embedding,
+                                           queries, keys=keys, q_pos=pos.i2t_q[i]))
+    attn_out = tokens_to_image(tf.final_attn_token_to_image, queries + point_embedding, keys, pos.final_k)
     hs = tf.norm_final_attn(queries + attn_out)
 
-    h, w = features.shape[-2:]
+    h, w = size
     picks = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
     hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in picks], dim=1)
     if _upscaling_is_foldable(dec):

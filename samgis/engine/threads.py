@@ -7,14 +7,14 @@ threads than it has CPUs, libgomp shortens how long idle workers spin before sle
 parallel ops: on the 2-core reference machine a click decode went from 22 ms to 30–50 ms as soon as a second
 thread (the model loader, an encoder pass, a worker of `asyncio.to_thread`) had used torch.
 
-So the process keeps one long-lived torch thread (`on_torch_thread`) for short model calls (decodes), and
-runs long ones (model loading, encoder passes, automatic masks) on a new thread that exits when done
-(`in_fresh_thread`), taking its OpenMP team with it. Both are plain blocking calls: callers in the event
-loop wrap them in `asyncio.to_thread` as before.
+So the process keeps one long-lived torch thread (`on_torch_thread`, `to_torch_thread` from the event loop)
+for short model calls (decodes), and runs long ones (model loading, encoder passes, automatic masks) on a
+new thread that exits when done (`in_fresh_thread`), taking its OpenMP team with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
@@ -36,17 +36,26 @@ def is_torch_thread() -> bool:
     return threading.get_ident() == _ident
 
 
-def on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
-    """`fn(*args, **kwargs)` on the process's one long-lived torch thread; blocks until it returns (or
-    raises). Calls queue in arrival order. Called from that thread itself, runs `fn` in place."""
+def _torch_pool() -> ThreadPoolExecutor:
     global _pool
-    if is_torch_thread():
-        return fn(*args, **kwargs)
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(1, thread_name_prefix="samgis-torch", initializer=_remember_ident)
-        pool = _pool
-    return pool.submit(fn, *args, **kwargs).result()
+        return _pool
+
+
+def on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(*args, **kwargs)` on the process's one long-lived torch thread; blocks until it returns (or
+    raises). Calls queue in arrival order. Called from that thread itself, runs `fn` in place."""
+    if is_torch_thread():
+        return fn(*args, **kwargs)
+    return _torch_pool().submit(fn, *args, **kwargs).result()
+
+
+async def to_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`on_torch_thread` for the event loop: awaits `fn(*args, **kwargs)` on the torch thread (one thread
+    hop, where `asyncio.to_thread(on_torch_thread, …)` would take two)."""
+    return await asyncio.wrap_future(_torch_pool().submit(fn, *args, **kwargs))
 
 
 def in_fresh_thread(fn: Callable[..., T], *args, **kwargs) -> T:
