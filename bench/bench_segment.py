@@ -52,6 +52,7 @@ class Clicks:
     cold_server: list = field(default_factory=list)
     cold_client: list = field(default_factory=list)
     cold_tiles: list = field(default_factory=list)
+    cold_embed: list = field(default_factory=list)
     server: list = field(default_factory=list)
     client: list = field(default_factory=list)
     decode: list = field(default_factory=list)
@@ -76,6 +77,7 @@ def run_clicks(engine, providers: Path, cache_dir: Path, anchor, z: int, n_cold:
             assert meta["cache"] == "miss", meta
             out.cold_server.append(meta["timings_ms"]["total"])
             out.cold_tiles.append(meta["timings_ms"].get("tiles", 0.0))
+            out.cold_embed.append(meta["timings_ms"].get("embed", 0.0))
         win = c.post("/v1/segment", json=click(anchor.x, anchor.y, z)).json()["samgis"]["window"]
         west, north = mercantile.ul(win["x"], win["y"], win["z"])
         east, south = mercantile.ul(win["x"] + 4, win["y"] + 4, win["z"])
@@ -138,7 +140,7 @@ def main() -> None:
 
     print(f"\ncold window (miss; tiles over local HTTP + encoder), {args.cold} windows:")
     print(f"  server p50 {pct(vit.cold_server, 50):8.1f} ms   client p50 {pct(vit.cold_client, 50):8.1f} ms   "
-          f"tiles p50 {pct(vit.cold_tiles, 50):6.1f} ms")
+          f"tiles p50 {pct(vit.cold_tiles, 50):6.1f} ms   embed p50 {pct(vit.cold_embed, 50):7.1f} ms")
     print(f"cached follow-up click, {len(vit.server)} clicks (random-weight masks: p50 "
           f"{pct(vit.parts, 50):.0f} polygon parts per answer):")
     print(f"  server p50 {pct(vit.server, 50):8.1f} ms   p95 {pct(vit.server, 95):8.1f} ms")

@@ -11,7 +11,7 @@ import pytest
 
 from samgis.engine import sam
 from samgis.engine.protocol import Prompts
-from samgis.engine.threads import in_fresh_thread, is_torch_thread, on_torch_thread
+from samgis.engine.threads import in_fresh_thread, is_torch_thread, on_torch_thread, set_torch_threads
 from tests.conftest import textured_image
 
 
@@ -87,3 +87,17 @@ def test_checkpoint_loads_off_the_calling_thread(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(sam, "load_sam", lambda *a: where.append(threading.get_ident()) or real(*a))
     sam.SamEngine.from_spec(TINY, tiny_checkpoint, device="cpu")
     assert where and where[0] != threading.get_ident() and where[0] != on_torch_thread(threading.get_ident)
+
+
+def test_set_torch_threads_reaches_the_torch_thread():
+    """PyTorch reads the thread count into a thread once; the long-lived torch thread must be told too."""
+    import torch
+
+    on_torch_thread(lambda: torch.ones(1 << 20).add_(1))  # the torch thread has read its count
+    previous = set_torch_threads(1)
+    try:
+        assert torch.get_num_threads() == 1 and on_torch_thread(torch.get_num_threads) == 1
+        assert in_fresh_thread(torch.get_num_threads) == 1
+    finally:
+        set_torch_threads(previous)
+    assert on_torch_thread(torch.get_num_threads) == previous

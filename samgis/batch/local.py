@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from samgis.batch.inputs import Item
 from samgis.batch.work import ItemResult, JobConfig, StageContext, finish_stage, infer_stage, load_stage
+from samgis.engine.threads import set_torch_threads
 
 
 def run_local(items: Sequence[Item], engine_factory: Callable, cfg: JobConfig,
@@ -23,12 +24,7 @@ def run_local(items: Sequence[Item], engine_factory: Callable, cfg: JobConfig,
         return
     workers = max(1, workers)
     ctx = StageContext(cfg)
-    threads = None
-    if cfg.torch_threads:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.torch_threads)
+    threads = set_torch_threads(cfg.torch_threads) if cfg.torch_threads else None
     engine = engine_factory()
     loads: deque[Future] = deque()
     finishing: deque[Future] = deque()
@@ -66,6 +62,4 @@ def run_local(items: Sequence[Item], engine_factory: Callable, cfg: JobConfig,
             f.cancel()
         ctx.close()
         if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+            set_torch_threads(threads)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from samgis.batch.inputs import Item
 from samgis.batch.work import ItemResult, JobConfig, StageContext, finish_stage, infer_stage, load_stage
+from samgis.engine.threads import set_torch_threads
 
 
 _CONTEXTS: dict = {}
@@ -40,9 +41,7 @@ class _ModelActor:
 
     def __init__(self, cfg: JobConfig, engine_factory: Callable, threads: int | None):
         if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+            set_torch_threads(threads)
         self.ctx = StageContext(cfg)
         self.engine = engine_factory()
 

@@ -78,3 +78,16 @@ def in_fresh_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["result"]  # type: ignore[return-value]
+
+
+def set_torch_threads(n: int) -> int:
+    """Set torch's intra-op thread count to `n` for this process and return the previous count.
+
+    PyTorch reads the count into each thread once, at that thread's first parallel op, so the long-lived
+    torch thread is told as well (threads started later read the new count themselves)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    on_torch_thread(torch.set_num_threads, n)
+    return previous
