@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from samgis.batch import JobConfig, SamEngineConfig, run_batch  # noqa: E402
 from samgis.engine.registry import get_model_spec  # noqa: E402
+from samgis.engine.threads import in_fresh_thread  # noqa: E402
 from tests.conftest import save_random_checkpoint  # noqa: E402  (also registers test_vit_tiny)
 from tests.support.batch_jobs import interior_point  # noqa: E402
 from tests.support.scene import default_scene, render_mosaic  # noqa: E402
@@ -90,7 +91,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="samgis-bench-batch-"))
     spec = get_model_spec(args.model)
-    ckpt = save_random_checkpoint(spec.arch, tmp / f"{spec.model_id}.pth")
+    # Off the main thread: a thread that ran parallel torch ops and lives on slows every later op of the
+    # process (see samgis/engine/threads.py); the local runs and the ceiling run in this process.
+    ckpt = in_fresh_thread(save_random_checkpoint, spec.arch, tmp / f"{spec.model_id}.pth")
     factory = SamEngineConfig(spec, str(ckpt), device="cpu")
     print(f"model {spec.model_id} (random weights), cpu, {os.cpu_count()} CPUs, job: {args.items} {args.job}")
 
