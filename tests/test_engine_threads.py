@@ -101,3 +101,21 @@ def test_set_torch_threads_reaches_the_torch_thread():
     finally:
         set_torch_threads(previous)
     assert on_torch_thread(torch.get_num_threads) == previous
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_torch_thread():
+    on_torch_thread(threading.get_ident)  # the parent's thread exists
+    pid = os.fork()
+    if pid == 0:  # child: would hang on the parent's (absent) thread without the at-fork reset
+        code = 0 if on_torch_thread(lambda: 41) + 1 == 42 else 1
+        os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung on the parent's torch thread")

@@ -15,6 +15,7 @@ new thread that exits when done (`in_fresh_thread`), taking its OpenMP team with
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
@@ -29,6 +30,15 @@ _ident: int | None = None
 def _remember_ident() -> None:
     global _ident
     _ident = threading.get_ident()
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's torch thread does not exist there; start a new one when needed."""
+    global _lock, _pool, _ident
+    _lock, _pool, _ident = threading.Lock(), None, None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def is_torch_thread() -> bool:
