@@ -61,7 +61,8 @@ def pixel_polygons(mask: np.ndarray) -> np.ndarray:
         return np.empty(0, dtype=object)
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = cv2.copyMakeBorder(mask[r0:r1, c0:c1].view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8)
+    crop = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     up = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
@@ -74,11 +75,14 @@ def pixel_polygons(mask: np.ndarray) -> np.ndarray:
     ring_rank = np.empty_like(order)
     ring_rank[order] = np.arange(len(order))
     pts_order = np.argsort(ring_rank[ring_of], kind="stable")
-    rings = shapely.linearrings(corners[pts_order].astype(float), indices=ring_rank[ring_of][pts_order])
-    _, polygon_index = np.unique(owner[order], return_inverse=True)
-    polys = shapely.polygons(rings, indices=polygon_index)
-    if shapely.is_valid(polys).all():
-        return polys
+    try:
+        rings = shapely.linearrings(corners[pts_order].astype(float), indices=ring_rank[ring_of][pts_order])
+        _, polygon_index = np.unique(owner[order], return_inverse=True)
+        polys = shapely.polygons(rings, indices=polygon_index)
+        if shapely.is_valid(polys).all():
+            return polys
+    except (ValueError, shapely.errors.GEOSException):  # a degenerate ring: never seen, but never fatal
+        pass
     return _gdal_polygons(crop[1:-1, 1:-1].view(bool), c0, r0)  # pinched: regions touching at a corner
 
 
