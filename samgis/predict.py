@@ -479,8 +479,11 @@ class EnginePredictor:
     transform = _Identity()
     device = torch.device("cpu")
 
-    def __init__(self, engine: Engine, embedding: Embedding | None = None):
+    def __init__(self, engine: Engine, embedding: Embedding | None = None, skip_iou_at_most: float | None = None):
         self.engine = engine
+        # The generator drops every mask whose predicted IoU is not above its `pred_iou_thresh` right after
+        # `predict_torch`, before reading its logits: those are not upscaled (constant logits stand in).
+        self.skip_iou_at_most = skip_iou_at_most
         self.image_size = engine.describe().image_size
         self.model = SimpleNamespace(mask_threshold=MASK_THRESHOLD,
                                      image_encoder=SimpleNamespace(img_size=self.image_size))
@@ -521,7 +524,15 @@ class EnginePredictor:
                        for c, lab in zip(coords, labels)]
             low = torch.from_numpy(np.concatenate([r.logits for r in results]))
             scores = torch.from_numpy(np.concatenate([r.scores for r in results]))
-        logits = upscale_logits(low, emb.input_size, emb.original_size, self.image_size)
+        if self.skip_iou_at_most is None:
+            logits = upscale_logits(low, emb.input_size, emb.original_size, self.image_size)
+        else:
+            keep = scores > self.skip_iou_at_most                 # (B, M), the generator's own test
+            b, m = scores.shape
+            logits = torch.full((b, m, *emb.original_size), -1e4, dtype=torch.float32)
+            if keep.any():
+                up = upscale_logits(low[keep][:, None], emb.input_size, emb.original_size, self.image_size)
+                logits[keep] = up[:, 0]
         return (logits if return_logits else logits > MASK_THRESHOLD), scores, low
 
 
@@ -536,7 +547,8 @@ def mask_generator(engine: Engine, options: AmgOptions = AmgOptions(), embedding
     """
     if options.min_mask_region_area > 0 and importlib.util.find_spec("cv2") is None:
         raise InvalidRequest("min_mask_region_area", "needs OpenCV on the server (opencv-python-headless)")
-    predictor = EnginePredictor(engine, embedding)
+    predictor = EnginePredictor(engine, embedding,
+                                skip_iou_at_most=options.pred_iou_thresh if options.pred_iou_thresh > 0 else None)
     h, w = image_shape or (embedding.original_size if embedding is not None else (1024, 1024))
     n = predictor.image_size
     batch = int(min(64, max(1, decode_bytes // (3 * 4 * (n * n + h * w)))))

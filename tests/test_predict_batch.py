@@ -126,3 +126,33 @@ def test_batched_generator_with_crops_matches_sam(tiny_engine):
         assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
         assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
         np.testing.assert_allclose(o["point_coords"], r["point_coords"], atol=1e-6)
+
+
+def test_masks_below_the_iou_threshold_are_not_upscaled_and_nothing_changes(tiny_engine, image, embedding,
+                                                                               monkeypatch):
+    """The generator drops masks whose predicted IoU is not above `pred_iou_thresh` before reading their
+    logits, so the predictor skips their upscaling: same records, fewer masks upscaled."""
+    from samgis import predict as predict_mod
+
+    predictor = EnginePredictor(tiny_engine, embedding)
+    predictor.set_image(image)
+    points = torch.as_tensor(np.stack(np.meshgrid(np.linspace(5, 120, 6), np.linspace(5, 90, 6)), -1)
+                             .reshape(-1, 1, 2).astype(np.float32))
+    _, scores, _ = predictor.predict_torch(points, torch.ones(36, 1, dtype=torch.int), return_logits=True)
+    thresh = float(scores.median())  # about half the masks pass
+    options = AmgOptions(**{**AMG_PARAMS, "points_per_side": 6, "pred_iou_thresh": thresh})
+    upscaled = []
+    real = predict_mod.upscale_logits
+    monkeypatch.setattr(predict_mod, "upscale_logits", lambda low, *a: upscaled.append(low.shape[0] * low.shape[1])
+                        or real(low, *a))
+    skipping = generate_masks(tiny_engine, image, options, embedding)
+    n_skipping, upscaled[:] = sum(upscaled), []
+    gen = predict_mod.mask_generator(tiny_engine, options, embedding, image_shape=image.shape[:2])
+    assert gen.predictor.skip_iou_at_most == thresh
+    gen.predictor.skip_iou_at_most = None  # upscale everything, as SamPredictor does
+    everything = gen.generate(image)
+    assert 0 < n_skipping < sum(upscaled) == 3 * 36
+    assert len(skipping) == len(everything) > 0
+    for a, b in zip(skipping, everything):
+        assert np.array_equal(a["segmentation"], b["segmentation"])
+        assert a["predicted_iou"] == b["predicted_iou"] and a["stability_score"] == b["stability_score"]
