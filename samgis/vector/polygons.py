@@ -48,8 +48,8 @@ def pixel_polygons(mask: np.ndarray) -> np.ndarray:
 
     How: OpenCV's border follower on the mask upsampled 2× traces the centres of the boundary sub-pixels,
     which lie half a sub-pixel inside the pixel edges; `(p + 1) // 2` maps each such centre p back to its
-    pixel edge exactly. The follower joins regions that touch only at a corner (8-connectivity); such
-    outlines come back pinched (invalid), and then the mask is polygonised by GDAL instead.
+    pixel edge exactly. The follower joins regions that touch only at a corner (8-connectivity) into
+    pinched, invalid outlines, so a mask with such a corner is polygonised by GDAL instead.
 
     >>> m = np.zeros((4, 4), bool); m[1:3, 1:4] = True
     >>> [p.bounds for p in pixel_polygons(m)]
@@ -61,8 +61,10 @@ def pixel_polygons(mask: np.ndarray) -> np.ndarray:
         return np.empty(0, dtype=object)
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8)
-    crop = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    tight = np.ascontiguousarray(mask[r0:r1, c0:c1])
+    if _touches_at_a_corner(tight):
+        return _gdal_polygons(tight, c0, r0)
+    crop = cv2.copyMakeBorder(tight.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     up = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
@@ -83,7 +85,14 @@ def pixel_polygons(mask: np.ndarray) -> np.ndarray:
             return polys
     except (ValueError, shapely.errors.GEOSException):  # a degenerate ring: never seen, but never fatal
         pass
-    return _gdal_polygons(crop[1:-1, 1:-1].view(bool), c0, r0)  # pinched: regions touching at a corner
+    return _gdal_polygons(tight, c0, r0)
+
+
+def _touches_at_a_corner(mask: np.ndarray) -> bool:
+    """True if two foreground (equivalently, two background) pixels of (H, W) bool `mask` meet only at a
+    corner: a 2 × 2 block holding a diagonal pair and nothing else."""
+    a, b, c, d = mask[:-1, :-1], mask[:-1, 1:], mask[1:, :-1], mask[1:, 1:]
+    return bool(np.any((a == d) & (b == c) & (a != b)))
 
 
 def _gdal_polygons(crop: np.ndarray, c0: int, r0: int) -> np.ndarray:
@@ -207,14 +216,19 @@ def simplify_parts(parts: np.ndarray, tolerance: float) -> np.ndarray:
     Part by part: GEOS's topology-preserving simplifier on one MultiPolygon compares every part with every
     other (seconds for a speckled mask); parts that come to overlap are merged later by the repair.
     Plain Douglas-Peucker first (about 20× faster on a pixel staircase); a part it turned into something
-    else than a valid Polygon with as many holes is simplified again with the topology-preserving one.
+    else than a valid Polygon with as many holes, and every speck of fewer than 16 coordinates, gets the
+    topology-preserving one.
     """
-    fast = shapely.simplify(parts, tolerance, preserve_topology=False)
+    out = np.empty(len(parts), dtype=object)
+    small = shapely.get_num_coordinates(parts) < 16  # specks: Douglas-Peucker would mostly erase them
+    big = ~small
+    fast = shapely.simplify(parts[big], tolerance, preserve_topology=False)
     redo = (shapely.get_type_id(fast) != shapely.GeometryType.POLYGON) | shapely.is_empty(fast) \
-        | ~shapely.is_valid(fast) | (shapely.get_num_interior_rings(fast) != shapely.get_num_interior_rings(parts))
-    if redo.any():
-        fast[redo] = shapely.simplify(parts[redo], tolerance, preserve_topology=True)
-    return fast
+        | ~shapely.is_valid(fast) | (shapely.get_num_interior_rings(fast) != shapely.get_num_interior_rings(parts[big]))
+    out[big] = fast
+    small[np.flatnonzero(big)[redo]] = True
+    out[small] = shapely.simplify(parts[small], tolerance, preserve_topology=True)
+    return out
 
 
 def mask_to_geometry(
