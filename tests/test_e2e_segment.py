@@ -12,7 +12,6 @@ import pytest
 from shapely.geometry import box, shape
 
 from api.app import create_app
-from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.geometry import iou, union_geometry
@@ -28,10 +27,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def live(tiles, engine, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    providers = tiles.write_providers(tmp / "providers.json")
-    settings = Settings(providers=providers, cache_dir=tmp / "cache", tile_timeout_s=1.0, tile_retries=1,
-                        max_prompts=20, max_body_bytes=50_000)
+    settings = tiles.settings(tmp_path_factory.mktemp("e2e"), max_prompts=20, max_body_bytes=50_000)
     with LiveServer(create_app(settings, engine=engine)) as server:
         yield server
 
@@ -181,7 +177,7 @@ def test_parallel_requests_over_many_windows_get_their_own_polygon(live):
 def test_embedding_cache_is_bounded_by_bytes(tiles, tmp_path):
     engine = ColourRegionEngine()
     one = 1024 * 1024 * 3
-    settings = Settings(providers=tiles.write_providers(tmp_path / "p.json"), cache_dir=tmp_path, cache_bytes=2 * one)
+    settings = tiles.settings(tmp_path, cache_bytes=2 * one)
     with LiveServer(create_app(settings, engine=engine)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         for s in SCENE.shapes[:5]:
             assert c.post("/v1/segment", json=click_request(s.polygon, 16)).status_code == 200
@@ -338,8 +334,7 @@ def test_meta_routes(client):
 
 
 def test_health_is_503_with_reason_until_model_loads(tiles, tmp_path):
-    settings = Settings(providers=tiles.write_providers(tmp_path / "p.json"), cache_dir=tmp_path,
-                        allow_download=False)
+    settings = tiles.settings(tmp_path, allow_download=False)
     with LiveServer(create_app(settings)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         for _ in range(100):
             h = c.get("/health")

@@ -92,6 +92,17 @@ def test_predictor_makes_one_batched_call_per_generator_batch(tiny_engine, embed
     assert masks.shape == (5, 3, 96, 128) and scores.shape == (5, 3) and low.shape == (5, 3, 256, 256)
 
 
+def assert_same_records(ours: list[dict], ref: list[dict]) -> None:
+    """Automatic-mask records equal up to float rounding of batched products, pairwise in order."""
+    for o, r in zip(ours, ref):
+        assert iou(o["segmentation"], r["segmentation"]) >= 0.999
+        assert o["bbox"] == r["bbox"] and o["crop_box"] == r["crop_box"]
+        assert abs(o["area"] - r["area"]) <= 0.001 * r["area"] + 1
+        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
+        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
+        np.testing.assert_allclose(o["point_coords"], r["point_coords"], atol=1e-6)
+
+
 def test_batched_generator_equals_per_point_generator(tiny_engine, image, embedding, monkeypatch):
     params = {**AMG_PARAMS, "points_per_side": 6}
     batched = generate_masks(tiny_engine, image, AmgOptions(**params), embedding)
@@ -102,13 +113,7 @@ def test_batched_generator_equals_per_point_generator(tiny_engine, image, embedd
     looped = generate_masks(tiny_engine, image, AmgOptions(**params), embedding)
     assert decodes == [1] * 36  # one per grid point
     assert len(batched) >= 5 and len(batched) == len(looped)
-    for b, r in zip(batched, looped):
-        assert iou(b["segmentation"], r["segmentation"]) >= 0.999
-        assert b["bbox"] == r["bbox"] and b["crop_box"] == r["crop_box"]
-        assert abs(b["area"] - r["area"]) <= 0.001 * r["area"] + 1
-        assert b["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
-        assert b["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
-        np.testing.assert_allclose(b["point_coords"], r["point_coords"], atol=1e-6)
+    assert_same_records(batched, looped)
 
 
 def test_batched_generator_with_crops_matches_sam(tiny_engine):
@@ -119,13 +124,7 @@ def test_batched_generator_with_crops_matches_sam(tiny_engine):
     assert len(ref) >= 5 and len(ours) == len(ref)
     # (the random model's masks all touch the crops' inner edges, so only the whole-image layer's survive;
     # the crops are still embedded and decoded through the batch path, with the same filtering outcome)
-    for o, r in zip(ours, ref):
-        assert iou(o["segmentation"], r["segmentation"]) >= 0.999
-        assert o["bbox"] == r["bbox"] and o["crop_box"] == r["crop_box"]
-        assert abs(o["area"] - r["area"]) <= 0.001 * r["area"] + 1
-        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
-        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
-        np.testing.assert_allclose(o["point_coords"], r["point_coords"], atol=1e-6)
+    assert_same_records(ours, ref)
 
 
 def test_masks_below_the_iou_threshold_are_not_upscaled_and_nothing_changes(tiny_engine, image, embedding,

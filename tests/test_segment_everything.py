@@ -34,9 +34,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def live(tiles, engine, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("everything")
-    settings = Settings(providers=tiles.write_providers(tmp / "providers.json"), cache_dir=tmp / "cache",
-                        tile_timeout_s=1.0, tile_retries=1, max_points_per_side=CAP)
+    settings = tiles.settings(tmp_path_factory.mktemp("everything"), max_points_per_side=CAP)
     with LiveServer(create_app(settings, engine=engine)) as server:
         yield server
 

@@ -83,8 +83,7 @@ TRUTH = CASE.polygon
 # --- fixtures ---------------------------------------------------------------------------------------
 
 def web_settings(tiles, tmp: Path, **extra) -> Settings:
-    return Settings(providers=tiles.write_providers(tmp / "providers.json"), cache_dir=tmp / "cache",
-                    tile_timeout_s=1.0, tile_retries=1, default_source="Scene", **extra)
+    return tiles.settings(tmp, default_source="Scene", **extra)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
     )
 
 
-@router.post("/v1/segment", response_model=FeatureCollectionOut, response_model_exclude_none=True,
+@router.post("/v1/segment", response_model=FeatureCollectionOut,
              summary="Segment the object(s) under lat/lng prompts", responses=ERRORS)
 async def segment(req: SegmentRequest, service: SegmentService = Depends(get_service)) -> Response:
     """Points and one box decode together; several boxes decode as one batch (one mask per box, each
@@ -43,7 +43,7 @@ async def segment(req: SegmentRequest, service: SegmentService = Depends(get_ser
     return geojson_response(await service.segment(to_query(req)))
 
 
-@router.post("/v1/segment/everything", response_model=EverythingOut, response_model_exclude_none=True,
+@router.post("/v1/segment/everything", response_model=EverythingOut,
              summary="All masks (automatic mask generation) in the window holding lat/lng", responses=ERRORS)
 async def segment_everything(req: EverythingRequest, service: SegmentService = Depends(get_service)) -> Response:
     """SAM's automatic mask generator over a points_per_side² grid of the 1024 px window a click at (lat, lng)

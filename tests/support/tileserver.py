@@ -123,6 +123,16 @@ class SceneTileServer:
         path.write_text(json.dumps(self.providers(), indent=2, ensure_ascii=False), encoding="utf-8")
         return path
 
+    def settings(self, tmp, **overrides):
+        """Server `Settings` serving this scene from folder `tmp` (providers file, tile cache), with short
+        tile timeouts and one retry so failure tests stay fast; `overrides` replace or add fields."""
+        from samgis.settings import Settings
+
+        tmp = Path(tmp)
+        fields = {"providers": self.write_providers(tmp / "providers.json"), "cache_dir": tmp / "cache",
+                  "tile_timeout_s": 1.0, "tile_retries": 1}
+        return Settings(**{**fields, **overrides})
+
     def cache_info(self):
         """functools.lru_cache statistics of the rendered-tile cache (hits, misses, maxsize, currsize)."""
         return self._png.cache_info()
