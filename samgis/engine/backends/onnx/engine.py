@@ -1,0 +1,414 @@
+"""The `onnx` backend: a SAM encoder/decoder pair run by ONNX Runtime.
+
+Pairs it serves:
+
+- ours (`samgis export-onnx`, `samgis.engine.backends.onnx.export`): a folder with `manifest.json`, whose
+  file hashes are checked on load;
+- samexporter's SAM 1 / MobileSAM pairs (github.com/vietanhdev/samexporter: `samexporter/export_encoder.py`,
+  `export_decoder.py`, `sam_onnx.py`, `convert_all_meta_sam.sh`, `convert_mobile_sam.sh`): files named
+  `<name>.encoder.onnx` / `<name>.decoder.onnx` (`.encoder.quant.onnx` / `.decoder.quant.onnx` quantized),
+  the encoder taking `input_image` either (H, W, 3) float32 RGB 0..255 already resized to longest side
+  1024 (`--use-preprocess`: normalisation and padding in the graph) or (1, 3, 1024, 1024) normalised and
+  padded, returning `image_embeddings`; the decoder is Meta's `SamOnnxModel` (inputs `image_embeddings`,
+  `point_coords`, `point_labels`, `mask_input`, `has_mask_input`, `orig_im_size`; outputs `masks`,
+  `iou_predictions`, `low_res_masks`), usually exported with `--return-single-mask`.
+
+Capabilities come from the decoder itself: no `mask_input` input → no mask_input; one mask per query →
+no multimask (and no automatic masks, which need the three multimask outputs). A request for a missing
+capability raises `MissingCapability` (an `InvalidRequest`, HTTP 422) naming it.
+
+Pre/post-processing are SAM 1's, done here: `ResizeLongestSide` to the input size, normalise and pad
+(unless the encoder does it), prompts through `ResizeLongestSide.apply_coords`, low-res logits upscaled
+with `Sam.postprocess_masks`' math (bilinear to S × S, crop the unpadded part, bilinear to the image).
+
+Threads: ONNX Runtime runs on its own intra-op pool (`threads`, 0 = one per physical core); the engine
+takes calls from any thread (sessions are thread-safe; one encoder pass at a time). The little torch work
+(mask upscaling) runs on the process's torch thread (`samgis.engine.threads`).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, file_sha256, read_manifest
+from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.threads import on_torch_thread
+from samgis.errors import InvalidRequest
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+DECODER_REQUIRED = ("image_embeddings", "point_coords", "point_labels")
+DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
+
+
+class MissingCapability(InvalidRequest):
+    """The request needs something this model cannot do (HTTP 422); `capability` names it."""
+
+    def __init__(self, capability: str, model_id: str, why: str = ""):
+        super().__init__(capability, f"model {model_id!r} does not support {capability}" + (f" ({why})" if why else ""))
+        self.capability = capability
+
+
+def onnx_providers(device: str = "auto") -> list[str]:
+    """Execution providers for `device`: `auto` → CUDA when this onnxruntime has it, else CPU."""
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    if device == "cuda":
+        if not cuda:
+            raise ValueError("device 'cuda' was asked for but onnxruntime has no CUDAExecutionProvider "
+                             "(it needs the onnxruntime-gpu package and a CUDA device)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+
+
+def session_options(threads: int = 0, spinning: bool = False) -> ort.SessionOptions:
+    """`threads` intra-op threads (0: ONNX Runtime's default, one per physical core), sequential graph
+    execution. `spinning=False` lets the pool's threads sleep between runs instead of spinning, so an idle
+    engine leaves the CPUs to the rest of the process (tile fetching, polygons, torch)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.log_severity_level = 3
+    return so
+
+
+def upscale_masks(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
+                  image_size: int, threshold: float = 0.0) -> np.ndarray:
+    """(Q, M, l, l) float32 low-res logits in the padded S × S input frame → (Q, M, H, W) bool masks in
+    the original image frame: `Sam.postprocess_masks` (bilinear to S × S, crop `input_size` (h, w),
+    bilinear to `original_size` (H, W)), then `> threshold`."""
+    x = torch.from_numpy(np.ascontiguousarray(low_res))
+    with torch.inference_mode():
+        x = torch.nn.functional.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
+        x = x[..., : input_size[0], : input_size[1]]
+        if tuple(input_size) != tuple(original_size):
+            x = torch.nn.functional.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
+        return (x > threshold).numpy()
+
+
+def _concrete(shape, fill: dict) -> tuple[int, ...]:
+    """An ONNX input shape with its symbolic dimensions replaced by `fill[i]` (or 1)."""
+    return tuple(d if isinstance(d, int) and d > 0 else fill.get(i, 1) for i, d in enumerate(shape))
+
+
+class OnnxEngine:
+    """The `Engine` protocol over an ONNX SAM 1 encoder/decoder pair (see the module docstring).
+
+    `encoder_path` / `decoder_path`: the two files. `manifest`: our export's manifest (None for a
+    samexporter pair: everything is read from the graphs). `device`: auto / cpu / cuda (execution
+    provider). `threads`: ONNX Runtime intra-op threads, 0 = its default.
+    """
+
+    backend = "onnx"
+
+    def __init__(self, encoder_path: Path, decoder_path: Path, model_id: str, *, manifest: dict | None = None,
+                 device: str = "auto", threads: int = 0, spinning: bool = False,
+                 location: str | None = None, encoder_sha256: str | None = None):
+        self.model_id = model_id
+        self.manifest = manifest
+        self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
+        self.location = location or str(self.encoder_path.parent)
+        so = session_options(threads, spinning)
+        providers = onnx_providers(device)
+        self.encoder = ort.InferenceSession(str(self.encoder_path), so, providers=providers)
+        self.decoder = ort.InferenceSession(str(self.decoder_path), so, providers=providers)
+        self.providers = self.encoder.get_providers()
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self._encoder_lock = threading.Lock()
+        self._inspect_encoder()
+        self._inspect_decoder()
+        self.transform = ResizeLongestSide(self.image_size)
+        digest = encoder_sha256 or (manifest["files"][manifest["encoder"]["file"]]["sha256"] if manifest
+                                    else file_sha256(self.encoder_path))
+        # Embeddings are only interchangeable between engines with the same encoder file and input rule.
+        self.embedding_version = f"onnx-sam1-{self.input_layout}-{self.image_size}-{digest[:16]}"
+        # Queries per decoder run in `decode_point_batch` (a batched decoder runs them together).
+        self.point_batch_rows = 16 if self.device == "cuda" else 4
+
+    # --- inspection --------------------------------------------------------------------------------
+
+    def _inspect_encoder(self) -> None:
+        ins, outs = self.encoder.get_inputs(), [o.name for o in self.encoder.get_outputs()]
+        if len(ins) != 1:
+            raise ValueError(f"{self.encoder_path}: an encoder takes one input, this one takes "
+                             f"{[i.name for i in ins]}")
+        if "high_res_feats_0" in outs or "image_embed" in outs:
+            raise ValueError(f"{self.encoder_path} is a SAM 2 encoder (outputs {outs}); the onnx backend "
+                             "serves SAM 1 / MobileSAM pairs")
+        self.encoder_input = ins[0].name
+        self.encoder_output = "image_embeddings" if "image_embeddings" in outs else outs[0]
+        shape = ins[0].shape
+        m_in = (self.manifest or {}).get("input", {})
+        norm = m_in.get("normalize", {})
+        self.pixel_mean = np.asarray(norm.get("mean", SAM_PIXEL_MEAN), np.float32)
+        self.pixel_std = np.asarray(norm.get("std", SAM_PIXEL_STD), np.float32)
+        if len(shape) == 4:  # (1, 3, S, S): normalised, padded, channels first
+            self.input_layout = "nchw"
+            self.image_size = shape[2] if isinstance(shape[2], int) else int(m_in.get("size", 1024))
+        elif len(shape) == 3:  # (h, w, 3): resized RGB 0..255, the graph normalises and pads (samexporter)
+            self.input_layout = "hwc"
+            self.image_size = int(m_in.get("size", 1024))
+        else:
+            raise ValueError(f"{self.encoder_path}: encoder input {ins[0].name} {shape} is neither "
+                             "(1, 3, S, S) nor (H, W, 3)")
+        if m_in.get("resize", "longest_side") != "longest_side":
+            raise ValueError(f"{self.encoder_path}: resize rule {m_in['resize']!r} is not supported")
+
+    def _inspect_decoder(self) -> None:
+        ins = {i.name: i for i in self.decoder.get_inputs()}
+        outs = [o.name for o in self.decoder.get_outputs()]
+        missing = [n for n in DECODER_REQUIRED if n not in ins] + [n for n in DECODER_OUTPUTS if n not in outs]
+        if missing:
+            raise ValueError(f"{self.decoder_path} is not a SAM decoder in Meta's ONNX format: it lacks "
+                             f"{missing} (inputs {list(ins)}, outputs {outs})")
+        known = {*DECODER_REQUIRED, "mask_input", "has_mask_input", "orig_im_size"}
+        unknown = [n for n in ins if n not in known]
+        if unknown:
+            raise ValueError(f"{self.decoder_path}: unknown decoder inputs {unknown}")
+        self.has_mask_input = "mask_input" in ins and "has_mask_input" in ins
+        self.has_orig_im_size = "orig_im_size" in ins
+        self.batched = not isinstance(ins["point_coords"].shape[0], int)  # many queries per run
+        emb = ins["image_embeddings"].shape
+        self.embedding_shape = _concrete(emb, {1: 256, 2: self.image_size // 16, 3: self.image_size // 16})
+        self.low_res_size = (int(ins["mask_input"].shape[-1]) if self.has_mask_input
+                             and isinstance(ins["mask_input"].shape[-1], int) else 4 * self.embedding_shape[-1])
+        # One probe run tells how many masks a query gets (4 = all mask tokens; 1 = one selected).
+        iou, low = self._run(np.zeros(self.embedding_shape, np.float32),
+                             np.array([[[self.image_size / 2, self.image_size / 2], [0.0, 0.0]]], np.float32),
+                             np.array([[1.0, -1.0]], np.float32), None, (self.image_size, self.image_size))
+        self.masks_per_query = int(iou.shape[1])
+        if self.masks_per_query not in (1, 4) or low.shape[1] != self.masks_per_query:
+            raise ValueError(f"{self.decoder_path}: {iou.shape[1]} scores and {low.shape[1]} masks per query; "
+                             "expected 4 (all mask tokens) or 1 (single-mask export)")
+        self.low_res_size = int(low.shape[-1])
+        multimask = self.masks_per_query == 4
+        self.capabilities = {"points": True, "boxes": True, "mask_input": self.has_mask_input,
+                             "multimask": multimask, "automatic": multimask, "text": False}
+
+    def require(self, capability: str) -> None:
+        """Raise `MissingCapability` unless this model has `capability`."""
+        if not self.capabilities.get(capability):
+            why = {"mask_input": "its decoder has no mask_input input",
+                   "multimask": "its decoder returns one mask per query",
+                   "automatic": "automatic masks need the decoder's three multimask outputs"}.get(capability, "")
+            raise MissingCapability(capability, self.model_id, why)
+
+    # --- encoder -----------------------------------------------------------------------------------
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """(H, W, 3) uint8 RGB → (encoder input, (h, w) resized size before padding).
+
+        Encoder input: (1, 3, S, S) float32 normalised and zero-padded (`nchw`), or (h, w, 3) float32
+        0..255 (`hwc`, the encoder normalises and pads). Resizing is `ResizeLongestSide.apply_image`.
+        """
+        resized = self.transform.apply_image(image)
+        h, w = resized.shape[:2]
+        if self.input_layout == "hwc":
+            return resized.astype(np.float32), (h, w)
+        x = (resized.astype(np.float32) - self.pixel_mean) / self.pixel_std
+        s = self.image_size
+        out = np.zeros((1, 3, s, s), np.float32)
+        out[0, :, :h, :w] = x.transpose(2, 0, 1)
+        return out, (h, w)
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode (H, W, 3) uint8 RGB → features (1, 256, 64, 64) float32 numpy (CPU)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+            raise ValueError(f"image must be (H, W, 3) uint8 with H, W ≥ 1, got {image.shape} {image.dtype}")
+        x, input_size = self.preprocess(image)
+        with self._encoder_lock:
+            features = self.encoder.run([self.encoder_output], {self.encoder_input: x})[0]
+        features = np.ascontiguousarray(features, np.float32)
+        return Embedding(features=features, original_size=(int(image.shape[0]), int(image.shape[1])),
+                         input_size=input_size, model_id=self.model_id, nbytes=int(features.nbytes))
+
+    # --- decoder -----------------------------------------------------------------------------------
+
+    def _run(self, features: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
+             original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder over Q queries: `coords` (Q, N, 2) float32 in the model input frame, `labels` (Q, N)
+        float32 (SAM's -1/0/1/2/3), `mask` (1, 1, l, l) float32 logits or None. Returns
+        (iou (Q, M) float32, low-res logits (Q, M, l, l) float32), M = `masks_per_query`."""
+        feed = {"image_embeddings": features}
+        if self.has_mask_input:
+            feed["mask_input"] = (mask if mask is not None
+                                  else np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32))
+            feed["has_mask_input"] = np.array([0.0 if mask is None else 1.0], np.float32)
+        if self.has_orig_im_size:
+            feed["orig_im_size"] = np.asarray(original_size, np.float32)
+        step = len(coords) if self.batched else 1
+        ious, lows = [], []
+        for i in range(0, len(coords), max(1, step)):
+            iou, low = self.decoder.run(list(DECODER_OUTPUTS), {
+                **feed, "point_coords": np.ascontiguousarray(coords[i:i + step], np.float32),
+                "point_labels": np.ascontiguousarray(labels[i:i + step], np.float32)})
+            ious.append(iou)
+            lows.append(low)
+        return np.concatenate(ious).astype(np.float32), np.concatenate(lows).astype(np.float32)
+
+    def _select(self, iou: np.ndarray, low: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`MaskDecoder.forward`'s choice among all mask tokens: 1..3 with multimask, else 0."""
+        if self.masks_per_query == 1:
+            return iou, low
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return iou[:, sl], low[:, sl]
+
+    def _check(self, embedding: Embedding) -> None:
+        if embedding.model_id != self.model_id:
+            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
+
+    def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """Q = `prompts.n_queries` queries (points shared by all, one query per box); see `DecodeResult`.
+
+        Prompts in image px, SAM convention; masks (Q, M, H, W) bool in the original frame, scores (Q, M),
+        logits (Q, M, 256, 256). Like `SamPredictor`: points alone get SAM's padding point, a box is two
+        corner points (labels 2, 3) after the points.
+        """
+        self._check(embedding)
+        if multimask:
+            self.require("multimask")
+        mask = None
+        if prompts.mask_input is not None:
+            self.require("mask_input")
+            mask = np.asarray(prompts.mask_input, np.float32).reshape(1, 1, self.low_res_size, self.low_res_size)
+        size = embedding.original_size
+        q = prompts.n_queries
+        pts = self.transform.apply_coords(prompts.points.astype(np.float64), size)
+        lab = prompts.labels.astype(np.float32)
+        if len(prompts.boxes):
+            corners = self.transform.apply_boxes(prompts.boxes.astype(np.float64), size).reshape(-1, 2, 2)
+            coords = np.concatenate([np.broadcast_to(pts, (q, *pts.shape)), corners], axis=1)
+            labels = np.concatenate([np.broadcast_to(lab, (q, len(lab))), np.tile([[2.0, 3.0]], (q, 1))], axis=1)
+        else:
+            coords = np.concatenate([pts, [[0.0, 0.0]]])[None]
+            labels = np.concatenate([lab, [-1.0]])[None]
+        iou, low = self._select(*self._run(embedding.features, coords.astype(np.float32),
+                                           labels.astype(np.float32), mask, size), multimask)
+        masks = on_torch_thread(upscale_masks, low, embedding.input_size, size, self.image_size)
+        return DecodeResult(masks=masks, scores=iou, logits=low)
+
+    def decode_point_batch(self, embedding: Embedding, points, labels,
+                           multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """B independent point queries, low-res outputs only (for the automatic mask generator).
+
+        `points`: (B, N, 2) float (x, y) image px, SAM convention; `labels`: (B, N) int (1 include,
+        0 exclude); numpy or torch. Returns (low-res logits (B, M, 256, 256) float32, scores (B, M)
+        float32) as CPU torch tensors, row b equal to `decode(embedding, Prompts(points[b], labels[b]),
+        multimask)`'s `logits[0]` / `scores[0]`. M = 3 with `multimask`, else 1.
+        """
+        self._check(embedding)
+        if multimask:
+            self.require("multimask")
+        if isinstance(points, torch.Tensor):
+            points = points.detach().cpu().numpy()
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        pts = np.asarray(points, np.float32).astype(np.float64)  # float32 prompts, as `Prompts` holds them
+        lab = np.asarray(labels)
+        if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
+            raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+        b, m = pts.shape[0], (3 if multimask else 1)
+        if b == 0:
+            return torch.zeros((0, m, self.low_res_size, self.low_res_size)), torch.zeros((0, m))
+        coords = self.transform.apply_coords(pts, embedding.original_size)
+        coords = np.concatenate([coords, np.zeros((b, 1, 2))], axis=1).astype(np.float32)  # padding point
+        lab = np.concatenate([lab.astype(np.float32), -np.ones((b, 1), np.float32)], axis=1)
+        ious, lows = [], []
+        for i in range(0, b, self.point_batch_rows):
+            iou, low = self._select(*self._run(embedding.features, coords[i:i + self.point_batch_rows],
+                                               lab[i:i + self.point_batch_rows], None,
+                                               embedding.original_size), multimask)
+            ious.append(iou)
+            lows.append(low)
+        return torch.from_numpy(np.concatenate(lows)), torch.from_numpy(np.concatenate(ious))
+
+    def generate(self, embedding: Embedding, options=None) -> list[dict]:
+        """Automatic masks of the embedded image (no crops): `SamAutomaticMaskGenerator` records, as the
+        SAM 1 engine's (`samgis.predict.generate_masks_for_embedding` over this engine)."""
+        from samgis.predict import AmgOptions, generate_masks_for_embedding
+
+        self._check(embedding)
+        self.require("automatic")
+        return generate_masks_for_embedding(self, embedding, options or AmgOptions())
+
+    def describe(self) -> ModelCard:
+        m = self.manifest or {}
+        return ModelCard(
+            model_id=self.model_id,
+            backend=self.backend,
+            device=self.device,
+            dtype=("uint8" if m.get("quantization") else "fp32") if m else "unknown",
+            image_size=self.image_size,
+            checkpoint=self.location,
+            extra={
+                "capabilities": dict(self.capabilities),
+                "embedding_version": self.embedding_version,
+                "preprocessing": f"sam1-rls-{self.input_layout}",
+                "resize": "longest_side",
+                "low_res_size": self.low_res_size,
+                "format": "samgis" if self.manifest else "samexporter",
+                "encoder": self.encoder_path.name,
+                "decoder": self.decoder_path.name,
+                "providers": list(self.providers),
+                "opset": m.get("opset"),
+                "quantization": m.get("quantization"),
+            },
+        )
+
+
+def _samexporter_pair(folder: Path, quantized: bool) -> tuple[Path, Path]:
+    """The one `<name>.encoder[.quant].onnx` and one `<name>.decoder[.quant].onnx` in `folder`."""
+    tag = ".quant" if quantized else ""
+    found = {}
+    for role in ("encoder", "decoder"):
+        files = sorted(folder.glob(f"*.{role}{tag}.onnx"))
+        if len(files) != 1:
+            listed = ", ".join(f.name for f in sorted(folder.glob("*.onnx"))) or "no .onnx files"
+            raise FileNotFoundError(
+                f"{folder}: expected {MANIFEST_NAME}, or exactly one *.{role}{tag}.onnx (samexporter naming); "
+                f"found {len(files)} ({listed})")
+        found[role] = files[0]
+    return found["encoder"], found["decoder"]
+
+
+def load(path: Path | str, device: str = "auto", *, threads: int = 0, model_id: str | None = None,
+         quantized: bool = False, verify: bool = True, spinning: bool = False) -> OnnxEngine:
+    """An `OnnxEngine` for the pair at `path`.
+
+    `path`: a folder with `manifest.json` (our export; files checked against its hashes when `verify`),
+    a folder holding a samexporter pair (`*.encoder.onnx` + `*.decoder.onnx`; `quantized` picks the
+    `.quant.onnx` files), or a samexporter `*.encoder*.onnx` file (the decoder is the one beside it).
+    `model_id`: defaults to the manifest's, or the encoder's name without `.encoder*.onnx`.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        manifest = read_manifest(path, verify=verify)
+        if manifest.get("family") != "sam1":
+            raise ValueError(f"{path}: family {manifest.get('family')!r} is not served by the onnx backend yet")
+        return OnnxEngine(path / manifest["encoder"]["file"], path / manifest["decoder"]["file"],
+                          model_id or manifest["model_id"], manifest=manifest, device=device, threads=threads,
+                          spinning=spinning, location=str(path))
+    if path.is_dir():
+        encoder, decoder = _samexporter_pair(path, quantized)
+    elif path.is_file() and ".encoder" in path.name:
+        encoder = path
+        decoder = _samexporter_pair(path.parent, ".quant." in path.name)[1]
+    elif path.exists():
+        raise ValueError(f"{path}: give a folder with {MANIFEST_NAME} or a samexporter pair, "
+                         "or a samexporter *.encoder.onnx file")
+    else:
+        raise FileNotFoundError(f"{path} does not exist")
+    return OnnxEngine(encoder, decoder, model_id or encoder.name.split(".encoder")[0], device=device,
+                      threads=threads, spinning=spinning, location=str(path))

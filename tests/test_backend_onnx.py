@@ -1,0 +1,258 @@
+"""The onnx backend: pairs exported from a torch SAM model decode like it; pairs lacking a capability say so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from api.errors import error_body, status_for
+from samgis.engine.backends.onnx import ManifestError, MissingCapability, OnnxEngine, load, onnx_providers
+from samgis.engine.backends.onnx.export import export_onnx_command, export_sam1_files, quantize_pair
+from samgis.engine.backends.onnx.manifest import file_sha256, write_manifest
+from samgis.engine.protocol import Prompts
+from samgis.engine.sam import load_sam
+from samgis.predict import AmgOptions, generate_masks_for_embedding
+from tests.conftest import TINY, textured_image
+from tests.support.samexporter_pair import write_samexporter_pair
+from tests.test_predict import AMG_PARAMS
+from tests.test_predict_batch import assert_same_records
+
+H, W = 300, 500  # not square: the resize, padding and crop of the masks all matter
+
+PROMPTS = {
+    "points": (Prompts(points=[[120.0, 140.0], [330.0, 210.0]], labels=[1, 0]), False),
+    "box": (Prompts(boxes=[[60.0, 50.0, 280.0, 230.0]]), False),
+    "points+box": (Prompts(points=[[150.0, 120.0]], labels=[1], boxes=[[60.0, 50.0, 280.0, 230.0]]), False),
+    "multimask boxes": (Prompts(points=[[150.0, 120.0]], labels=[1],
+                                boxes=[[60.0, 50.0, 280.0, 230.0], [10.0, 5.0, 480.0, 290.0]]), True),
+    "multimask point": (Prompts(points=[[400.0, 60.0]], labels=[1]), True),
+}
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return textured_image(H, W, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pair_dir(tmp_path_factory, tiny_checkpoint):
+    """The tiny random model's fp32 pair, exported once through the CLI's entry point."""
+    out = tmp_path_factory.mktemp("onnx") / "fp32"
+    manifest = export_onnx_command(TINY.model_id, str(tiny_checkpoint), out)
+    assert manifest == out / "manifest.json"
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_engine(pair_dir) -> OnnxEngine:
+    return load(pair_dir, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def uint8_engine(pair_dir, tmp_path_factory) -> OnnxEngine:
+    out = tmp_path_factory.mktemp("onnx") / "uint8"
+    quantize_pair(pair_dir, out)
+    return load(out, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def embeddings(image, onnx_engine, tiny_engine):
+    return onnx_engine.embed(image), tiny_engine.embed(image)
+
+
+def test_manifest_describes_the_pair(pair_dir, tiny_checkpoint):
+    m = json.loads((pair_dir / "manifest.json").read_text())
+    assert m["model_id"] == TINY.model_id and m["backend"] == "onnx" and m["family"] == "sam1"
+    assert m["opset"] == 17 and m["quantization"] is None
+    assert m["input"]["size"] == 1024 and m["input"]["resize"] == "longest_side"
+    assert m["source"]["checkpoint"] == str(tiny_checkpoint)
+    assert set(m["files"]) == {"encoder.onnx", "decoder.onnx"}
+    for name, entry in m["files"].items():
+        assert entry["size"] == (pair_dir / name).stat().st_size
+        assert entry["sha256"] == file_sha256(pair_dir / name)
+    assert m["capabilities"] == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                                 "automatic": True, "text": False}
+
+
+def test_card_capabilities_come_from_the_decoder(onnx_engine):
+    card = onnx_engine.describe()
+    assert card.backend == "onnx" and card.model_id == TINY.model_id and card.image_size == 1024
+    assert card.device == "cpu" and card.dtype == "fp32"
+    assert card.extra["capabilities"]["mask_input"] and card.extra["capabilities"]["multimask"]
+    assert card.extra["providers"] == ["CPUExecutionProvider"]
+    assert onnx_engine.batched and onnx_engine.masks_per_query == 4
+
+
+def test_embedding_matches_torch(embeddings):
+    ours, ref = embeddings
+    assert ours.features.shape == (1, 256, 64, 64) and ours.features.dtype == np.float32
+    assert ours.input_size == ref.input_size == (614, 1024) and ours.original_size == (H, W)
+    np.testing.assert_allclose(ours.features, ref.features.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("case", list(PROMPTS))
+def test_fp32_pair_decodes_like_torch(case, onnx_engine, tiny_engine, embeddings):
+    prompts, multimask = PROMPTS[case]
+    ours = onnx_engine.decode(embeddings[0], prompts, multimask)
+    ref = tiny_engine.decode(embeddings[1], prompts, multimask)
+    assert ours.masks.shape == ref.masks.shape == (prompts.n_queries, 3 if multimask else 1, H, W)
+    assert ours.logits.shape == ref.logits.shape and ours.masks.dtype == bool
+    assert 0.01 < ref.masks.mean() < 0.99  # a real mask, not an empty or full one
+    for q in range(ours.masks.shape[0]):
+        for m in range(ours.masks.shape[1]):
+            assert iou(ours.masks[q, m], ref.masks[q, m]) >= 0.999
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-4)
+    np.testing.assert_allclose(ours.logits, ref.logits, atol=1e-3)
+
+
+def test_fp32_pair_with_mask_input_decodes_like_torch(onnx_engine, tiny_engine, embeddings):
+    first = tiny_engine.decode(embeddings[1], PROMPTS["points"][0])
+    prompts = Prompts(points=[[200.0, 150.0]], labels=[1], mask_input=first.logits[0, :1])
+    ours = onnx_engine.decode(embeddings[0], prompts)
+    ref = tiny_engine.decode(embeddings[1], prompts)
+    without = tiny_engine.decode(embeddings[1], Prompts(points=[[200.0, 150.0]], labels=[1]))
+    assert not np.allclose(ref.logits, without.logits, atol=1e-2)  # the mask input changes the result
+    assert iou(ours.masks[0, 0], ref.masks[0, 0]) >= 0.999
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-4)
+
+
+def test_point_batch_equals_decode(onnx_engine, embeddings):
+    points = np.array([[[50.0, 40.0]], [[250.0, 150.0]], [[480.0, 290.0]], [[10.0, 200.0]], [[300.0, 20.0]]])
+    low, scores = onnx_engine.decode_point_batch(embeddings[0], points, np.ones((5, 1)), multimask=True)
+    assert isinstance(low, torch.Tensor) and low.shape == (5, 3, 256, 256) and scores.shape == (5, 3)
+    for b in (0, 4):
+        one = onnx_engine.decode(embeddings[0], Prompts(points=points[b], labels=[1]), multimask=True)
+        np.testing.assert_allclose(low[b].numpy(), one.logits[0], atol=1e-4)
+        np.testing.assert_allclose(scores[b].numpy(), one.scores[0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_uint8_pair_reaches_an_iou_we_report(uint8_engine, tiny_engine, image, embeddings, pair_dir):
+    card = uint8_engine.describe()
+    assert card.dtype == "uint8" and card.extra["quantization"]["weight_type"] == "QUInt8"
+    assert card.extra["embedding_version"] != load(pair_dir, "cpu").describe().extra["embedding_version"]
+    emb = uint8_engine.embed(image)
+    ious = []
+    for case, (prompts, multimask) in PROMPTS.items():
+        ours = uint8_engine.decode(emb, prompts, multimask).masks
+        ref = tiny_engine.decode(embeddings[1], prompts, multimask).masks
+        ious += [iou(ours[q, m], ref[q, m]) for q in range(ref.shape[0]) for m in range(ref.shape[1])]
+    print(f"\nuint8 pair vs torch (tiny random model): mean IoU {np.mean(ious):.4f}, min {np.min(ious):.4f} "
+          f"over {len(ious)} masks")
+    assert np.mean(ious) > 0.5  # a sanity floor only: the figure is what the test reports
+
+
+@pytest.mark.slow
+def test_automatic_masks_have_sam1_records(onnx_engine, tiny_engine, embeddings):
+    opts = AmgOptions(**AMG_PARAMS)
+    ours = onnx_engine.generate(embeddings[0], opts)
+    ref = generate_masks_for_embedding(tiny_engine, embeddings[1], opts)
+    assert len(ref) >= 3 and len(ours) == len(ref)
+    assert all(set(o) == set(r) for o, r in zip(ours, ref))
+    assert ours[0]["segmentation"].shape == (H, W) and ours[0]["segmentation"].dtype == bool
+    assert_same_records(ours, ref)
+
+
+def test_tampered_or_truncated_file_is_refused(pair_dir, tmp_path):
+    copy = tmp_path / "pair"
+    shutil.copytree(pair_dir, copy)
+    data = bytearray((copy / "decoder.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "decoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match=r"decoder\.onnx: SHA-256 .* does not match"):
+        load(copy, "cpu")
+    (copy / "encoder.onnx").write_bytes((pair_dir / "encoder.onnx").read_bytes()[:1000])
+    with pytest.raises(ManifestError, match=r"encoder\.onnx has 1000 bytes"):
+        load(copy, "cpu")
+    (copy / "encoder.onnx").unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        load(copy, "cpu")
+
+
+def decoder_variant(model, pair_dir, out, **flags):
+    """A pair of `pair_dir`'s encoder and a decoder exported with `Sam1Decoder` `flags`."""
+    out.mkdir()
+    fields = export_sam1_files(model, out, encoder=False, **flags)
+    shutil.copy(pair_dir / "encoder.onnx", out / "encoder.onnx")
+    write_manifest(out, {"model_id": TINY.model_id, "backend": "onnx", **fields, "quantization": None})
+
+
+@pytest.mark.slow
+def test_pairs_without_a_capability_refuse_it_with_422(tiny_checkpoint, pair_dir, tmp_path):
+    model = load_sam(TINY, tiny_checkpoint)
+    decoder_variant(model, pair_dir, tmp_path / "nomask", with_mask_input=False)
+    decoder_variant(model, pair_dir, tmp_path / "single", single_mask=True)
+    no_mask, single = load(tmp_path / "nomask", "cpu"), load(tmp_path / "single", "cpu")
+    caps = no_mask.describe().extra["capabilities"]
+    assert caps["mask_input"] is False and caps["multimask"] is True
+    caps = single.describe().extra["capabilities"]
+    assert caps["mask_input"] is True and caps["multimask"] is False and caps["automatic"] is False
+    image = textured_image(H, W, seed=3)
+    emb = no_mask.embed(image)
+    with pytest.raises(MissingCapability) as err:
+        no_mask.decode(emb, Prompts(points=[[10.0, 10.0]], labels=[1], mask_input=np.zeros((1, 256, 256))))
+    assert status_for(err.value) == 422 and error_body(err.value)["field"] == "mask_input"
+    assert "no mask_input input" in err.value.message
+    assert no_mask.decode(emb, Prompts(points=[[10.0, 10.0]], labels=[1]), multimask=True).masks.shape == (1, 3, H, W)
+    emb = single.embed(image)
+    for call, capability in [(lambda: single.decode(emb, Prompts(points=[[9.0, 9.0]], labels=[1]), True), "multimask"),
+                             (lambda: single.generate(emb, AmgOptions(points_per_side=2)), "automatic")]:
+        with pytest.raises(MissingCapability) as err:
+            call()
+        assert status_for(err.value) == 422 and err.value.field == capability
+    assert single.decode(emb, Prompts(points=[[9.0, 9.0]], labels=[1])).masks.shape == (1, 1, H, W)
+
+
+@pytest.mark.slow
+def test_serves_a_samexporter_pair(tiny_checkpoint, tiny_engine, tmp_path, embeddings):
+    """samexporter's format: preprocessing inside the encoder, Meta's single-mask decoder with orig_im_size."""
+    write_samexporter_pair(load_sam(TINY, tiny_checkpoint), tmp_path, "tiny_vit")
+    engine = load(tmp_path, "cpu")
+    card = engine.describe()
+    assert card.model_id == "tiny_vit" and card.extra["format"] == "samexporter"
+    assert engine.input_layout == "hwc" and not engine.batched and engine.has_orig_im_size
+    assert card.extra["capabilities"] == {"points": True, "boxes": True, "mask_input": True,
+                                          "multimask": False, "automatic": False, "text": False}
+    image = textured_image(H, W, seed=3)
+    emb = engine.embed(image)
+    np.testing.assert_allclose(emb.features, embeddings[1].features.numpy(), atol=1e-4)
+    # With one point (and the padding point) Meta's select_masks returns the best-scored multimask output.
+    prompts = Prompts(points=[[120.0, 140.0]], labels=[1])
+    ours = engine.decode(emb, prompts)
+    ref = tiny_engine.decode(embeddings[1], prompts, multimask=True)
+    best = int(np.argmax(ref.scores[0]))
+    assert iou(ours.masks[0, 0], ref.masks[0, best]) >= 0.999
+    assert ours.scores[0, 0] == pytest.approx(ref.scores[0, best], abs=1e-4)
+    boxes = engine.decode(emb, Prompts(boxes=[[60.0, 50.0, 280.0, 230.0], [10.0, 5.0, 480.0, 290.0]]))
+    assert boxes.masks.shape == (2, 1, H, W)  # one decoder run per query: the decoder's batch axis is fixed
+
+
+def test_samexporter_folder_must_hold_one_pair(tmp_path):
+    (tmp_path / "a.encoder.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"exactly one \*\.decoder\.onnx"):
+        load(tmp_path, "cpu")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load(tmp_path / "nothing", "cpu")
+
+
+def test_providers():
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert onnx_providers("auto")[0] == "CUDAExecutionProvider"
+    else:
+        assert onnx_providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(ValueError, match="CUDAExecutionProvider"):
+            onnx_providers("cuda")
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        onnx_providers("tpu")
