@@ -11,7 +11,8 @@ import torch
 
 from api.errors import error_body, status_for
 from samgis.engine.backends.onnx import ManifestError, MissingCapability, OnnxEngine, load, onnx_providers
-from samgis.engine.backends.onnx.export import export_onnx_command, export_sam1_files, quantize_pair
+from samgis.cli import main
+from samgis.engine.backends.onnx.export import export_sam1_files, quantize_pair
 from samgis.engine.backends.onnx.manifest import file_sha256, write_manifest
 from samgis.engine.protocol import Prompts
 from samgis.engine.sam import load_sam
@@ -45,10 +46,9 @@ def image() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pair_dir(tmp_path_factory, tiny_checkpoint):
-    """The tiny random model's fp32 pair, exported once through the CLI's entry point."""
+    """The tiny random model's fp32 pair, exported once by `samgis export-onnx`."""
     out = tmp_path_factory.mktemp("onnx") / "fp32"
-    manifest = export_onnx_command(TINY.model_id, str(tiny_checkpoint), out)
-    assert manifest == out / "manifest.json"
+    assert main(["export-onnx", TINY.model_id, "--checkpoint", str(tiny_checkpoint), "-o", str(out)]) == 0
     return out
 
 
@@ -81,6 +81,17 @@ def test_manifest_describes_the_pair(pair_dir, tiny_checkpoint):
         assert entry["sha256"] == file_sha256(pair_dir / name)
     assert m["capabilities"] == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
                                  "automatic": True, "text": False}
+
+
+def test_export_command_refuses_bad_input_before_exporting(tmp_path, tiny_checkpoint, capsys):
+    assert main(["export-onnx", "no_such_model", "-o", str(tmp_path / "a")]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
+    assert main(["export-onnx", TINY.model_id, "--checkpoint", str(tmp_path / "none.pth"), "-o",
+                 str(tmp_path / "b")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: only uint8
+        main(["export-onnx", TINY.model_id, "-o", str(tmp_path / "c"), "--quantize", "int4"])
+    assert not any(tmp_path.iterdir())
 
 
 def test_card_capabilities_come_from_the_decoder(onnx_engine):

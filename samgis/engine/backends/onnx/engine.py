@@ -80,6 +80,7 @@ def session_options(threads: int = 0, spinning: bool = False) -> ort.SessionOpti
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.enable_cpu_mem_arena = False
     so.log_severity_level = 3
     return so
 
