@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -146,6 +147,18 @@ def test_point_batch_equals_decode(onnx_engine, embeddings):
         np.testing.assert_allclose(scores[b].numpy(), one.scores[0], atol=1e-5)
 
 
+def test_concurrent_calls_give_the_sequential_results(onnx_engine, image, embeddings):
+    cases = list(PROMPTS.values())
+    alone = [onnx_engine.decode(embeddings[0], p, m) for p, m in cases]
+    with ThreadPoolExecutor(4) as pool:
+        emb = pool.submit(onnx_engine.embed, image)
+        together = list(pool.map(lambda c: onnx_engine.decode(embeddings[0], *c), cases * 2))
+        np.testing.assert_array_equal(emb.result().features, embeddings[0].features)
+    for a, b in zip(alone * 2, together):
+        np.testing.assert_array_equal(a.masks, b.masks)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
 @pytest.mark.slow
 def test_uint8_pair_reaches_an_iou_we_report(uint8_engine, tiny_engine, image, embeddings, pair_dir):
     card = uint8_engine.describe()
@@ -229,7 +242,7 @@ def test_serves_a_samexporter_pair(tiny_checkpoint, tiny_engine, tmp_path, embed
     write_samexporter_pair(load_sam(TINY, tiny_checkpoint), tmp_path, "tiny_vit")
     engine = load(tmp_path, "cpu")
     card = engine.describe()
-    assert card.model_id == "tiny_vit" and card.extra["format"] == "samexporter"
+    assert card.model_id == "tiny_vit" and card.extra["format"] == "samexporter" and card.dtype == "fp32"
     assert engine.input_layout == "hwc" and not engine.batched and engine.has_orig_im_size
     assert card.extra["capabilities"] == {"points": True, "boxes": True, "mask_input": True,
                                           "multimask": False, "automatic": False, "text": False}

@@ -350,7 +350,8 @@ class OnnxEngine:
             model_id=self.model_id,
             backend=self.backend,
             device=self.device,
-            dtype=("uint8" if m.get("quantization") else "fp32") if m else "unknown",
+            # samexporter names its quantize_dynamic (QUInt8) files *.quant.onnx
+            dtype="uint8" if (m.get("quantization") if m else ".quant." in self.encoder_path.name) else "fp32",
             image_size=self.image_size,
             checkpoint=self.location,
             extra={
