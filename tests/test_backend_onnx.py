@@ -280,3 +280,65 @@ def test_providers():
             onnx_providers("cuda")
     with pytest.raises(ValueError, match="auto, cpu or cuda"):
         onnx_providers("tpu")
+
+
+# --- SAM 2.1 -----------------------------------------------------------------------------------------
+
+SAM2_SMALLER = ["++model.image_encoder.trunk.stages=[1,1,2,1]", "++model.image_encoder.trunk.global_att_blocks=[3]"]
+"""SAM 2.1 hiera_t with fewer Hiera blocks (one global-attention block): same decoder, a quicker export."""
+
+
+@pytest.fixture(scope="module")
+def sam2_pair(tmp_path_factory):
+    pytest.importorskip("sam2")
+    from sam2.build_sam import build_sam2
+
+    from samgis.engine.backends.onnx.export import export_sam2
+
+    torch.manual_seed(0)
+    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu", mode="eval",
+                       hydra_overrides_extra=SAM2_SMALLER)
+    out = tmp_path_factory.mktemp("onnx") / "sam2"
+    export_sam2(model, "sam2.1_test", out)
+    return model, load(out, "cpu", threads=1)
+
+
+@pytest.mark.slow
+def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    model, engine = sam2_pair
+    card = engine.describe()
+    assert card.extra["family"] == "sam2" and card.extra["resize"] == "square"
+    assert card.extra["capabilities"] == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                                          "automatic": False, "text": False}
+    predictor = SAM2ImagePredictor(model)
+    with torch.inference_mode():
+        predictor.set_image(image)
+    emb = engine.embed(image)
+    assert emb.input_size == (1024, 1024)
+    np.testing.assert_allclose(emb.features["image_embed"], predictor._features["image_embed"].numpy(), atol=1e-4)
+    cases = [([[120.0, 140.0]], [1], None), ([[120.0, 140.0], [330.0, 210.0]], [1, 0], None),
+             (None, None, [60.0, 50.0, 280.0, 230.0]), ([[150.0, 120.0]], [1], [60.0, 50.0, 280.0, 230.0])]
+    for points, labels, box in cases:
+        for multimask in (False, True):
+            prompts = Prompts(points=points if points else np.zeros((0, 2)), labels=labels or [],
+                              boxes=[box] if box else np.zeros((0, 4)))
+            ours = engine.decode(emb, prompts, multimask)
+            with torch.inference_mode():
+                masks, scores, low = predictor.predict(
+                    point_coords=None if points is None else np.array(points, np.float32),
+                    point_labels=None if labels is None else np.array(labels),
+                    box=None if box is None else np.array(box, np.float32), multimask_output=multimask)
+            assert ours.masks.shape == (1, *masks.shape) and 0.01 < masks.mean() < 0.99
+            for k in range(masks.shape[0]):
+                assert iou(ours.masks[0, k], masks[k] > 0) >= 0.999
+            np.testing.assert_allclose(ours.scores[0], scores, atol=1e-4)
+            np.testing.assert_allclose(ours.logits[0], low, atol=1e-3)
+    with torch.inference_mode():
+        masks, scores, _ = predictor.predict(point_coords=np.array([[200.0, 150.0]], np.float32),
+                                             point_labels=np.array([1]), mask_input=low[:1], multimask_output=False)
+    ours = engine.decode(emb, Prompts(points=[[200.0, 150.0]], labels=[1], mask_input=low[:1]))
+    assert iou(ours.masks[0, 0], masks[0] > 0) >= 0.999
+    with pytest.raises(MissingCapability, match="sam2 backend"):
+        engine.generate(emb, AmgOptions(points_per_side=2))

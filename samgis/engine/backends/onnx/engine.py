@@ -3,7 +3,7 @@
 Pairs it serves:
 
 - ours (`samgis export-onnx`, `samgis.engine.backends.onnx.export`): a folder with `manifest.json`, whose
-  file hashes are checked on load;
+  file hashes are checked on load; SAM 1 (`family: "sam1"`) or SAM 2 / 2.1 (`family: "sam2"`);
 - samexporter's SAM 1 / MobileSAM pairs (github.com/vietanhdev/samexporter: `samexporter/export_encoder.py`,
   `export_decoder.py`, `sam_onnx.py`, `convert_all_meta_sam.sh`, `convert_mobile_sam.sh`): files named
   `<name>.encoder.onnx` / `<name>.decoder.onnx` (`.encoder.quant.onnx` / `.decoder.quant.onnx` quantized),
@@ -17,9 +17,12 @@ Capabilities come from the decoder itself: no `mask_input` input → no mask_inp
 no multimask (and no automatic masks, which need the three multimask outputs). A request for a missing
 capability raises `MissingCapability` (an `InvalidRequest`, HTTP 422) naming it.
 
-Pre/post-processing are SAM 1's, done here: `ResizeLongestSide` to the input size, normalise and pad
-(unless the encoder does it), prompts through `ResizeLongestSide.apply_coords`, low-res logits upscaled
-with `Sam.postprocess_masks`' math (bilinear to S × S, crop the unpadded part, bilinear to the image).
+Pre/post-processing are done here, per family. SAM 1: `ResizeLongestSide` to the input size, normalise
+and pad (unless the encoder does it), prompts through `ResizeLongestSide.apply_coords`, low-res logits
+upscaled with `Sam.postprocess_masks`' math (bilinear to S × S, crop the unpadded part, bilinear to the
+image). SAM 2 (`SAM2ImagePredictor`): the image stretched to S × S (`SAM2Transforms`), prompts scaled by
+S / W, S / H with box corners first, SAM 2's single-mask rule, logits bilinear straight to the image and
+returned clamped to ±32. SAM 2 automatic masks are left to the sam2 backend (its own generator).
 
 Threads: ONNX Runtime runs on its own intra-op pool (`threads`, 0 = one per physical core); the engine
 takes calls from any thread (sessions are thread-safe; one encoder pass at a time). The little torch work
@@ -35,6 +38,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, file_sha256, read_manifest
 from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
@@ -45,6 +49,7 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 DECODER_REQUIRED = ("image_embeddings", "point_coords", "point_labels")
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
+SAM2_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 
 
 class MissingCapability(InvalidRequest):
@@ -86,12 +91,16 @@ def session_options(threads: int = 0, spinning: bool = False) -> ort.SessionOpti
 
 
 def upscale_masks(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
-                  image_size: int, threshold: float = 0.0) -> np.ndarray:
+                  image_size: int, threshold: float = 0.0, square: bool = False) -> np.ndarray:
     """(Q, M, l, l) float32 low-res logits in the padded S × S input frame → (Q, M, H, W) bool masks in
     the original image frame: `Sam.postprocess_masks` (bilinear to S × S, crop `input_size` (h, w),
-    bilinear to `original_size` (H, W)), then `> threshold`."""
+    bilinear to `original_size` (H, W)), then `> threshold`. `square` (SAM 2, whose input frame is the
+    whole image stretched): bilinear straight to (H, W), as `SAM2Transforms.postprocess_masks`."""
     x = torch.from_numpy(np.ascontiguousarray(low_res))
     with torch.inference_mode():
+        if square:
+            return (torch.nn.functional.interpolate(x, tuple(original_size), mode="bilinear",
+                                                    align_corners=False) > threshold).numpy()
         x = torch.nn.functional.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
         x = x[..., : input_size[0], : input_size[1]]
         if tuple(input_size) != tuple(original_size):
@@ -105,7 +114,7 @@ def _concrete(shape, fill: dict) -> tuple[int, ...]:
 
 
 class OnnxEngine:
-    """The `Engine` protocol over an ONNX SAM 1 encoder/decoder pair (see the module docstring).
+    """The `Engine` protocol over an ONNX SAM encoder/decoder pair (see the module docstring).
 
     `encoder_path` / `decoder_path`: the two files. `manifest`: our export's manifest (None for a
     samexporter pair: everything is read from the graphs). `device`: auto / cpu / cuda (execution
@@ -134,7 +143,7 @@ class OnnxEngine:
         digest = encoder_sha256 or (manifest["files"][manifest["encoder"]["file"]]["sha256"] if manifest
                                     else file_sha256(self.encoder_path))
         # Embeddings are only interchangeable between engines with the same encoder file and input rule.
-        self.embedding_version = f"onnx-sam1-{self.input_layout}-{self.image_size}-{digest[:16]}"
+        self.embedding_version = f"onnx-{self.family}-{self.input_layout}-{self.image_size}-{digest[:16]}"
         # Queries per decoder run in `decode_point_batch` (a batched decoder runs them together).
         self.point_batch_rows = 16 if self.device == "cuda" else 4
 
@@ -145,14 +154,23 @@ class OnnxEngine:
         if len(ins) != 1:
             raise ValueError(f"{self.encoder_path}: an encoder takes one input, this one takes "
                              f"{[i.name for i in ins]}")
-        if "high_res_feats_0" in outs or "image_embed" in outs:
-            raise ValueError(f"{self.encoder_path} is a SAM 2 encoder (outputs {outs}); the onnx backend "
-                             "serves SAM 1 / MobileSAM pairs")
         self.encoder_input = ins[0].name
-        self.encoder_output = "image_embeddings" if "image_embeddings" in outs else outs[0]
         shape = ins[0].shape
         m_in = (self.manifest or {}).get("input", {})
         norm = m_in.get("normalize", {})
+        if SAM2_FEATURES[0] in outs:
+            if not self.manifest or self.manifest.get("family") != "sam2" or set(outs) != set(SAM2_FEATURES):
+                raise ValueError(f"{self.encoder_path} is a SAM 2 encoder (outputs {outs}); the onnx backend serves "
+                                 "SAM 2 pairs exported by samgis (with a manifest), not samexporter's")
+            self.family, self.encoder_outputs = "sam2", list(SAM2_FEATURES)
+            self.input_layout, self.image_size = "square", int(shape[2])
+            self.to_tensor = Compose([ToTensor(), Resize((self.image_size, self.image_size)),
+                                      Normalize(norm["mean"], norm["std"])])
+            self.single_mask_rule = self.manifest["decoder"].get("single_mask_rule") or {}
+            self.logits_clamp = self.manifest.get("logits_clamp")
+            return
+        self.family, self.logits_clamp = "sam1", None
+        self.encoder_outputs = ["image_embeddings" if "image_embeddings" in outs else outs[0]]
         self.pixel_mean = np.asarray(norm.get("mean", SAM_PIXEL_MEAN), np.float32)
         self.pixel_std = np.asarray(norm.get("std", SAM_PIXEL_STD), np.float32)
         if len(shape) == 4:  # (1, 3, S, S): normalised, padded, channels first
@@ -170,23 +188,26 @@ class OnnxEngine:
     def _inspect_decoder(self) -> None:
         ins = {i.name: i for i in self.decoder.get_inputs()}
         outs = [o.name for o in self.decoder.get_outputs()]
-        missing = [n for n in DECODER_REQUIRED if n not in ins] + [n for n in DECODER_OUTPUTS if n not in outs]
+        self.feature_inputs = list(SAM2_FEATURES) if self.family == "sam2" else ["image_embeddings"]
+        required = [*self.feature_inputs, *DECODER_REQUIRED[1:]]
+        missing = [n for n in required if n not in ins] + [n for n in DECODER_OUTPUTS if n not in outs]
         if missing:
             raise ValueError(f"{self.decoder_path} is not a SAM decoder in Meta's ONNX format: it lacks "
                              f"{missing} (inputs {list(ins)}, outputs {outs})")
-        known = {*DECODER_REQUIRED, "mask_input", "has_mask_input", "orig_im_size"}
+        known = {*required, "mask_input", "has_mask_input", "orig_im_size"}
         unknown = [n for n in ins if n not in known]
         if unknown:
             raise ValueError(f"{self.decoder_path}: unknown decoder inputs {unknown}")
         self.has_mask_input = "mask_input" in ins and "has_mask_input" in ins
         self.has_orig_im_size = "orig_im_size" in ins
         self.batched = not isinstance(ins["point_coords"].shape[0], int)  # many queries per run
-        emb = ins["image_embeddings"].shape
-        self.embedding_shape = _concrete(emb, {1: 256, 2: self.image_size // 16, 3: self.image_size // 16})
+        grid = self.image_size // 16
+        zeros = {n: np.zeros(_concrete(ins[n].shape, {1: 256, 2: grid, 3: grid}), np.float32)
+                 for n in self.feature_inputs}
         self.low_res_size = (int(ins["mask_input"].shape[-1]) if self.has_mask_input
-                             and isinstance(ins["mask_input"].shape[-1], int) else 4 * self.embedding_shape[-1])
+                             and isinstance(ins["mask_input"].shape[-1], int) else 4 * grid)
         # One probe run tells how many masks a query gets (4 = all mask tokens; 1 = one selected).
-        iou, low = self._run(np.zeros(self.embedding_shape, np.float32),
+        iou, low = self._run(zeros if self.family == "sam2" else zeros["image_embeddings"],
                              np.array([[[self.image_size / 2, self.image_size / 2], [0.0, 0.0]]], np.float32),
                              np.array([[1.0, -1.0]], np.float32), None, (self.image_size, self.image_size))
         self.masks_per_query = int(iou.shape[1])
@@ -196,14 +217,16 @@ class OnnxEngine:
         self.low_res_size = int(low.shape[-1])
         multimask = self.masks_per_query == 4
         self.capabilities = {"points": True, "boxes": True, "mask_input": self.has_mask_input,
-                             "multimask": multimask, "automatic": multimask, "text": False}
+                             "multimask": multimask, "automatic": multimask and self.family == "sam1",
+                             "text": False}
 
     def require(self, capability: str) -> None:
         """Raise `MissingCapability` unless this model has `capability`."""
         if not self.capabilities.get(capability):
             why = {"mask_input": "its decoder has no mask_input input",
                    "multimask": "its decoder returns one mask per query",
-                   "automatic": "automatic masks need the decoder's three multimask outputs"}.get(capability, "")
+                   "automatic": "automatic masks need the decoder's three multimask outputs" if self.family == "sam1"
+                   else "SAM 2 automatic masks are the sam2 backend's"}.get(capability, "")
             raise MissingCapability(capability, self.model_id, why)
 
     # --- encoder -----------------------------------------------------------------------------------
@@ -224,16 +247,28 @@ class OnnxEngine:
         out[0, :, :h, :w] = x.transpose(2, 0, 1)
         return out, (h, w)
 
+    def _preprocess_sam2(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB → (1, 3, S, S) float32: `SAM2Transforms` (0..1, Resize((S, S)), Normalize)."""
+        with torch.inference_mode():
+            return self.to_tensor(image)[None].numpy()
+
     def embed(self, image: np.ndarray) -> Embedding:
-        """Encode (H, W, 3) uint8 RGB → features (1, 256, 64, 64) float32 numpy (CPU)."""
+        """Encode (H, W, 3) uint8 RGB → features: SAM 1 (1, 256, 64, 64) float32 numpy (CPU); SAM 2 a dict
+        of `image_embed` (1, 256, 64, 64), `high_res_feats_0` (1, 32, 256, 256), `high_res_feats_1`
+        (1, 64, 128, 128) float32 numpy."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
             raise ValueError(f"image must be (H, W, 3) uint8 with H, W ≥ 1, got {image.shape} {image.dtype}")
-        x, input_size = self.preprocess(image)
+        if self.family == "sam2":
+            x = on_torch_thread(self._preprocess_sam2, image)
+            input_size = (self.image_size, self.image_size)
+        else:
+            x, input_size = self.preprocess(image)
         with self._encoder_lock:
-            features = self.encoder.run([self.encoder_output], {self.encoder_input: x})[0]
-        features = np.ascontiguousarray(features, np.float32)
+            out = self.encoder.run(self.encoder_outputs, {self.encoder_input: x})
+        out = [np.ascontiguousarray(o, np.float32) for o in out]
+        features = dict(zip(self.encoder_outputs, out)) if self.family == "sam2" else out[0]
         return Embedding(features=features, original_size=(int(image.shape[0]), int(image.shape[1])),
-                         input_size=input_size, model_id=self.model_id, nbytes=int(features.nbytes))
+                         input_size=input_size, model_id=self.model_id, nbytes=int(sum(o.nbytes for o in out)))
 
     # --- decoder -----------------------------------------------------------------------------------
 
@@ -242,7 +277,7 @@ class OnnxEngine:
         """Decoder over Q queries: `coords` (Q, N, 2) float32 in the model input frame, `labels` (Q, N)
         float32 (SAM's -1/0/1/2/3), `mask` (1, 1, l, l) float32 logits or None. Returns
         (iou (Q, M) float32, low-res logits (Q, M, l, l) float32), M = `masks_per_query`."""
-        feed = {"image_embeddings": features}
+        feed = dict(features) if isinstance(features, dict) else {"image_embeddings": features}
         if self.has_mask_input:
             feed["mask_input"] = (mask if mask is not None
                                   else np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32))
@@ -260,11 +295,24 @@ class OnnxEngine:
         return np.concatenate(ious).astype(np.float32), np.concatenate(lows).astype(np.float32)
 
     def _select(self, iou: np.ndarray, low: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
-        """`MaskDecoder.forward`'s choice among all mask tokens: 1..3 with multimask, else 0."""
+        """`MaskDecoder.forward`'s choice among all mask tokens: 1..3 with multimask, else 0; SAM 2 with
+        `dynamic_multimask_via_stability`: token 0 when its stability score reaches `thresh`, else the
+        best-scored of 1..3 (sam2 `MaskDecoder._dynamic_multimask_via_stability`)."""
         if self.masks_per_query == 1:
             return iou, low
-        sl = slice(1, None) if multimask else slice(0, 1)
-        return iou[:, sl], low[:, sl]
+        if multimask:
+            return iou[:, 1:], low[:, 1:]
+        rule = self.single_mask_rule if self.family == "sam2" else {}
+        if not rule.get("dynamic_multimask_via_stability"):
+            return iou[:, :1], low[:, :1]
+        flat = low[:, 0].reshape(len(low), -1)
+        inter = (flat > rule["delta"]).sum(-1).astype(np.float32)
+        union = (flat > -rule["delta"]).sum(-1).astype(np.float32)
+        stable = np.where(union > 0, inter / np.maximum(union, 1), 1.0) >= rule["thresh"]
+        best = 1 + np.argmax(iou[:, 1:], axis=-1)
+        pick = np.where(stable, 0, best)
+        rows = np.arange(len(low))
+        return iou[rows, pick][:, None], low[rows, pick][:, None]
 
     def _check(self, embedding: Embedding) -> None:
         if embedding.model_id != self.model_id:
@@ -286,9 +334,16 @@ class OnnxEngine:
             mask = np.asarray(prompts.mask_input, np.float32).reshape(1, 1, self.low_res_size, self.low_res_size)
         size = embedding.original_size
         q = prompts.n_queries
-        pts = self.transform.apply_coords(prompts.points.astype(np.float64), size)
+        pts = self._coords(prompts.points, size)
         lab = prompts.labels.astype(np.float32)
-        if len(prompts.boxes):
+        if self.family == "sam2":  # SAM2ImagePredictor: box corners first, then the points, then padding
+            corners = self._coords(prompts.boxes.reshape(-1, 2), size).reshape(-1, 2, 2)
+            if not len(corners):
+                corners = np.zeros((1, 0, 2), np.float32)
+            coords = np.concatenate([corners, np.broadcast_to(pts, (q, *pts.shape)), np.zeros((q, 1, 2))], axis=1)
+            labels = np.concatenate([np.tile([[2.0, 3.0]], (q, 1))[:, :corners.shape[1]],
+                                     np.broadcast_to(lab, (q, len(lab))), -np.ones((q, 1))], axis=1)
+        elif len(prompts.boxes):
             corners = self.transform.apply_boxes(prompts.boxes.astype(np.float64), size).reshape(-1, 2, 2)
             coords = np.concatenate([np.broadcast_to(pts, (q, *pts.shape)), corners], axis=1)
             labels = np.concatenate([np.broadcast_to(lab, (q, len(lab))), np.tile([[2.0, 3.0]], (q, 1))], axis=1)
@@ -297,8 +352,19 @@ class OnnxEngine:
             labels = np.concatenate([lab, [-1.0]])[None]
         iou, low = self._select(*self._run(embedding.features, coords.astype(np.float32),
                                            labels.astype(np.float32), mask, size), multimask)
-        masks = on_torch_thread(upscale_masks, low, embedding.input_size, size, self.image_size)
+        masks = on_torch_thread(upscale_masks, low, embedding.input_size, size, self.image_size,
+                                square=self.family == "sam2")
+        if self.logits_clamp:
+            low = np.clip(low, -self.logits_clamp, self.logits_clamp)
         return DecodeResult(masks=masks, scores=iou, logits=low)
+
+    def _coords(self, xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(..., 2) image px (SAM convention) → the model's input frame: `ResizeLongestSide.apply_coords`
+        (SAM 1, float64 as `SamPredictor`) or x / W * S, y / H * S in float32 (SAM 2, `SAM2Transforms`)."""
+        if self.family == "sam2":
+            h, w = size
+            return np.asarray(xy, np.float32) / np.array([w, h], np.float32) * np.float32(self.image_size)
+        return self.transform.apply_coords(np.asarray(xy).astype(np.float64), size)
 
     def decode_point_batch(self, embedding: Embedding, points, labels,
                            multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,7 +389,7 @@ class OnnxEngine:
         b, m = pts.shape[0], (3 if multimask else 1)
         if b == 0:
             return torch.zeros((0, m, self.low_res_size, self.low_res_size)), torch.zeros((0, m))
-        coords = self.transform.apply_coords(pts, embedding.original_size)
+        coords = self._coords(pts, embedding.original_size)
         coords = np.concatenate([coords, np.zeros((b, 1, 2))], axis=1).astype(np.float32)  # padding point
         lab = np.concatenate([lab.astype(np.float32), -np.ones((b, 1), np.float32)], axis=1)
         ious, lows = [], []
@@ -357,8 +423,9 @@ class OnnxEngine:
             extra={
                 "capabilities": dict(self.capabilities),
                 "embedding_version": self.embedding_version,
-                "preprocessing": f"sam1-rls-{self.input_layout}",
-                "resize": "longest_side",
+                "preprocessing": f"{self.family}-{self.input_layout}",
+                "resize": "square" if self.family == "sam2" else "longest_side",
+                "family": self.family,
                 "low_res_size": self.low_res_size,
                 "format": "samgis" if self.manifest else "samexporter",
                 "encoder": self.encoder_path.name,
@@ -397,7 +464,7 @@ def load(path: Path | str, device: str = "auto", *, threads: int = 0, model_id: 
     path = Path(path).expanduser()
     if path.is_dir() and (path / MANIFEST_NAME).is_file():
         manifest = read_manifest(path, verify=verify)
-        if manifest.get("family") != "sam1":
+        if manifest.get("family") not in ("sam1", "sam2"):
             raise ValueError(f"{path}: family {manifest.get('family')!r} is not served by the onnx backend yet")
         return OnnxEngine(path / manifest["encoder"]["file"], path / manifest["decoder"]["file"],
                           model_id or manifest["model_id"], manifest=manifest, device=device, threads=threads,

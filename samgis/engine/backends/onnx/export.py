@@ -20,8 +20,18 @@ SAM 1 pair (`family: "sam1"`, segment-anything `Sam`: vit_b/l/h, and any model o
 
 `quantize="uint8"`: ONNX Runtime dynamic quantization (`quantize_dynamic`, QUInt8 weights) of both files.
 
-SAM 2.1 would be another family with its own encoder outputs (`image_embed`, `high_res_feats_0/1`) and
-resize rule (square, no padding); `export_pair` and the manifest are family-agnostic.
+SAM 2 / 2.1 pair (`family: "sam2"`, the `sam2` package's `SAM2Base`), `export_sam2`:
+
+- `encoder.onnx`: input `image` (1, 3, S, S) float32 — the image resized to S × S (aspect ratio not kept:
+  `SAM2Transforms`' torchvision `Resize((S, S))`, bilinear, antialiased, on 0..1 floats) and normalised
+  with ImageNet mean/std; outputs `image_embed` (1, 256, 64, 64), `high_res_feats_0` (1, 32, 256, 256),
+  `high_res_feats_1` (1, 64, 128, 128): what `SAM2ImagePredictor.set_image` keeps (no-memory embedding
+  added, `conv_s0` / `conv_s1` applied). Output names as samexporter's `export_sam2.py`.
+- `decoder.onnx`: inputs `image_embed`, `high_res_feats_0`, `high_res_feats_1`, `point_coords` (Q, N, 2)
+  in the S × S frame (boxes as corner points labelled 2, 3 *before* the points; the caller appends SAM's
+  padding point), `point_labels`, `mask_input`, `has_mask_input`; outputs `iou_predictions` (Q, 4) and
+  `low_res_masks` (Q, 4, 256, 256), all four mask tokens; the engine applies SAM 2's single-mask rule
+  (`dynamic_multimask_via_stability`, parameters in the manifest).
 """
 
 from __future__ import annotations
@@ -144,6 +154,127 @@ def export_sam1_files(model: Sam, out_dir: Path, opset: int = DEFAULT_OPSET, *, 
     }
 
 
+class Sam2Encoder(torch.nn.Module):
+    """`SAM2ImagePredictor.set_image`'s features of a normalised (1, 3, S, S) image, as three outputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        size = model.image_size
+        self.sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
+
+    def forward(self, image):
+        _, feats, _, _ = self.model._prepare_backbone_features(self.model.forward_image(image))
+        if self.model.directly_add_no_mem_embed:
+            feats[-1] = feats[-1] + self.model.no_mem_embed
+        out = [f.permute(1, 2, 0).reshape(1, -1, *hw) for f, hw in zip(feats, self.sizes)]
+        return out[2], out[0], out[1]  # image_embed, high_res_feats_0, high_res_feats_1
+
+
+class Sam2Decoder(torch.nn.Module):
+    """SAM 2's prompt encoder and mask decoder on precomputed features; all four mask tokens out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    @torch.no_grad()
+    def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
+                has_mask_input):
+        pe = self.model.sam_prompt_encoder
+        sparse = pe._embed_points(point_coords, point_labels, pad=False)  # the caller adds the padding point
+        dense = has_mask_input * pe.mask_downscaling(mask_input) + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(
+            1, -1, 1, 1)
+        masks, iou, _, _ = self.model.sam_mask_decoder.predict_masks(
+            image_embeddings=image_embed, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, repeat_image=True, high_res_features=[high_res_feats_0, high_res_feats_1])
+        return iou, masks
+
+
+def export_sam2_files(model, out_dir: Path, opset: int = DEFAULT_OPSET) -> dict:
+    """Write `encoder.onnx` and `decoder.onnx` of a `sam2` `SAM2Base` into `out_dir`; manifest fields back."""
+    model = model.eval().cpu()
+    size = model.image_size
+    with torch.no_grad():
+        embed, f0, f1 = Sam2Encoder(model)(torch.zeros(1, 3, size, size))
+    _export(Sam2Encoder(model), {"image": torch.zeros(1, 3, size, size)}, out_dir / "encoder.onnx",
+            ["image_embed", "high_res_feats_0", "high_res_feats_1"], opset)
+    low = 4 * embed.shape[-1]
+    args = {
+        "image_embed": torch.randn_like(embed), "high_res_feats_0": torch.randn_like(f0),
+        "high_res_feats_1": torch.randn_like(f1),
+        "point_coords": torch.rand(2, 3, 2) * size,
+        "point_labels": torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, -1.0]]),
+        "mask_input": torch.randn(1, 1, low, low), "has_mask_input": torch.tensor([1.0]),
+    }
+    queries = {0: "queries", 1: "num_points"}
+    _export(Sam2Decoder(model), args, out_dir / "decoder.onnx", ["iou_predictions", "low_res_masks"], opset,
+            dynamic_axes={"point_coords": queries, "point_labels": queries})
+    dec = model.sam_mask_decoder
+    return {
+        "family": "sam2",
+        "opset": opset,
+        "input": {
+            "size": size,
+            "resize": "square",  # torchvision Resize((S, S)), bilinear, antialias, on ToTensor's 0..1 floats
+            "layout": "NCHW",
+            "dtype": "float32",
+            "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "scale": 1 / 255},
+            "pad": None,
+            "preprocessing": "sam2-square-imagenet-nchw",
+        },
+        "low_res_size": low,
+        "mask_threshold": 0.0,
+        "logits_clamp": 32.0,  # SAM2ImagePredictor clamps the low-res logits it returns
+        "encoder": {"file": "encoder.onnx", "inputs": ["image"],
+                    "outputs": ["image_embed", "high_res_feats_0", "high_res_feats_1"]},
+        "decoder": {
+            "file": "decoder.onnx",
+            "inputs": list(args),
+            "outputs": ["iou_predictions", "low_res_masks"],
+            "mask_tokens": "all",
+            "single_mask_rule": {"dynamic_multimask_via_stability": bool(dec.dynamic_multimask_via_stability),
+                                 "delta": float(dec.dynamic_multimask_stability_delta),
+                                 "thresh": float(dec.dynamic_multimask_stability_thresh)},
+            "coords": "S x S frame: x / W * S, y / H * S of image px; boxes before points; padding point last",
+        },
+        # automatic masks of SAM 2 come from SAM2AutomaticMaskGenerator (the sam2 backend), not from here
+        "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                         "automatic": False, "text": False},
+    }
+
+
+def export_sam2(model, model_id: str, out_dir: Path | str, opset: int = DEFAULT_OPSET,
+                quantize: str | None = None, *, checkpoint: str | None = None) -> Path:
+    """Export a `sam2` `SAM2Base` (SAM 2 / 2.1) to `out_dir`; see the module docstring. Returns the manifest."""
+    return _export_pair(lambda d: export_sam2_files(model, d, opset), model_id, out_dir, quantize, checkpoint)
+
+
+def _export_pair(write_files, model_id: str, out_dir: Path | str, quantize: str | None,
+                 checkpoint: str | None) -> Path:
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, not {quantize!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        fp32_dir = Path(tmp) if quantize else out_dir
+        fields = write_files(fp32_dir)
+        manifest = {
+            "model_id": model_id,
+            "backend": "onnx",
+            **fields,
+            "quantization": None,
+            "source": {"exporter": "samgis", "checkpoint": checkpoint, "torch": torch.__version__,
+                       "onnx_exporter": "torch.onnx.export(dynamo=False)", "python": platform.python_version()},
+            "export_seconds": round(time.perf_counter() - t0, 1),
+        }
+        path = write_manifest(fp32_dir, manifest)
+        if quantize:
+            path = quantize_pair(fp32_dir, out_dir, quantize)
+    return path
+
+
 def quantize_file(src: Path, dst: Path) -> None:
     """ONNX Runtime dynamic quantization: QUInt8 weights, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -198,27 +329,9 @@ def export_sam1(model: Sam, model_id: str, out_dir: Path | str, opset: int = DEF
     `quantize="uint8"` writes the dynamically quantized pair instead of the fp32 one. Returns the path of
     `manifest.json`. `with_mask_input` / `single_mask`: see `Sam1Decoder` (defaults: the full decoder).
     """
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, not {quantize!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
-        fp32_dir = Path(tmp) if quantize else out_dir
-        fields = export_sam1_files(model, fp32_dir, opset, with_mask_input=with_mask_input, single_mask=single_mask)
-        manifest = {
-            "model_id": model_id,
-            "backend": "onnx",
-            **fields,
-            "quantization": None,
-            "source": {"exporter": "samgis", "checkpoint": checkpoint, "torch": torch.__version__,
-                       "onnx_exporter": "torch.onnx.export(dynamo=False)", "python": platform.python_version()},
-            "export_seconds": round(time.perf_counter() - t0, 1),
-        }
-        path = write_manifest(fp32_dir, manifest)
-        if quantize:
-            path = quantize_pair(fp32_dir, out_dir, quantize)
-    return path
+    return _export_pair(lambda d: export_sam1_files(model, d, opset, with_mask_input=with_mask_input,
+                                                    single_mask=single_mask),
+                        model_id, out_dir, quantize, checkpoint)
 
 
 def export_onnx_command(model_id: str, checkpoint: str | None, out_dir: str | Path,
@@ -244,5 +357,5 @@ def export_onnx_command(model_id: str, checkpoint: str | None, out_dir: str | Pa
     return export_sam1(model, model_id, out_dir, opset, quantize, checkpoint=str(path))
 
 
-__all__ = ["export_sam1", "export_sam1_files", "export_onnx_command", "quantize_pair", "Sam1Decoder",
+__all__ = ["export_sam1", "export_sam1_files", "export_sam2", "export_sam2_files", "export_onnx_command", "quantize_pair", "Sam1Decoder",
            "MANIFEST_NAME"]
