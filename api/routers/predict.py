@@ -3,7 +3,8 @@
 - `POST /v1/predict` and `POST /v1/models/samgis:predict` (KServe v1, also Vertex AI's body):
   `{"instances": [...], "parameters": {...}}` → `{"predictions": [...]}` (see `samgis.predict.predict`).
 - `GET /v1/models/samgis`: KServe v1 readiness, `{"name": "samgis", "ready": bool}`.
-- `POST /score`: Azure ML's mask-generation envelope (HF SAM models in the Azure model catalog).
+- `POST /score`: Azure ML's mask-generation envelope (HF SAM models in the Azure model catalog), answered as
+  the catalog's model cards show (see `AZURE_CARD`).
 - `vertex_routes(app, env)`: the same predict handler on `AIP_PREDICT_ROUTE`, /health on `AIP_HEALTH_ROUTE`.
 """
 
@@ -199,6 +200,31 @@ async def model_ready(res: Resources = Depends(get_resources)) -> dict:
 
 # --- Azure ML -------------------------------------------------------------------------------------------
 
+AZURE_CARD = "https://ai.azure.com/catalog/models/facebook-sam-vit-base"
+"""The contract of `POST /score`: the "Sample input and output" of the Azure AI model catalog's SAM cards
+(facebook-sam-vit-base / -large / -huge). Input `{"input_data": {"columns": ["image", "input_points",
+"input_boxes", "input_labels", "multimask_output"], "index": [...], "data": [[...], ...]}, "params": {}}`;
+output a list with one object per input row, `{"predictions": [{"mask_per_prediction": [{"encoded_binary_mask":
+"<base64 PNG>", "iou_score": float}]}]}`. Azure's example notebook
+(Azure/azureml-examples sdk/python/foundation-models/system/inference/mask-generation/
+mask-generation-online-endpoint.ipynb) reads `["response"][i]["predictions"][0]["masks_per_prediction"]`
+from a pandas frame instead; the card is the published contract and is followed here. The notebook documents
+the input columns: points (P, N, 2) and labels (P, N) as strings of nested lists, boxes (B, 4),
+`multimask_output` default true."""
+
+MASK_LIST_KEY = "mask_per_prediction"  # sic, singular "mask" as on the model card
+
+
+def azure_prediction(masks: list[np.ndarray], scores: list[float]) -> dict:
+    """One Azure prediction: `masks` (H, W) bool in image px, one `iou_score` each."""
+    return {MASK_LIST_KEY: [{"encoded_binary_mask": png_encode(m), "iou_score": float(s)}
+                            for m, s in zip(masks, scores)]}
+
+
+def azure_row(predictions: list[dict]) -> dict:
+    """One row of the answer, as the card's sample output: `{"predictions": [...]}`, no other wrapper."""
+    return {"predictions": predictions}
+
 _NESTED_NUMBERS = re.compile(r"^[\[\]\s\d.,eE+-]*$")
 
 
@@ -274,23 +300,20 @@ def _azure_row_predictions(engine: Engine, image: np.ndarray, embedding: Embeddi
                            multimask: bool, limits: PredictLimits) -> list[dict]:
     if not queries:  # no prompts: every automatic mask is a prediction
         records = generate_masks(engine, image, AmgOptions(), embedding, limits.decode_bytes)
-        return [{"masks_per_prediction": [{"encoded_binary_mask": png_encode(r["segmentation"]),
-                                           "iou_score": float(r["predicted_iou"])}]} for r in records]
+        return [azure_prediction([r["segmentation"]], [r["predicted_iou"]]) for r in records]
     out = []
     for prompts in queries:
         result = decode_prompts(engine, embedding, prompts, multimask, limits.decode_bytes)
-        out.append({"masks_per_prediction": [
-            {"encoded_binary_mask": png_encode(mask), "iou_score": float(score)}
-            for mask, score in zip(result.masks[0], result.scores[0])]})
+        out.append(azure_prediction(list(result.masks[0]), list(result.scores[0])))
     return out
 
 
 @router.post("/score", summary="Azure ML mask-generation envelope",
              description="Body as Azure ML's SAM deployments take it: `input_data.columns` among `image`, "
                          "`input_points`, `input_boxes`, `input_labels`, `multimask_output` (points, boxes, "
-                         "labels as strings of nested lists). Answer: one item per row, "
-                         "`{\"response\": {\"predictions\": [{\"masks_per_prediction\": [{\"encoded_binary_mask\": "
-                         "<base64 PNG>, \"iou_score\": float}]}]}}`. A row without prompts gets every automatic "
+                         "labels as strings of nested lists). Answer, as the Azure AI model catalog's SAM cards show: "
+                         "one item per row, `{\"predictions\": [{\"mask_per_prediction\": [{\"encoded_binary_mask\": "
+                         "<base64 PNG>, \"iou_score\": float}]}]}`. A row without prompts gets every automatic "
                          "mask as a prediction.", **_PREDICT_DOC)
 async def score(req: AzureRequest, engine: Engine = Depends(get_engine),
                 res: Resources = Depends(get_resources)) -> JSONResponse:
@@ -315,7 +338,7 @@ async def score(req: AzureRequest, engine: Engine = Depends(get_engine),
             embedding, _ = await embedding_for(res, engine, image)
             preds = await asyncio.to_thread(_azure_row_predictions, engine, image, embedding, queries,
                                             multimask, limits)
-            rows.append({"response": {"predictions": preds}})
+            rows.append(azure_row(preds))
     except ImageTooLarge as exc:
         return too_large(exc)
     return JSONResponse(rows)
