@@ -68,6 +68,11 @@ class SegmentQuery:
     multimask: bool = False
     simplify_px: float = 1.0
     min_area_px: float = 0.0
+    exclude_only: bool = False
+    """Decode a prompt of only exclude points (SamGIS does) instead of refusing it as selecting nothing."""
+    merge_masks: bool = False
+    """Vectorize the union of all decoded masks as one raster (SamGIS's `mask[m > 0] = 255` over its
+    predictions) instead of one feature per mask: one feature whose geometry holds every foreground shape."""
 
 
 @dataclass
@@ -145,7 +150,7 @@ class SegmentService:
             raise InvalidRequest("prompts", "at least one point or box prompt is needed")
         if n > self.max_prompts:
             raise InvalidRequest("prompts", f"{n} prompts; at most {self.max_prompts} are allowed")
-        if q.points and not any(p.label == 1 for p in q.points) and not q.boxes:
+        if q.points and not any(p.label == 1 for p in q.points) and not q.boxes and not q.exclude_only:
             raise InvalidRequest("prompts", "exclude points alone select nothing: add an include point or a box")
         for i, p in enumerate(q.points):
             if not b.contains(p.lng, p.lat):
@@ -249,6 +254,11 @@ class SegmentService:
         props = self._properties(window, source)
         features: list[dict] = []
         transform = window.affine()
+        if q.merge_masks:  # (H, W): any mask holds the pixel
+            union = np.asarray(result.masks, dtype=bool).reshape(n_q * n_m, *result.masks.shape[2:]).any(axis=0)
+            best = float(np.max(result.scores)) if np.size(result.scores) else 0.0
+            return masks_to_features(union[None], np.array([best]), transform, simplify_px=q.simplify_px,
+                                     min_area_px=q.min_area_px, properties=props)
         for qi in range(n_q):
             feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
