@@ -10,6 +10,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 
 from samgis.errors import (
     InvalidRequest,
@@ -40,7 +41,45 @@ def error_body(exc: SamgisError) -> dict:
 
 
 
+INTERNAL_DETAIL = "internal error; the server log has the details"
+
+
+class InternalErrorMiddleware:
+    """Innermost middleware: an exception nothing handled becomes a 500 JSON answer that names no internals
+    (the log has the traceback). Starlette's handler for `Exception` runs in ServerErrorMiddleware, which
+    re-raises after answering, and uvicorn then closes the connection, so clients could lose the answer."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            rid = (scope.get("state") or {}).get("request_id")
+            log.exception("unexpected error on %s %s (request id %s)", scope.get("method"), scope.get("path"), rid)
+            if started:
+                raise
+            body = {"detail": INTERNAL_DETAIL, "field": None, "error": "InternalError"}
+            if rid:
+                body["request_id"] = rid
+            response = JSONResponse(body, status_code=500)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    # appended, not inserted: innermost of the app's middleware, whatever is added after
+    app.user_middleware.append(Middleware(InternalErrorMiddleware))
     @app.exception_handler(SamgisError)
     async def _samgis_error(request: Request, exc: SamgisError) -> JSONResponse:
         status = status_for(exc)
@@ -51,5 +90,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}", "field": None,
+        # never the exception's text (paths, internals) in the answer: the log has it
+        return JSONResponse({"detail": INTERNAL_DETAIL, "field": None,
                              "error": "InternalError"}, status_code=500)

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     max_points_per_side: int = Field(32, ge=1, description="cap on automatic-mask grid density")
     default_source: str = "OpenStreetMap.Mapnik"
     web_dir: Path | None = Field(None, description="built web map to serve at / (default: the repo's web/dist)")
+    # access control for shared deployments (api/security.py); all off by default
+    api_keys: str | None = Field(None, description="API keys: comma-separated, or a file with one key per line; "
+                                 "when set, API routes need 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    rate_limit_per_key: str | None = Field(None, description="e.g. \"10/second;600/hour\": requests per API key")
+    rate_limit_per_ip: str | None = Field(None, description="e.g. \"5/second;300/hour\": requests per client IP")
+    cors_origins: str | None = Field(None, description="comma-separated origins allowed to call the API from a "
+                                     "browser (CORS); none by default")
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir:

@@ -182,3 +182,13 @@ class ColourRegionEngine:
     def describe(self) -> ModelCard:
         return ModelCard(model_id=self.model_id, backend="test-colour-region", device="cpu", dtype="uint8",
                          image_size=MODEL_SIDE, extra={"test_double": True})
+
+
+class BrokenDecodeEngine(ColourRegionEngine):
+    """`ColourRegionEngine` whose decode fails with an exception whose text holds internals (a file path), to
+    check that answers never echo them."""
+
+    SECRET = "/srv/secret/weights.pth: decoder exploded"
+
+    def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        raise RuntimeError(self.SECRET)
