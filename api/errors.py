@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from samgis.errors import (
     InvalidRequest,
     ModelNotReady,
+    Overloaded,
     SamgisError,
     UpstreamError,
     UpstreamTimeout,
@@ -31,9 +32,15 @@ def status_for(exc: SamgisError) -> int:
         return 504
     if isinstance(exc, UpstreamError):
         return 502
-    if isinstance(exc, (ModelNotReady, WeightsUnavailable)):
+    if isinstance(exc, (ModelNotReady, WeightsUnavailable, Overloaded)):
         return 503
     return 500
+
+
+def error_headers(exc: SamgisError) -> dict[str, str] | None:
+    """`Retry-After` for errors that say when to come back (a full encoder queue)."""
+    retry = getattr(exc, "retry_after_s", None)
+    return {"Retry-After": str(int(retry))} if retry is not None else None
 
 
 def error_body(exc: SamgisError) -> dict:
@@ -85,7 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s %s → %d: %s", request.method, request.url.path, status, exc.message)
-        return JSONResponse(error_body(exc), status_code=status)
+        return JSONResponse(error_body(exc), status_code=status, headers=error_headers(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import Request
 
 from samgis import __version__
 from samgis.engine.cache import EmbeddingCache
+from samgis.encoder_queue import EncoderQueue
 from samgis.engine.protocol import Engine
 from samgis.errors import ModelNotReady
 from samgis.geo.fetch import TileFetcher
@@ -28,6 +29,7 @@ class Resources:
     sources: SourceRegistry
     fetcher: TileFetcher
     cache: EmbeddingCache
+    encoder_queue: EncoderQueue
     engine: Engine | None = None
     service: SegmentService | None = None
     model_status: str = "loading"  # loading | ready | error
@@ -40,7 +42,8 @@ class Resources:
                                       window_tiles=self.settings.window_tiles,
                                       max_zoom_steps=self.settings.max_zoom_steps,
                                       max_prompts=self.settings.max_prompts,
-                                      max_points_per_side=self.settings.max_points_per_side)
+                                      max_points_per_side=self.settings.max_points_per_side,
+                                      encoder_queue=self.encoder_queue)
         self.model_status = "ready"
         self._ready.set()
 
@@ -54,7 +57,8 @@ def build_resources(settings: Settings, sources: SourceRegistry | None = None) -
     tile_cache = TileCache(settings.resolved_cache_dir() / "tiles") if settings.tile_cache else None
     fetcher = TileFetcher(tile_cache, user_agent=f"samgis/{__version__} (segment-anything map service)",
                           timeout_s=settings.tile_timeout_s, retries=settings.tile_retries)
-    return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes))
+    return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes),
+                     encoder_queue=EncoderQueue(settings.encoder_queue))
 
 
 def load_engine(settings: Settings) -> Engine:

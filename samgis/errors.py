@@ -46,5 +46,13 @@ class ModelNotReady(SamgisError):
     """The model is still loading or could not be loaded (HTTP 503)."""
 
 
+class Overloaded(SamgisError):
+    """Too much work is already waiting (HTTP 503); `retry_after_s` says when to come back."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class WeightsUnavailable(SamgisError):
     """Model weights are missing and cannot be downloaded; the message says how to provide them."""

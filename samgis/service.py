@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from samgis.encoder_queue import EncoderQueue
 from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import Embedding, Engine, Prompts
 from samgis.engine.threads import to_torch_thread
@@ -117,7 +118,7 @@ class SegmentService:
 
     def __init__(self, engine: Engine, cache: EmbeddingCache, sources: SourceRegistry, fetcher: TileFetcher,
                  *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100,
-                 max_points_per_side: int = 32):
+                 max_points_per_side: int = 32, encoder_queue: EncoderQueue | None = None):
         self.engine = engine
         self.cache = cache
         self.sources = sources
@@ -126,6 +127,7 @@ class SegmentService:
         self.max_zoom_steps = max_zoom_steps
         self.max_prompts = max_prompts
         self.max_points_per_side = max_points_per_side
+        self.encoder_queue = encoder_queue  # None: encoder passes go straight to a worker thread
         self._prep = engine.describe().extra.get("preprocessing", "1")
 
     # -- validation ---------------------------------------------------------------------------
@@ -191,12 +193,22 @@ class SegmentService:
         return (source.id, window.z, window.x, window.y, window.size, self.engine.model_id, self._prep)
 
     async def embedding_for(self, source: TileSource, window: Window, timer: _Timer) -> tuple[Embedding, bool]:
-        async def compute() -> Embedding:
+        async def fetch() -> np.ndarray:
             t0 = time.perf_counter()
             image = await self.fetcher.fetch_window(source, window)
-            t0 = timer.add("tiles", t0)
-            emb = await asyncio.to_thread(self.engine.embed, image)
-            timer.add("embed", t0)
+            timer.add("tiles", t0)
+            return image
+
+        async def compute() -> Embedding:
+            if self.encoder_queue is None:
+                image = await fetch()
+                t0 = time.perf_counter()
+                emb = await asyncio.to_thread(self.engine.embed, image)
+            else:  # admitted (or refused, 503) before any tile is fetched
+                t0 = time.perf_counter()
+                emb = await self.encoder_queue.run(self.engine.embed, prepare=fetch)
+                t0 += timer.timings.get("tiles", 0.0) / 1000
+            timer.add("embed", t0)  # the wait in the queue included
             return emb
 
         return await self.cache.get_or_compute(self._key(source, window), compute)

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(16_777_216, ge=1, description="width × height of one image to /v1/predict")
     max_instances: int = Field(16, ge=1, description="instances in one /v1/predict request")
     max_points_per_side: int = Field(32, ge=1, description="cap on automatic-mask grid density")
+    encoder_queue: int = Field(8, ge=0, description="encoder passes (cold windows, new images) that may wait "
+                               "behind the running one; beyond → 503 with Retry-After")
     default_source: str = "OpenStreetMap.Mapnik"
     web_dir: Path | None = Field(None, description="built web map to serve at / (default: the repo's web/dist)")
     # access control for shared deployments (api/security.py); all off by default

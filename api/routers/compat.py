@@ -40,7 +40,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from api.errors import error_body, status_for
+from api.errors import error_body, error_headers, status_for
 from api.models import SamgisPoint, SamgisRect, SamgisRequest
 from api.resources import Resources, get_resources, get_service
 from samgis.errors import SamgisError
@@ -60,9 +60,10 @@ SAMGIS_SOURCE_ALIASES = {
 }
 
 
-def samgis_error(status: int, extra: dict | None = None) -> JSONResponse:
+def samgis_error(status: int, extra: dict | None = None, headers: dict | None = None) -> JSONResponse:
     """SamGIS's error body `{"msg": "Error - <reason phrase>"}`, with our keys (`detail`, `field` …) added."""
-    return JSONResponse({"msg": f"Error - {HTTPStatus(status).phrase}", **(extra or {})}, status_code=status)
+    return JSONResponse({"msg": f"Error - {HTTPStatus(status).phrase}", **(extra or {})}, status_code=status,
+                        headers=headers)
 
 
 def _request_id(request: Request) -> str | None:
@@ -87,9 +88,9 @@ class SamgisRoute(APIRoute):
                 status = status_for(exc)
                 if status >= 500:
                     log.warning("%s %s → %d: %s", request.method, request.url.path, status, exc.message)
-                return samgis_error(status, error_body(exc))
+                return samgis_error(status, error_body(exc), error_headers(exc))
             except HTTPException as exc:
-                return samgis_error(exc.status_code, {"detail": exc.detail})
+                return samgis_error(exc.status_code, {"detail": exc.detail}, exc.headers)
             except Exception:
                 rid = _request_id(request)
                 log.exception("unexpected error on %s %s (request id %s)", request.method, request.url.path, rid)

@@ -34,4 +34,5 @@ async def models(res: Resources = Depends(get_resources)) -> dict:
         loaded = {"id": card.model_id, "backend": card.backend, "device": card.device, "dtype": card.dtype,
                   "image_size": card.image_size, **card.extra}
     return {"loaded": loaded, "status": res.model_status, "embedding_cache": res.cache.describe(),
+            "encoder_queue": res.encoder_queue.describe(),
             "models": [get_model_spec(m).public() for m in model_ids()]}

@@ -125,8 +125,8 @@ async def embedding_for(res: Resources, engine: Engine, image: np.ndarray) -> tu
     """The image's embedding through the shared embedding cache (key: pixels' SHA-256, model, preprocessing)."""
     key = ("image", image_digest(image), engine.model_id, engine.describe().extra.get("preprocessing"))
 
-    async def compute() -> Embedding:
-        return await asyncio.to_thread(engine.embed, image)
+    async def compute() -> Embedding:  # through the model's bounded encoder queue (503 when full)
+        return await res.encoder_queue.run(engine.embed, image)
 
     return await res.cache.get_or_compute(key, compute)
 
