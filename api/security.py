@@ -97,8 +97,12 @@ class AccessPolicy:
         open_paths = set(OPEN_PATHS)
         if env and env.get("AIP_HEALTH_ROUTE"):
             open_paths.add(env["AIP_HEALTH_ROUTE"])
-        return cls(keys=load_api_keys(settings.api_keys),
-                   per_key=parse_rate(settings.rate_limit_per_key, "SAMGIS_RATE_LIMIT_PER_KEY"),
+        keys = load_api_keys(settings.api_keys)
+        per_key = parse_rate(settings.rate_limit_per_key, "SAMGIS_RATE_LIMIT_PER_KEY")
+        if per_key and not keys:
+            raise ValueError("SAMGIS_RATE_LIMIT_PER_KEY needs SAMGIS_API_KEYS (without keys there is no key to "
+                             "count by; use SAMGIS_RATE_LIMIT_PER_IP)")
+        return cls(keys=keys, per_key=per_key,
                    per_ip=parse_rate(settings.rate_limit_per_ip, "SAMGIS_RATE_LIMIT_PER_IP"),
                    open_paths=frozenset(open_paths))
 
@@ -147,7 +151,7 @@ class AccessControlMiddleware:
                 return await reject(send, 401, "the API key is not valid", "Unauthorized",
                                     {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         checks = []
-        if self.policy.per_key and key is not None and self.policy.keys:
+        if self.policy.per_key and key is not None:
             checks += [(item, "key", key_id(key)) for item in self.policy.per_key]
         client = scope.get("client")
         if self.policy.per_ip:

@@ -10,7 +10,8 @@ import mercantile
 import pytest
 
 from api.app import create_app
-from api.security import load_api_keys, parse_rate
+from api.security import AccessPolicy, load_api_keys, parse_rate
+from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import BrokenDecodeEngine, ColourRegionEngine
 from tests.support.scene import default_scene
@@ -146,6 +147,9 @@ def test_key_settings():
     with pytest.raises(ValueError, match="10/second"):
         parse_rate("lots", "SAMGIS_RATE_LIMIT_PER_KEY")
     assert [str(i) for i in parse_rate("10/second;300/minute", "x")] == ["10 per 1 second", "300 per 1 minute"]
+    with pytest.raises(ValueError, match="needs SAMGIS_API_KEYS"):
+        AccessPolicy.from_settings(Settings(rate_limit_per_key="5/second"))
+    assert not AccessPolicy.from_settings(Settings()).active  # everything off by default
 
 
 def test_errors_never_echo_internals(tiles, tmp_path):
