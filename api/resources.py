@@ -13,7 +13,7 @@ from samgis import __version__
 from samgis.engine.cache import EmbeddingCache
 from samgis.encoder_queue import EncoderQueue
 from samgis.engine.protocol import Engine
-from samgis.errors import ModelNotReady
+from samgis.errors import ModelNotReady, SamgisError
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry
 from samgis.geo.tilecache import TileCache
@@ -72,10 +72,16 @@ def load_engine(settings: Settings) -> Engine:
 async def load_engine_in_background(res: Resources) -> None:
     try:
         engine = await asyncio.to_thread(load_engine, res.settings)
-    except Exception as exc:  # reported by /health and every model route
-        msg = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    except SamgisError as exc:  # reported by /health and every model route; says what to do (weights …)
+        log.error("model could not be loaded: %s", exc.message)
+        res.fail(exc.message)
+    except KeyError as exc:  # the registry's "unknown model …; known models: …"
+        msg = str(exc.args[0]) if exc.args else "unknown model"
         log.error("model could not be loaded: %s", msg)
         res.fail(msg)
+    except Exception:  # internals (paths, exception text) stay in the log
+        log.exception("model could not be loaded")
+        res.fail("an unexpected error stopped the model from loading; the server log has the details")
     else:
         res.set_engine(engine)
         log.info("model %s ready on %s", engine.model_id, engine.describe().device)
