@@ -54,27 +54,32 @@ def _fetch_weights(args: argparse.Namespace) -> int:
 
     spec = get_model_spec(args.model)
     cache_dir = default_cache_dir() if args.cache_dir is None else Path(args.cache_dir) / "weights"
-    dest = cache_dir / (spec.filename or f"{spec.model_id}.pth")
+    if not spec.files:
+        print(f"{spec.model_id}: has no official download; pass its files with --checkpoint", file=sys.stderr)
+        return 2
     try:
-        if dest.is_file() and not args.force:
-            verify_file(dest, spec)
-            print(f"{spec.model_id}: {dest} is present and verified")
-            return 0
-        download(spec, dest)
+        for wf in spec.files:
+            dest = cache_dir / wf.name
+            if dest.is_file() and not args.force:
+                verify_file(dest, wf, spec.model_id)
+                print(f"{spec.model_id}: {dest} is present and verified")
+                continue
+            download(spec, dest, wf=wf)
+            print(f"{spec.model_id}: saved and verified {dest}")
     except WeightsUnavailable as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    print(f"{spec.model_id}: saved and verified {dest}")
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
     from samgis.engine.registry import get_model_spec, model_ids
 
+    print(f"{'model':20s} {'backend':8s} {'weights':>9s}  description")
     for m in model_ids():
         s = get_model_spec(m)
-        size = f"{s.size_bytes / 1e6:.0f} MB" if s.size_bytes else "?"
-        print(f"{m:12s} {s.backend:18s} {size:>8s}  {s.description}")
+        size = f"{s.size_bytes / 1e6:.0f} MB" if s.size_bytes else ("by path" if not s.files else "?")
+        print(f"{m:20s} {s.backend:8s} {size:>9s}  {s.description}")
     return 0
 
 

@@ -9,7 +9,7 @@
 - `cli`: `samgis batch`.
 """
 
-from samgis.batch.job import BatchSummary, SamEngineConfig, run_batch
+from samgis.batch.job import BatchSummary, run_batch
 from samgis.batch.work import JobConfig
 
-__all__ = ["BatchSummary", "JobConfig", "SamEngineConfig", "run_batch"]
+__all__ = ["BatchSummary", "JobConfig", "run_batch"]

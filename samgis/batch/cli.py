@@ -46,16 +46,16 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
-    from samgis.batch.job import SamEngineConfig, run_batch
+    from samgis.batch.job import run_batch
     from samgis.batch.work import JobConfig
     from samgis.cli import settings_from_args
     from samgis.errors import SamgisError
-    from samgis.predict import AmgOptions
+    from samgis.engine.factory import engine_recipe
+    from samgis.engine.protocol import AmgOptions
 
     try:
         settings = settings_from_args(args)
-        spec, ckpt = settings.weights()
-        factory = SamEngineConfig(spec, str(ckpt.resolve()), settings.device, settings.precision)
+        factory = engine_recipe(settings)
         cfg = JobConfig(
             providers=None if settings.providers is None else str(settings.providers.resolve()),
             builtin_sources=settings.builtin_sources,
