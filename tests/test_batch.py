@@ -20,7 +20,7 @@ from PIL import Image
 
 from samgis.batch import JobConfig, run_batch
 from samgis.engine.factory import EngineRecipe
-from samgis.batch.cli import add_batch_parser, main
+from samgis.cli.batch import add_batch_parser, main
 from samgis.batch.inputs import ImageItem, MapItem, image_items, map_items
 from samgis.batch.outputs import slug
 from samgis.batch.work import Grid
@@ -246,7 +246,7 @@ def test_cli_killed_half_way_resumes(tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     argv = ["batch", str(folder), "-o", str(out), "--model", TINY.model_id, "--checkpoint", str(tiny_checkpoint),
             "--device", "cpu", "--no-progress"]
-    code = f"import tests.conftest; from samgis.batch.cli import main; raise SystemExit(main({argv!r}))"
+    code = f"import tests.conftest; from samgis.cli.batch import main; raise SystemExit(main({argv!r}))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -291,6 +291,6 @@ def test_sam_engine_config_builds_through_the_loader(tiny_checkpoint):
 
 
 def test_local_engine_never_imports_ray(tmp_path):
-    code = ("import sys, samgis, samgis.batch, samgis.batch.cli, samgis.batch.local, samgis.batch.job; "
+    code = ("import sys, samgis, samgis.batch, samgis.cli.batch, samgis.batch.local, samgis.batch.job; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

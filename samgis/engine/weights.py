@@ -122,7 +122,7 @@ def storage_checkpoint(spec: ModelSpec, uri: str | None) -> Path | None:
     """Weights inside a model-storage location such as Vertex AI's `AIP_STORAGE_URI`, when it is a local path.
 
     A file is taken as the checkpoint; in a folder, the model's official file name, else its only `*.pth`
-    (a model without registered files, e.g. an ONNX pair, takes the folder itself).
+    or `*.pt`; a model without registered files (e.g. an ONNX pair) takes the folder itself otherwise.
     Remote URIs (`gs://…`) are not fetched here: None, and resolution goes on to the cache dir.
     """
     if not uri or "://" in uri and not uri.startswith("file://"):
@@ -132,11 +132,8 @@ def storage_checkpoint(spec: ModelSpec, uri: str | None) -> Path | None:
         return path
     if not path.is_dir():
         return None
-    if not spec.files:
-        return path
-    named = path / spec.files[0].name
-    if named.is_file():
-        return named
+    if spec.files and (path / spec.files[0].name).is_file():
+        return path / spec.files[0].name
     found = sorted(path.glob("*.pth")) + sorted(path.glob("*.pt"))
     if len(found) == 1:
         return found[0]
@@ -144,7 +141,7 @@ def storage_checkpoint(spec: ModelSpec, uri: str | None) -> Path | None:
         raise WeightsUnavailable(how_to_provide(
             spec, path, f"{path} holds several checkpoint files ({', '.join(f.name for f in found)}); "
                         f"name one with --checkpoint"))
-    return None
+    return None if spec.files else path  # a model of several files given as a folder (e.g. an ONNX pair)
 
 
 def resolve_weights(spec: ModelSpec, checkpoint: str | os.PathLike | None = None, *,

@@ -134,7 +134,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 def load_engine(args: argparse.Namespace):
     """The engine named by `--model`/`--checkpoint`/… (else `SAMGIS_*` variables, else defaults)."""
-    from samgis.cli import settings_from_args
+    from samgis.cli.options import settings_from_args
     from samgis.engine.factory import build_engine
 
     return build_engine(settings_from_args(args))
@@ -319,7 +319,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 # --- parsers ---------------------------------------------------------------------------------------------
 
 def add_predict_parsers(subparsers) -> None:
-    from samgis.cli import add_model_options
+    from samgis.cli.options import add_model_options
 
     """Register `predict` and `evaluate` on `samgis`'s sub-command parsers."""
     d = AmgOptions()
