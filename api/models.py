@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from samgis.predict import AmgOptions
+from samgis.engine.protocol import AmgOptions
 
 
 class LatLng(BaseModel):

@@ -12,6 +12,7 @@ from fastapi import Request
 from samgis import __version__
 from samgis.engine.cache import EmbeddingCache
 from samgis.encoder_queue import EncoderQueue
+from samgis.engine.factory import build_engine
 from samgis.engine.protocol import Engine
 from samgis.errors import ModelNotReady, SamgisError
 from samgis.geo.fetch import TileFetcher
@@ -61,17 +62,9 @@ def build_resources(settings: Settings, sources: SourceRegistry | None = None) -
                      encoder_queue=EncoderQueue(settings.encoder_queue))
 
 
-def load_engine(settings: Settings) -> Engine:
-    """Resolve weights (maybe downloading them) and build the configured engine."""
-    from samgis.engine.sam import SamEngine
-
-    spec, ckpt = settings.weights()
-    return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
-
-
 async def load_engine_in_background(res: Resources) -> None:
     try:
-        engine = await asyncio.to_thread(load_engine, res.settings)
+        engine = await asyncio.to_thread(build_engine, res.settings)
     except SamgisError as exc:  # reported by /health and every model route; says what to do (weights …)
         log.error("model could not be loaded: %s", exc.message)
         res.fail(exc.message)

@@ -22,6 +22,10 @@ class InvalidRequest(SamgisError):
         self.field = field
 
 
+class MissingCapability(InvalidRequest):
+    """The request needs something the loaded model cannot do (HTTP 422); the message names it."""
+
+
 class UnknownSource(InvalidRequest):
     """A tile source name that is not configured (HTTP 422)."""
 

@@ -34,7 +34,6 @@ from samgis.predict import (
     PredictLimits,
     decode_image,
     decode_prompts,
-    generate_masks,
     image_digest,
     parse_instance,
     parse_prompts,
@@ -123,7 +122,7 @@ def limits_for(settings: Settings) -> PredictLimits:
 
 async def embedding_for(res: Resources, engine: Engine, image: np.ndarray) -> tuple[Embedding, bool]:
     """The image's embedding through the shared embedding cache (key: pixels' SHA-256, model, preprocessing)."""
-    key = ("image", image_digest(image), engine.model_id, engine.describe().extra.get("preprocessing"))
+    key = ("image", image_digest(image), engine.model_id, engine.describe().embedding_version)
 
     async def compute() -> Embedding:  # through the model's bounded encoder queue (503 when full)
         return await res.encoder_queue.run(engine.embed, image)
@@ -225,6 +224,7 @@ def azure_row(predictions: list[dict]) -> dict:
     """One row of the answer, as the card's sample output: `{"predictions": [...]}`, no other wrapper."""
     return {"predictions": predictions}
 
+
 _NESTED_NUMBERS = re.compile(r"^[\[\]\s\d.,eE+-]*$")
 
 
@@ -299,7 +299,7 @@ def azure_queries(row: dict, size: tuple[int, int], field: str, max_prompts: int
 def _azure_row_predictions(engine: Engine, image: np.ndarray, embedding: Embedding, queries: list,
                            multimask: bool, limits: PredictLimits) -> list[dict]:
     if not queries:  # no prompts: every automatic mask is a prediction
-        records = generate_masks(engine, image, AmgOptions(), embedding, limits.decode_bytes)
+        records = engine.generate(embedding, AmgOptions(), image)
         return [azure_prediction([r["segmentation"]], [r["predicted_iou"]]) for r in records]
     out = []
     for prompts in queries:
