@@ -40,7 +40,10 @@ class Resources:
                                       window_tiles=self.settings.window_tiles,
                                       max_zoom_steps=self.settings.max_zoom_steps,
                                       max_prompts=self.settings.max_prompts,
-                                      max_points_per_side=self.settings.max_points_per_side)
+                                      max_points_per_side=self.settings.max_points_per_side,
+                                      max_grid_points=self.settings.max_grid_points,
+                                      max_mask_pixels=self.settings.max_mask_pixels,
+                                      max_answer_vertices=self.settings.max_answer_vertices)
         self.model_status = "ready"
         self._ready.set()
 
