@@ -46,7 +46,8 @@ class UnknownSource(InvalidRequest):
         if known:
             shown = ", ".join(sorted(known)[:10])
             hint = f"; configured sources include: {shown}" + (" …" if len(known) > 10 else "")
-        super().__init__("source", f"unknown tile source {name!r}{hint}")
+        shown = name if len(name) <= 80 else name[:80] + "…"
+        super().__init__("source", f"unknown tile source {shown!r}{hint}")
         self.name = name
 
 
