@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
-from samgis.predict import AmgOptions
+from samgis.engine.protocol import AmgOptions
 
 # Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
-# finite (NaN/Infinity are refused before parsing by `api.limits.BodyGuardMiddleware`; this is the second
+# finite (NaN/Infinity are refused before parsing by `api.limits.BodyLimitMiddleware`; this is the second
 # line); an integer is a JSON integer; a boolean is true or false.
 Num = Annotated[float, Strict(), AllowInfNan(False)]
 Int = Annotated[int, Strict()]

@@ -11,6 +11,7 @@ from fastapi import Request
 
 from samgis import __version__
 from samgis.engine.cache import EmbeddingCache
+from samgis.engine.factory import build_engine
 from samgis.engine.protocol import Engine
 from samgis.errors import ModelNotReady
 from samgis.geo.fetch import TileFetcher
@@ -60,17 +61,9 @@ def build_resources(settings: Settings, sources: SourceRegistry | None = None) -
     return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes))
 
 
-def load_engine(settings: Settings) -> Engine:
-    """Resolve weights (maybe downloading them) and build the configured engine."""
-    from samgis.engine.sam import SamEngine
-
-    spec, ckpt = settings.weights()
-    return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
-
-
 async def load_engine_in_background(res: Resources) -> None:
     try:
-        engine = await asyncio.to_thread(load_engine, res.settings)
+        engine = await asyncio.to_thread(build_engine, res.settings)
     except Exception as exc:  # reported by /health and every model route
         msg = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         log.error("model could not be loaded: %s", msg)

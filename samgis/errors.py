@@ -38,6 +38,10 @@ class LimitExceeded(InvalidRequest):
         self.limit = limit
 
 
+class MissingCapability(InvalidRequest):
+    """The request needs something the loaded model cannot do (HTTP 422); the message names it."""
+
+
 class UnknownSource(InvalidRequest):
     """A tile source name that is not configured (HTTP 422)."""
 

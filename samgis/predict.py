@@ -18,33 +18,24 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib.util
 import io
 import math
 import re
 import time
 import warnings
 from dataclasses import dataclass, field, fields, replace
-from types import SimpleNamespace
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import shapely
-import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from pycocotools import mask as coco_mask
-from segment_anything import SamAutomaticMaskGenerator
-from segment_anything.utils.amg import build_all_layer_point_grids
 
-from samgis.engine.protocol import DecodeResult, Embedding, Engine, Prompts
-from samgis.engine.threads import in_fresh_thread
+from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
 from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.vector.polygons import geojson_geometry, pixel_polygons
 
 MASK_FORMATS = ("rle", "png", "polygon")
 IMAGE_FORMATS = ("PNG", "JPEG")
-MASK_THRESHOLD = 0.0
-"""Logit above which a pixel is foreground (`Sam.mask_threshold`)."""
 LOW_RES = 256
 """Side of SAM's low-resolution logits (and of `mask_input`)."""
 
@@ -73,28 +64,6 @@ class PredictLimits:
     decode_bytes: int = 256 << 20
     max_mask_pixels: int | None = None
     max_answer_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class AmgOptions:
-    """`SamAutomaticMaskGenerator`'s parameters, with CPU-sane defaults (16 × 16 points, one crop)."""
-
-    points_per_side: int = 16
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-
-    def grid_points(self) -> int:
-        """Point prompts decoded over all crop layers (layer i has 4**i crops)."""
-        grids = build_all_layer_point_grids(self.points_per_side, self.crop_n_layers,
-                                            self.crop_n_points_downscale_factor)
-        return sum(4**i * len(g) for i, g in enumerate(grids))
 
 
 @dataclass(frozen=True)
@@ -458,20 +427,6 @@ def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: 
 
 # --- decoding -------------------------------------------------------------------------------------------
 
-def upscale_logits(low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
-                   image_size: int) -> torch.Tensor:
-    """(B, M, 256, 256) low-res logits → (B, M, H, W) logits in the original image frame.
-
-    SAM's `postprocess_masks`: to the model's (image_size)² input frame, crop the unpadded `input_size`
-    (h, w), resize to `original_size` (H, W), bilinear.
-    """
-    x = torch.nn.functional.interpolate(low_res, (image_size, image_size), mode="bilinear", align_corners=False)
-    x = x[..., : input_size[0], : input_size[1]]
-    if tuple(input_size) == tuple(original_size):  # the second resize would be the identity
-        return x
-    return torch.nn.functional.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
-
-
 def decode_prompts(engine: Engine, embedding: Embedding, prompts: Prompts, multimask: bool,
                    decode_bytes: int = PredictLimits.decode_bytes) -> DecodeResult:
     """`engine.decode`, with the boxes split into batches whose full-size logits fit in `decode_bytes`.
@@ -489,157 +444,6 @@ def decode_prompts(engine: Engine, embedding: Embedding, prompts: Prompts, multi
     return DecodeResult(masks=np.concatenate([p.masks for p in parts]),
                         scores=np.concatenate([p.scores for p in parts]),
                         logits=np.concatenate([p.logits for p in parts]))
-
-
-class _Identity:
-    """`ResizeLongestSide` stand-in: our engine takes prompts in the original frame and resizes itself."""
-
-    @staticmethod
-    def apply_coords(coords: np.ndarray, original_size) -> np.ndarray:
-        return coords
-
-
-@runtime_checkable
-class PointBatchDecoder(Protocol):
-    """Optional engine capability beyond `Engine`: many point queries decoded at once, low-res outputs only.
-
-    `decode_point_batch(embedding, points (B, N, 2) float image px SAM convention, labels (B, N) int,
-    multimask)` → `(logits (B, M, 256, 256) float32, scores (B, M) float32)`, torch or numpy; row b equals
-    `decode(embedding, Prompts(points[b], labels[b]), multimask)`'s `logits[0]` / `scores[0]`. See
-    `SamEngine.decode_point_batch`.
-    """
-
-    def decode_point_batch(self, embedding: Embedding, points, labels, multimask: bool = True) -> tuple:
-        ...
-
-
-class EnginePredictor:
-    """The part of `SamPredictor` that `SamAutomaticMaskGenerator` uses, over any `Engine`.
-
-    `set_image` embeds (or reuses `embedding` when the image is the one it was made from); `predict_torch`
-    decodes each point of the batch as its own query (in one `decode_point_batch` call when the engine is a
-    `PointBatchDecoder`, else one `decode` per point) and returns full-resolution logits.
-    """
-
-    transform = _Identity()
-    device = torch.device("cpu")
-
-    def __init__(self, engine: Engine, embedding: Embedding | None = None, skip_iou_at_most: float | None = None):
-        self.engine = engine
-        # The generator drops every mask whose predicted IoU is not above its `pred_iou_thresh` right after
-        # `predict_torch`, before reading its logits: those are not upscaled (constant logits stand in).
-        self.skip_iou_at_most = skip_iou_at_most
-        self.image_size = engine.describe().image_size
-        self.model = SimpleNamespace(mask_threshold=MASK_THRESHOLD,
-                                     image_encoder=SimpleNamespace(img_size=self.image_size))
-        self._given = embedding
-        self.embedding: Embedding | None = None
-        self.embeds = 0
-
-    def set_image(self, image: np.ndarray) -> None:
-        """`image`: (h, w, 3) uint8 RGB, the whole image or one crop of it."""
-        if self._given is not None and tuple(image.shape[:2]) == tuple(self._given.original_size):
-            self.embedding = self._given
-        else:
-            self.embedding = self.engine.embed(np.ascontiguousarray(image))
-            self.embeds += 1
-
-    def reset_image(self) -> None:
-        self.embedding = None
-
-    def predict_torch(self, point_coords: torch.Tensor, point_labels: torch.Tensor, boxes=None, mask_input=None,
-                      multimask_output: bool = True, return_logits: bool = False):
-        """`point_coords` (B, N, 2) in the current image's px (SAM convention), `point_labels` (B, N).
-
-        Returns masks (B, M, h, w) (logits when `return_logits`, else bool), scores (B, M), low-res logits
-        (B, M, 256, 256), like `SamPredictor.predict_torch`.
-        """
-        if boxes is not None or mask_input is not None:
-            raise NotImplementedError("only point batches are supported")
-        emb = self.embedding
-        coords = point_coords.detach().cpu().numpy()
-        labels = point_labels.detach().cpu().numpy()
-        decode_batch = getattr(self.engine, "decode_point_batch", None)  # a `PointBatchDecoder`?
-        if callable(decode_batch):
-            low, scores = decode_batch(emb, coords, labels, multimask_output)
-            low = torch.as_tensor(low, dtype=torch.float32, device="cpu")
-            scores = torch.as_tensor(scores, dtype=torch.float32, device="cpu")
-        else:
-            results = [self.engine.decode(emb, Prompts(points=c, labels=lab), multimask_output)
-                       for c, lab in zip(coords, labels)]
-            low = torch.from_numpy(np.concatenate([r.logits for r in results]))
-            scores = torch.from_numpy(np.concatenate([r.scores for r in results]))
-        if self.skip_iou_at_most is None:
-            logits = upscale_logits(low, emb.input_size, emb.original_size, self.image_size)
-        else:
-            keep = scores > self.skip_iou_at_most                 # (B, M), the generator's own test
-            b, m = scores.shape
-            logits = torch.full((b, m, *emb.original_size), -1e4, dtype=torch.float32)
-            if keep.any():
-                up = upscale_logits(low[keep][:, None], emb.input_size, emb.original_size, self.image_size)
-                logits[keep] = up[:, 0]
-        return (logits if return_logits else logits > MASK_THRESHOLD), scores, low
-
-
-def mask_generator(engine: Engine, options: AmgOptions = AmgOptions(), embedding: Embedding | None = None,
-                   decode_bytes: int = PredictLimits.decode_bytes,
-                   image_shape: tuple[int, int] | None = None) -> SamAutomaticMaskGenerator:
-    """Meta's `SamAutomaticMaskGenerator` running on `engine` (binary masks out).
-
-    `embedding` of the whole image is reused instead of embedding it again. Points per batch are chosen so
-    that a batch's logits (B, 3, H, W) float32, and their pass through the model's input frame, fit in
-    `decode_bytes` (`image_shape` = (H, W)).
-    """
-    if options.min_mask_region_area > 0 and importlib.util.find_spec("cv2") is None:
-        raise InvalidRequest("min_mask_region_area", "needs OpenCV on the server (opencv-python-headless)")
-    predictor = EnginePredictor(engine, embedding,
-                                skip_iou_at_most=options.pred_iou_thresh if options.pred_iou_thresh > 0 else None)
-    h, w = image_shape or (embedding.original_size if embedding is not None else (1024, 1024))
-    n = predictor.image_size
-    batch = int(min(64, max(1, decode_bytes // (3 * 4 * (n * n + h * w)))))
-    gen = SamAutomaticMaskGenerator(
-        predictor.model, points_per_side=options.points_per_side, points_per_batch=batch,
-        pred_iou_thresh=options.pred_iou_thresh, stability_score_thresh=options.stability_score_thresh,
-        stability_score_offset=options.stability_score_offset, box_nms_thresh=options.box_nms_thresh,
-        crop_n_layers=options.crop_n_layers, crop_nms_thresh=options.crop_nms_thresh,
-        crop_overlap_ratio=options.crop_overlap_ratio,
-        crop_n_points_downscale_factor=options.crop_n_points_downscale_factor,
-        min_mask_region_area=options.min_mask_region_area, output_mode="binary_mask",
-    )
-    gen.predictor = predictor  # the generator built a SamPredictor around the stub; ours replaces it
-    return gen
-
-
-def generate_masks(engine: Engine, image: np.ndarray, options: AmgOptions = AmgOptions(),
-                   embedding: Embedding | None = None,
-                   decode_bytes: int = PredictLimits.decode_bytes) -> list[dict]:
-    """Automatic masks of an (H, W, 3) uint8 RGB image: `SamAutomaticMaskGenerator.generate`'s records.
-
-    Each record: `segmentation` (H, W) bool, `bbox` [x, y, w, h] and `crop_box` (XYWH, px), `area` (px),
-    `predicted_iou`, `stability_score`, `point_coords` [[x, y]] (image px, SAM convention).
-    """
-    gen = mask_generator(engine, options, embedding, decode_bytes, image.shape[:2])
-    return in_fresh_thread(gen.generate, image)  # its torch work must not stay on a long-lived thread
-
-
-def generate_masks_for_embedding(engine: Engine, embedding: Embedding, options: AmgOptions = AmgOptions(),
-                                 decode_bytes: int = PredictLimits.decode_bytes) -> list[dict]:
-    """Automatic masks from an image's embedding alone (no pixels needed): `generate_masks`' records.
-
-    Only without crops (`options.crop_n_layers == 0`): the generator then reads nothing of the image but
-    its (H, W) = `embedding.original_size`, so it gets a zero-stride placeholder and the embedding is
-    decoded as it is (a cached map-window embedding needs no tile fetch). Masks are (H, W) bool in the
-    embedded image's px; `point_coords` are image px, SAM convention.
-    """
-    if options.crop_n_layers != 0:
-        raise ValueError("crops need the image's pixels; use generate_masks")
-    h, w = embedding.original_size
-    gen = mask_generator(engine, options, embedding, decode_bytes, (h, w))
-    placeholder = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
-    records = in_fresh_thread(gen.generate, placeholder)  # see `samgis.engine.threads`
-    if gen.predictor.embeds:  # the placeholder was embedded: would be masks of a black image
-        raise RuntimeError("the mask generator embedded its image instead of reusing the embedding")
-    return records
 
 
 # --- one instance end to end ----------------------------------------------------------------------------
@@ -661,6 +465,9 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    card = engine.describe()
+    require(card, required_capabilities(inst.prompts), "prompts")
+    require(card, ["multimask"] if inst.multimask and inst.prompts is not None else [], "multimask")
     if embedding is None:
         t0 = time.perf_counter()
         embedding = engine.embed(inst.image)
@@ -668,7 +475,7 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     h, w = inst.image.shape[:2]
     if inst.prompts is None:
         t0 = time.perf_counter()
-        records = generate_masks(engine, inst.image, inst.amg, embedding, limits.decode_bytes)
+        records = engine.generate(embedding, inst.amg, inst.image)
         timings["generate"] = _ms(t0)
         t0 = time.perf_counter()
         masks = [{**{k: v for k, v in r.items() if k != "segmentation"},

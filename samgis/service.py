@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from samgis.engine.cache import EmbeddingCache
-from samgis.engine.protocol import Embedding, Engine, Prompts
-from samgis.engine.threads import to_torch_thread
+from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts, require
 from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
-from samgis.predict import AmgOptions, generate_masks_for_embedding
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
 
 DEDUPE_IOU = 0.9
@@ -128,7 +126,7 @@ class SegmentService:
         self.max_grid_points = max_grid_points
         self.max_mask_pixels = max_mask_pixels
         self.max_answer_vertices = max_answer_vertices
-        self._prep = engine.describe().extra.get("preprocessing", "1")
+        self._prep = engine.describe().embedding_version
 
     # -- validation ---------------------------------------------------------------------------
     def _source(self, name: str, zoom: int) -> TileSource:
@@ -165,6 +163,9 @@ class SegmentService:
                 raise InvalidRequest(f"prompts[{i}]", "box is not inside the bbox")
         if q.simplify_px < 0:
             raise InvalidRequest("simplify_px", "must be ≥ 0")
+        card = self.engine.describe()
+        require(card, (["points"] if q.points else []) + (["boxes"] if q.boxes else []), "prompts")
+        require(card, ["multimask"] if q.multimask else [], "multimask")
         queries, per_query, px = len(q.boxes) or 1, 3 if q.multimask else 1, self._window_px(source)
         if self.max_mask_pixels is not None and queries * per_query * px > self.max_mask_pixels:
             raise LimitExceeded("prompts", f"{queries} queries × {per_query} masks × {px} window px = "
@@ -210,7 +211,7 @@ class SegmentService:
                                         "zoom in less or segment the parts separately")
 
     def _key(self, source: TileSource, window: Window) -> tuple:
-        """Embedding cache key: (source id, z, x0, y0, window size, model id, preprocessing version)."""
+        """Embedding cache key: (source id, z, x0, y0, window size, model id, embedding version)."""
         return (source.id, window.z, window.x, window.y, window.size, self.engine.model_id, self._prep)
 
     async def embedding_for(self, source: TileSource, window: Window, timer: _Timer) -> tuple[Embedding, bool]:
@@ -246,7 +247,7 @@ class SegmentService:
             labels=np.array([p.label for p in q.points], np.int32),
             boxes=(window.lnglat_to_px(corners).reshape(-1, 4) - 0.5) if len(corners) else np.zeros((0, 4)),
         )
-        result = await to_torch_thread(self.engine.decode, embedding, prompts, q.multimask)
+        result = await self.engine.adecode(embedding, prompts, q.multimask)
         t0 = timer.add("decode", t0)
 
         features = await asyncio.to_thread(self._vectorize, result, window, source, q)
@@ -292,6 +293,7 @@ class SegmentService:
         if not (math.isfinite(q.lng) and abs(q.lng) <= 180):
             raise InvalidRequest("lng", f"{q.lng} is outside [-180, 180]")
         source = self._source(q.source, q.zoom)
+        require(self.engine.describe(), ["automatic"], "model")
         if not 1 <= q.points_per_side <= self.max_points_per_side:
             raise InvalidRequest("points_per_side", f"must be in [1, {self.max_points_per_side}] (this server's "
                                                     f"max_points_per_side), got {q.points_per_side}")
@@ -334,7 +336,7 @@ class SegmentService:
         embedding, hit = await self.embedding_for(source, window, timer)
         t0 = time.perf_counter()
         options = q.amg_options()
-        records = await asyncio.to_thread(generate_masks_for_embedding, self.engine, embedding, options)
+        records = await asyncio.to_thread(self.engine.generate, embedding, options)
         t0 = timer.add("generate", t0)
 
         features = await asyncio.to_thread(self._vectorize_records, records, window, source, q)
@@ -356,7 +358,7 @@ class SegmentService:
                            q: EverythingQuery) -> list[dict]:
         """Automatic-mask records → GeoJSON features (EPSG:4326), best first, filtered and deduplicated.
 
-        `records`: `generate_masks_for_embedding`'s, `segmentation` (H, W) bool in window px (rasterio
+        `records`: `Engine.generate`'s, `segmentation` (H, W) bool in window px (rasterio
         convention), `bbox` XYWH window px. Order: predicted IoU, then stability score, descending;
         `mask_index` is the rank in the answer. `at_window_edge`: the mask touches the window's border,
         so the object may go on outside it.

@@ -52,16 +52,3 @@ class Settings(BaseSettings):
         from samgis.engine.weights import default_cache_dir
 
         return default_cache_dir().parent
-
-    def weights(self):
-        """(ModelSpec, Path) of the configured model's verified weights: `checkpoint`, else `AIP_STORAGE_URI`
-        when it is a local path (Vertex AI), else the cache dir, else a download when allowed."""
-        import os
-
-        from samgis.engine.registry import get_model_spec
-        from samgis.engine.weights import resolve_checkpoint, storage_checkpoint
-
-        spec = get_model_spec(self.model)
-        explicit = self.checkpoint or storage_checkpoint(spec, os.environ.get("AIP_STORAGE_URI"))
-        return spec, resolve_checkpoint(spec, explicit, cache_dir=self.resolved_cache_dir() / "weights",
-                                        allow_download=self.allow_download)

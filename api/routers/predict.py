@@ -34,7 +34,6 @@ from samgis.predict import (
     check_work,
     decode_image,
     decode_prompts,
-    generate_masks,
     image_digest,
     parse_instance,
     parse_prompts,
@@ -144,7 +143,7 @@ def answer(content, limits: PredictLimits) -> JSONResponse:
 
 async def embedding_for(res: Resources, engine: Engine, image: np.ndarray) -> tuple[Embedding, bool]:
     """The image's embedding through the shared embedding cache (key: pixels' SHA-256, model, preprocessing)."""
-    key = ("image", image_digest(image), engine.model_id, engine.describe().extra.get("preprocessing"))
+    key = ("image", image_digest(image), engine.model_id, engine.describe().embedding_version)
 
     async def compute() -> Embedding:
         return await asyncio.to_thread(engine.embed, image)
@@ -292,7 +291,7 @@ def azure_queries(row: dict, size: tuple[int, int], field: str, max_prompts: int
 def _azure_row_predictions(engine: Engine, image: np.ndarray, embedding: Embedding, queries: list,
                            multimask: bool, limits: PredictLimits) -> list[dict]:
     if not queries:  # no prompts: every automatic mask is a prediction
-        records = generate_masks(engine, image, AmgOptions(), embedding, limits.decode_bytes)
+        records = engine.generate(embedding, AmgOptions(), image)
         return [{"masks_per_prediction": [{"encoded_binary_mask": png_encode(r["segmentation"]),
                                            "iou_score": float(r["predicted_iou"])}]} for r in records]
     out = []

@@ -36,7 +36,8 @@ from scipy import ndimage
 from samgis.batch.inputs import ImageItem, Item, MapItem
 from samgis.engine.protocol import Engine, Prompts
 from samgis.geo.tiles import Window, checked_lnglat, world_px
-from samgis.predict import AmgOptions, decode_prompts, generate_masks, parse_prompts, read_image, rle_encode
+from samgis.engine.protocol import AmgOptions
+from samgis.predict import decode_prompts, parse_prompts, read_image, rle_encode
 from samgis.vector.polygons import masks_to_features
 
 MAX_PANELS = 10
@@ -394,7 +395,7 @@ def infer_item(loaded, engine: Engine, ctx: StageContext):
             r = decode_prompts(engine, emb, loaded.prompts, ctx.cfg.multimask)
             masks, scores = r.masks[0], r.scores[0]
         else:
-            records = generate_masks(engine, loaded.image, ctx.cfg.amg, emb)
+            records = engine.generate(emb, ctx.cfg.amg, loaded.image)
             h, w = loaded.image.shape[:2]
             masks = np.array([r["segmentation"] for r in records], bool).reshape(-1, h, w)
             scores = np.array([r["predicted_iou"] for r in records], np.float32)
