@@ -109,7 +109,7 @@ def _walk(value, path: str) -> tuple[str, str] | None:
         value, path = stack.pop()
         if isinstance(value, float):
             if not math.isfinite(value):
-                return path or "body", f"must be a finite number, got {value}"
+                return path or "body", f"must be a finite number, got {json.dumps(value)}"
         elif isinstance(value, int) and not isinstance(value, bool):
             if value.bit_length() > 1000 and not _fits_float(value):
                 return path or "body", f"must be a finite number, got an integer of {len(str(abs(value)))} digits"
