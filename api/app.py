@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
+from api.request_id import RequestIdMiddleware
 from api.resources import Resources, build_resources, load_engine_in_background
 from api.routers import compat, export, meta, predict, segment, tiles
 from api.routing import WebFiles
@@ -47,8 +48,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(title="samgis", version=__version__, lifespan=lifespan,
                   description="Segment Anything on web maps and images; georeferenced GeoJSON out.")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     install_access_control(app, settings, os.environ)  # API keys, rate limits, CORS (outside the body limit)
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: every answer carries the id
     install_error_handlers(app)
     for router in (meta.router, segment.router, compat.router, export.router, tiles.router, predict.router):
         app.include_router(router)

@@ -44,7 +44,10 @@ class Resources:
                                       max_zoom_steps=self.settings.max_zoom_steps,
                                       max_prompts=self.settings.max_prompts,
                                       max_points_per_side=self.settings.max_points_per_side,
-                                      encoder_queue=self.encoder_queue)
+                                      encoder_queue=self.encoder_queue,
+                                      max_grid_points=self.settings.max_grid_points,
+                                      max_mask_pixels=self.settings.max_mask_pixels,
+                                      max_answer_vertices=self.settings.max_answer_vertices)
         self.model_status = "ready"
         self._ready.set()
 

@@ -7,19 +7,35 @@ from __future__ import annotations
 
 
 class SamgisError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
 
-    def __init__(self, message: str):
+    `message` is for the caller: it names what went wrong without internals. `detail` (optional) is for the
+    operator's log only: upstream URLs, local paths, library messages.
+    """
+
+    def __init__(self, message: str, detail: str | None = None):
         super().__init__(message)
         self.message = message
+        self.detail = detail
 
 
 class InvalidRequest(SamgisError):
     """The caller's input is wrong (HTTP 422). `field` names the offending input, dotted."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, detail: str | None = None):
+        super().__init__(f"{field}: {message}", detail)
         self.field = field
+
+
+class LimitExceeded(InvalidRequest):
+    """The request is well formed but would cost more than a configured limit allows (HTTP 422).
+
+    `limit`: the setting's name (e.g. "max_mask_pixels"; its environment variable is SAMGIS_ + upper case).
+    """
+
+    def __init__(self, field: str, message: str, limit: str):
+        super().__init__(field, f"{message} (this server's {limit}, SAMGIS_{limit.upper()})")
+        self.limit = limit
 
 
 class MissingCapability(InvalidRequest):
@@ -34,7 +50,8 @@ class UnknownSource(InvalidRequest):
         if known:
             shown = ", ".join(sorted(known)[:10])
             hint = f"; configured sources include: {shown}" + (" …" if len(known) > 10 else "")
-        super().__init__("source", f"unknown tile source {name!r}{hint}")
+        shown = name if len(name) <= 80 else name[:80] + "…"
+        super().__init__("source", f"unknown tile source {shown!r}{hint}")
         self.name = name
 
 

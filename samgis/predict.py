@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import io
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass, field, fields, replace
@@ -30,7 +31,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
 from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
-from samgis.errors import InvalidRequest
+from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.vector.polygons import geojson_geometry, pixel_polygons
 
 MASK_FORMATS = ("rle", "png", "polygon")
@@ -50,6 +51,8 @@ class PredictLimits:
     `max_pixels`: image width × height. `max_prompts`: points + boxes per instance. `max_points_per_side`,
     `max_crop_layers`, `max_grid_points`: automatic mode (grid points summed over all crops).
     `decode_bytes`: full-resolution float32 logits held at once; bigger batches are split.
+    `max_mask_pixels`: prompted masks decoded × pixels per mask; `max_answer_bytes`: bytes of the answer
+    (both None = unbounded; the server sets them, see `check_work`).
     """
 
     max_pixels: int = 4096 * 4096
@@ -59,6 +62,8 @@ class PredictLimits:
     max_crop_layers: int = 1
     max_grid_points: int = 1024
     decode_bytes: int = 256 << 20
+    max_mask_pixels: int | None = None
+    max_answer_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,13 @@ def read_image(raw: bytes, field_name: str = "image", max_pixels: int = PredictL
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(field_name, str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidRequest(field_name, f"not a decodable PNG or JPEG image ({exc})") from None
+        raise InvalidRequest(field_name, f"not a decodable PNG or JPEG image ({_no_reprs(exc)})") from None
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _no_reprs(exc: Exception) -> str:
+    """An exception's message without object reprs such as "<_io.BytesIO object at 0x7f…>"."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc)) or type(exc).__name__
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -373,11 +383,46 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
     prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts)
     amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
     if prompts is None and amg.grid_points() > limits.max_grid_points:
-        raise InvalidRequest(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
-                                                              f"grid points, over the limit of "
-                                                              f"{limits.max_grid_points}")
+        raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
+                                                             f"grid points, over the limit of "
+                                                             f"{limits.max_grid_points}", "max_grid_points")
     return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
                     return_logits=opts["return_logits"], amg=amg)
+
+
+def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
+               field_name: str, limits: PredictLimits, return_logits: bool = False) -> int:
+    """Refuse, before any decoding, an instance of image `size` (H, W) that would cost more than `limits`
+    allow; returns its decoded mask pixels (for a per-request total).
+
+    Automatic mode (`prompts` None): grid points × max(1, H × W / 1024²) against `max_grid_points` (work grows
+    with both). Prompts: queries (one per box, or one) × masks per query (3 with `multimask`) × max(H × W,
+    256²) against `max_mask_pixels`; with `return_logits`, their base64 bytes against `max_answer_bytes`.
+    """
+    h, w = size
+    if prompts is None:
+        grid = amg.grid_points()
+        counted = grid * max(1.0, h * w / 2**20)
+        if counted > limits.max_grid_points:
+            raise LimitExceeded(f"{field_name}.points_per_side",
+                                f"automatic mode would decode {grid} grid points on a {w} × {h} image, "
+                                f"{counted:.0f} counted per 1024 × 1024 px, over the limit of "
+                                f"{limits.max_grid_points}; lower points_per_side or send a smaller image",
+                                "max_grid_points")
+        return 0
+    queries = len(prompts.boxes) or 1
+    per_query = 3 if multimask else 1
+    cost = queries * per_query * max(h * w, LOW_RES * LOW_RES)
+    if limits.max_mask_pixels is not None and cost > limits.max_mask_pixels:
+        raise LimitExceeded(field_name, f"{queries} queries × {per_query} masks × {h * w} px = {cost} decoded "
+                                        f"mask pixels, over the limit of {limits.max_mask_pixels}; send fewer "
+                                        "boxes, no multimask or a smaller image", "max_mask_pixels")
+    logit_bytes = queries * per_query * LOW_RES * LOW_RES * 4 * 4 // 3
+    if return_logits and limits.max_answer_bytes is not None and logit_bytes > limits.max_answer_bytes:
+        raise LimitExceeded(f"{field_name}.return_logits", f"{queries * per_query} masks' logits would be "
+                                                           f"{logit_bytes} bytes of answer, over the limit of "
+                                                           f"{limits.max_answer_bytes}", "max_answer_bytes")
+    return cost
 
 
 # --- decoding -------------------------------------------------------------------------------------------

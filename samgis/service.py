@@ -19,7 +19,7 @@ import numpy as np
 from samgis.encoder_queue import EncoderQueue
 from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts, require
-from samgis.errors import InvalidRequest
+from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
@@ -116,7 +116,12 @@ class SegmentService:
 
     def __init__(self, engine: Engine, cache: EmbeddingCache, sources: SourceRegistry, fetcher: TileFetcher,
                  *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100,
-                 max_points_per_side: int = 32, encoder_queue: EncoderQueue | None = None):
+                 max_points_per_side: int = 32, max_grid_points: int | None = None,
+                 max_mask_pixels: int | None = None, max_answer_vertices: int | None = None,
+                 encoder_queue: EncoderQueue | None = None):
+        """`max_grid_points` (automatic-mask grid points per 1024² px of window), `max_mask_pixels` (prompted
+        masks × window px) and `max_answer_vertices` (polygon vertices of one answer) bound one request's
+        work; None = unbounded."""
         self.engine = engine
         self.cache = cache
         self.sources = sources
@@ -126,6 +131,9 @@ class SegmentService:
         self.max_prompts = max_prompts
         self.max_points_per_side = max_points_per_side
         self.encoder_queue = encoder_queue  # None: encoder passes go straight to a worker thread
+        self.max_grid_points = max_grid_points
+        self.max_mask_pixels = max_mask_pixels
+        self.max_answer_vertices = max_answer_vertices
         self._prep = engine.describe().embedding_version
 
     # -- validation ---------------------------------------------------------------------------
@@ -166,7 +174,28 @@ class SegmentService:
         card = self.engine.describe()
         require(card, (["points"] if q.points else []) + (["boxes"] if q.boxes else []), "prompts")
         require(card, ["multimask"] if q.multimask else [], "multimask")
+        queries, per_query, px = len(q.boxes) or 1, 3 if q.multimask else 1, self._window_px(source)
+        if self.max_mask_pixels is not None and queries * per_query * px > self.max_mask_pixels:
+            raise LimitExceeded("prompts", f"{queries} queries × {per_query} masks × {px} window px = "
+                                           f"{queries * per_query * px} decoded mask pixels, over the limit of "
+                                           f"{self.max_mask_pixels}; send fewer boxes or no multimask",
+                                "max_mask_pixels")
         return source
+
+    def _window_px(self, source: TileSource) -> int:
+        """Pixels of one window of `source` (as `choose_window` makes them)."""
+        side = max(1, self.window_tiles * 256 // source.tile_size) * source.tile_size
+        return side * side
+
+    def _check_vertices(self, features: list[dict]) -> None:
+        """Refuse an answer of more polygon vertices than `max_answer_vertices` (before it is serialised)."""
+        if self.max_answer_vertices is None:
+            return
+        n = sum(count_vertices(f["geometry"]) for f in features)
+        if n > self.max_answer_vertices:
+            raise LimitExceeded("simplify_px", f"the answer would hold {n} polygon vertices, over the limit of "
+                                               f"{self.max_answer_vertices}; raise simplify_px or min_area_px, "
+                                               "or ask for fewer masks", "max_answer_vertices")
 
     # -- window -------------------------------------------------------------------------------
     def choose_window(self, source: TileSource, lnglat: np.ndarray, zoom: int) -> Window:
@@ -241,6 +270,7 @@ class SegmentService:
 
         features = await asyncio.to_thread(self._vectorize, result, window, source, q)
         timer.add("vectorize", t0)
+        self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source))
 
@@ -298,6 +328,13 @@ class SegmentService:
             value = getattr(q, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        grid, px = q.amg_options().grid_points(), self._window_px(source)
+        counted = grid * max(1.0, px / 2**20)
+        if self.max_grid_points is not None and counted > self.max_grid_points:
+            raise LimitExceeded("points_per_side", f"a {q.points_per_side} × {q.points_per_side} grid decodes "
+                                                   f"{grid} points on a {px} px window ({counted:.0f} counted per "
+                                                   f"1024 × 1024 px), over the limit of {self.max_grid_points}",
+                                "max_grid_points")
         return source
 
     async def segment_everything(self, q: EverythingQuery) -> dict:
@@ -327,6 +364,7 @@ class SegmentService:
 
         features = await asyncio.to_thread(self._vectorize_records, records, window, source, q)
         timer.add("vectorize", t0)
+        self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         generator = {
             "points_per_side": options.points_per_side, "grid_points": options.grid_points(),
@@ -364,3 +402,11 @@ class SegmentService:
         for k, f in enumerate(features):
             f["properties"]["mask_index"] = k
         return features
+
+
+def count_vertices(geometry: dict) -> int:
+    """Positions in a GeoJSON Polygon / MultiPolygon (closing positions included)."""
+    coords = geometry["coordinates"]
+    if geometry["type"] == "Polygon":
+        return sum(len(ring) for ring in coords)
+    return sum(len(ring) for poly in coords for ring in poly)

@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     max_points_per_side: int = Field(32, ge=1, description="cap on automatic-mask grid density")
     encoder_queue: int = Field(8, ge=0, description="encoder passes (cold windows, new images) that may wait "
                                "behind the running one; beyond → 503 with Retry-After")
+    max_grid_points: int = Field(256, ge=1, description="automatic-mask grid points one request may decode, "
+                                 "counted per 1024 × 1024 px of image (a 2048² image counts each point 4×); "
+                                 "256 = a 16 × 16 grid on a map window, a few seconds on a CPU")
+    max_mask_pixels: int = Field(64 * 2**20, ge=1, description="prompted masks decoded in one request × pixels "
+                                 "per mask (e.g. 64 full 1024 × 1024 px map-window masks)")
+    max_answer_vertices: int = Field(1_000_000, ge=1, description="polygon vertices in one GeoJSON answer")
+    max_answer_bytes: int = Field(50_000_000, ge=1, description="bytes of one JSON answer")
+    body_timeout_s: float = Field(60.0, gt=0, description="seconds a request body may take to arrive; "
+                                  "slower → 408 and the connection is closed")
     default_source: str = "OpenStreetMap.Mapnik"
     web_dir: Path | None = Field(None, description="built web map to serve at / (default: the repo's web/dist)")
     # access control for shared deployments (api/security.py); all off by default

@@ -23,15 +23,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Mount
 
-from api.errors import error_body
+from api.models import Bool, Int, Label, Num
 from api.resources import Resources, get_engine, get_resources
 from api.routers import meta
 from samgis.engine.protocol import Embedding, Engine
-from samgis.errors import InvalidRequest
+from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.predict import (
     AmgOptions,
     ImageTooLarge,
     PredictLimits,
+    check_work,
     decode_image,
     decode_prompts,
     image_digest,
@@ -55,7 +56,7 @@ class B64(BaseModel):
 
 class Logits(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    shape: list[int]
+    shape: list[Int]
     dtype: Literal["float32"] = "float32"
     data: str = Field(..., description="base64 of little-endian float32 values")
 
@@ -64,30 +65,30 @@ class PredictOptions(BaseModel):
     """Options; in `parameters` they apply to every instance, in an instance they override `parameters`."""
 
     model_config = ConfigDict(extra="forbid")
-    multimask: bool | None = Field(None, description="three candidate masks per query (default false)")
+    multimask: Bool | None = Field(None, description="three candidate masks per query (default false)")
     mask_format: Literal["rle", "png", "polygon"] | None = Field(
         None, description="rle: COCO compressed RLE (default); png: base64 8-bit PNG, 255 = mask; "
                           "polygon: GeoJSON-style Polygon/MultiPolygon in pixel-edge coordinates")
-    return_logits: bool | None = Field(None, description="add (Q, M, 256, 256) float32 low-res logits")
-    points_per_side: int | None = Field(None, ge=1, description="automatic mode: grid side (default 16)")
-    pred_iou_thresh: float | None = Field(None, ge=0, le=1, description="automatic mode (default 0.88)")
-    stability_score_thresh: float | None = Field(None, ge=0, le=1, description="automatic mode (default 0.95)")
-    stability_score_offset: float | None = Field(None, ge=0, description="automatic mode (default 1.0)")
-    box_nms_thresh: float | None = Field(None, ge=0, le=1, description="automatic mode (default 0.7)")
-    crop_n_layers: int | None = Field(None, ge=0, description="automatic mode (default 0)")
-    crop_nms_thresh: float | None = Field(None, ge=0, le=1)
-    crop_overlap_ratio: float | None = Field(None, ge=0, lt=1)
-    crop_n_points_downscale_factor: int | None = Field(None, ge=1)
-    min_mask_region_area: int | None = Field(None, ge=0, description="automatic mode: remove smaller "
+    return_logits: Bool | None = Field(None, description="add (Q, M, 256, 256) float32 low-res logits")
+    points_per_side: Int | None = Field(None, ge=1, description="automatic mode: grid side (default 16)")
+    pred_iou_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.88)")
+    stability_score_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.95)")
+    stability_score_offset: Num | None = Field(None, ge=0, description="automatic mode (default 1.0)")
+    box_nms_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.7)")
+    crop_n_layers: Int | None = Field(None, ge=0, description="automatic mode (default 0)")
+    crop_nms_thresh: Num | None = Field(None, ge=0, le=1)
+    crop_overlap_ratio: Num | None = Field(None, ge=0, lt=1)
+    crop_n_points_downscale_factor: Int | None = Field(None, ge=1)
+    min_mask_region_area: Int | None = Field(None, ge=0, description="automatic mode: remove smaller "
                                                                      "holes/islands, px (default 0)")
 
 
 class PredictInstance(PredictOptions):
     image: str | B64 = Field(..., description="base64 PNG or JPEG (a data: URL or {\"b64\": …} too)")
-    points: list[tuple[float, float]] | None = Field(
+    points: list[tuple[Num, Num]] | None = Field(
         None, description="[[x, y], …] image px, integer = pixel centre (SamPredictor's convention)")
-    labels: list[Literal[0, 1]] | None = Field(None, description="per point: 1 include, 0 exclude (default 1)")
-    boxes: list[tuple[float, float, float, float]] | None = Field(
+    labels: list[Label] | None = Field(None, description="per point: 1 include, 0 exclude (default 1)")
+    boxes: list[tuple[Num, Num, Num, Num]] | None = Field(
         None, description="[[x0, y0, x1, y1], …] image px; each box is its own query, with all the points")
     mask_input: Logits | None = Field(None, description="low-res logits of an earlier answer (return_logits)")
 
@@ -117,7 +118,28 @@ class AzureRequest(BaseModel):
 def limits_for(settings: Settings) -> PredictLimits:
     """Limits from the settings."""
     return PredictLimits(max_pixels=settings.max_image_pixels, max_prompts=settings.max_prompts,
-                         max_instances=settings.max_instances, max_points_per_side=settings.max_points_per_side)
+                         max_instances=settings.max_instances, max_points_per_side=settings.max_points_per_side,
+                         max_grid_points=settings.max_grid_points, max_mask_pixels=settings.max_mask_pixels,
+                         max_answer_bytes=settings.max_answer_bytes)
+
+
+def add_mask_pixels(total: int, cost: int, field: str, limits: PredictLimits) -> int:
+    """`total` + `cost` decoded mask pixels of one request, refused (before decoding) over the limit."""
+    total += cost
+    if limits.max_mask_pixels is not None and total > limits.max_mask_pixels:
+        raise LimitExceeded(field, f"the request would decode {total} mask pixels in all, over the limit of "
+                                   f"{limits.max_mask_pixels}; split it", "max_mask_pixels")
+    return total
+
+
+def answer(content, limits: PredictLimits) -> JSONResponse:
+    """The JSON answer, refused when it is over `max_answer_bytes` once encoded."""
+    response = JSONResponse(content)
+    if limits.max_answer_bytes is not None and len(response.body) > limits.max_answer_bytes:
+        raise LimitExceeded("instances", f"the answer would be {len(response.body)} bytes, over the limit of "
+                                         f"{limits.max_answer_bytes}; ask for fewer masks, rle masks or no "
+                                         "logits", "max_answer_bytes")
+    return response
 
 
 async def embedding_for(res: Resources, engine: Engine, image: np.ndarray) -> tuple[Embedding, bool]:
@@ -134,10 +156,6 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def too_large(exc: ImageTooLarge) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=413)
-
-
 async def run_instances(instances: list[dict], parameters: dict, res: Resources, engine: Engine) -> list[dict]:
     """One prediction per instance dict, in order (see `samgis.predict.predict` for its shape)."""
     limits = limits_for(res.settings)
@@ -145,6 +163,7 @@ async def run_instances(instances: list[dict], parameters: dict, res: Resources,
         raise InvalidRequest("instances", f"{len(instances)} instances is over the limit of "
                                           f"{limits.max_instances} per request")
     out = []
+    mask_pixels = 0
     for i, obj in enumerate(instances):
         field = f"instances[{i}]"
         t_start = time.perf_counter()
@@ -153,6 +172,9 @@ async def run_instances(instances: list[dict], parameters: dict, res: Resources,
         image = await asyncio.to_thread(decode_image, obj["image"], f"{field}.image", limits.max_pixels)
         t_image = _ms(t_start)
         inst = parse_instance(obj, field, parameters, limits, image=image)
+        cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field, limits,
+                          inst.return_logits)
+        mask_pixels = add_mask_pixels(mask_pixels, cost, field, limits)
         t0 = time.perf_counter()
         embedding, hit = await embedding_for(res, engine, image)
         t_embed = _ms(t0)
@@ -176,11 +198,8 @@ async def predict_endpoint(req: PredictRequest, engine: Engine = Depends(get_eng
     """
     instances = [inst.model_dump(exclude_none=True) for inst in req.instances]
     parameters = req.parameters.model_dump(exclude_none=True) if req.parameters else {}
-    try:
-        predictions = await run_instances(instances, parameters, res, engine)
-    except ImageTooLarge as exc:
-        return too_large(exc)
-    return JSONResponse({"predictions": predictions})
+    predictions = await run_instances(instances, parameters, res, engine)  # ImageTooLarge → 413 (api.errors)
+    return answer({"predictions": predictions}, limits_for(res.settings))
 
 
 _PREDICT_DOC = dict(responses={413: {"description": "body or image over the limit"},
@@ -325,23 +344,24 @@ async def score(req: AzureRequest, engine: Engine = Depends(get_engine),
         raise InvalidRequest("input_data.data", f"{len(req.input_data.data)} rows is over the limit of "
                                                 f"{limits.max_instances}")
     rows = []
-    try:
-        for r, values in enumerate(req.input_data.data):
-            field = f"input_data.data[{r}]"
-            if len(values) != len(cols):
-                raise InvalidRequest(field, f"{len(values)} values for {len(cols)} columns")
-            row = dict(zip(cols, values))
-            image = await asyncio.to_thread(decode_image, row["image"], f"{field}.image", limits.max_pixels)
-            queries = azure_queries(row, image.shape[:2], field, limits.max_prompts)
-            multimask = row.get("multimask_output")
-            multimask = multimask if isinstance(multimask, bool) else True  # Azure's default
-            embedding, _ = await embedding_for(res, engine, image)
-            preds = await asyncio.to_thread(_azure_row_predictions, engine, image, embedding, queries,
-                                            multimask, limits)
-            rows.append(azure_row(preds))
-    except ImageTooLarge as exc:
-        return too_large(exc)
-    return JSONResponse(rows)
+    mask_pixels = 0
+    for r, values in enumerate(req.input_data.data):
+        field = f"input_data.data[{r}]"
+        if len(values) != len(cols):
+            raise InvalidRequest(field, f"{len(values)} values for {len(cols)} columns")
+        row = dict(zip(cols, values))
+        image = await asyncio.to_thread(decode_image, row["image"], f"{field}.image", limits.max_pixels)
+        queries = azure_queries(row, image.shape[:2], field, limits.max_prompts)
+        multimask = row.get("multimask_output")
+        multimask = multimask if isinstance(multimask, bool) else True  # Azure's default
+        for prompts in queries or [None]:  # no prompts: automatic masks with Azure's (our) default grid
+            cost = check_work(prompts, multimask, AmgOptions(), image.shape[:2], field, limits)
+            mask_pixels = add_mask_pixels(mask_pixels, cost, field, limits)
+        embedding, _ = await embedding_for(res, engine, image)
+        preds = await asyncio.to_thread(_azure_row_predictions, engine, image, embedding, queries,
+                                        multimask, limits)
+        rows.append(azure_row(preds))
+    return answer(rows, limits)
 
 
 # --- Vertex AI ------------------------------------------------------------------------------------------
