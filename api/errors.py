@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.request_id import request_id_of
 from samgis.errors import (
+    ImageTooLarge,
     InvalidRequest,
     LimitExceeded,
     ModelNotReady,
@@ -30,7 +31,6 @@ from samgis.errors import (
     UpstreamTimeout,
     WeightsUnavailable,
 )
-from samgis.predict import ImageTooLarge
 
 log = logging.getLogger("samgis.api")
 MAX_ECHO_CHARS = 200
