@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
+from api.request_id import RequestIdMiddleware
 from api.resources import Resources, build_resources, load_engine_in_background
 from api.routers import compat, export, meta, predict, segment, tiles
+from api.routing import WebFiles
+from api.security import install_access_control
 from samgis import __version__
 from samgis.engine.protocol import Engine
 from samgis.geo.sources import SourceRegistry
@@ -46,14 +48,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(title="samgis", version=__version__, lifespan=lifespan,
                   description="Segment Anything on web maps and images; georeferenced GeoJSON out.")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    install_access_control(app, settings, os.environ)  # API keys, rate limits, CORS (outside the body limit)
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: every answer carries the id
     install_error_handlers(app)
     for router in (meta.router, segment.router, compat.router, export.router, tiles.router, predict.router):
         app.include_router(router)
     predict.vertex_routes(app, os.environ)  # AIP_PREDICT_ROUTE / AIP_HEALTH_ROUTE when set
     web_dir = settings.web_dir or WEB_DIST
     if web_dir.is_dir():
-        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+        app.mount("/", WebFiles(directory=web_dir, html=True), name="web")  # API 405s keep their Allow
     return app
 
 

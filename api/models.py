@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
-from samgis.predict import AmgOptions
+from samgis.engine.protocol import AmgOptions
+
+# Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
+# finite (NaN/Infinity are refused before parsing by `api.limits.BodyLimitMiddleware`; this is the second
+# line); an integer is a JSON integer; a boolean is true or false.
+Num = Annotated[float, Strict(), AllowInfNan(False)]
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+
+
+def _json_integer(value):
+    if type(value) is not int:  # not true/false, not 1.0
+        raise ValueError("expected the integer 0 or 1")
+    return value
+
+
+Label = Annotated[Literal[0, 1], BeforeValidator(_json_integer)]
 
 
 class LatLng(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lat: float = Field(..., ge=-90, le=90, description="latitude, degrees WGS84")
-    lng: float = Field(..., ge=-180, le=180, description="longitude, degrees WGS84")
+    lat: Num = Field(..., ge=-90, le=90, description="latitude, degrees WGS84")
+    lng: Num = Field(..., ge=-180, le=180, description="longitude, degrees WGS84")
 
 
 class BBoxIn(BaseModel):
@@ -26,9 +42,9 @@ class BBoxIn(BaseModel):
 class PointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["point"]
-    lat: float = Field(..., ge=-90, le=90)
-    lng: float = Field(..., ge=-180, le=180)
-    label: Literal[0, 1] = Field(1, description="1 = include, 0 = exclude")
+    lat: Num = Field(..., ge=-90, le=90)
+    lng: Num = Field(..., ge=-180, le=180)
+    label: Label = Field(1, description="1 = include, 0 = exclude")
 
 
 class BoxIn(BaseModel):
@@ -48,12 +64,12 @@ class SegmentRequest(BaseModel):
         "prompts": [{"type": "point", "lat": 45.0, "lng": 11.25, "label": 1}],
     }]})
     bbox: BBoxIn
-    zoom: int = Field(..., ge=0, le=24, description="map zoom; the window uses it or steps out")
+    zoom: Int = Field(..., ge=0, le=24, description="map zoom; the window uses it or steps out")
     source: str = Field("OpenStreetMap.Mapnik", description="a configured tile source (see /v1/sources)")
     prompts: list[Prompt] = Field(..., min_length=1)
-    multimask: bool = Field(False, description="three candidate masks per prompt group")
-    simplify_px: float = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
-    min_area_px: float = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
+    multimask: Bool = Field(False, description="three candidate masks per prompt group")
+    simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
+    min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
 
 
 class WindowOut(BaseModel):
@@ -88,24 +104,24 @@ class EverythingRequest(BaseModel):
         "lat": 45.0, "lng": 11.25, "zoom": 17, "source": "OpenStreetMap.Mapnik",
         "points_per_side": 16, "min_area_m2": 50,
     }]})
-    lat: float = Field(..., ge=-90, le=90, description="latitude, degrees WGS84 (inside ±85.0511, the Web "
+    lat: Num = Field(..., ge=-90, le=90, description="latitude, degrees WGS84 (inside ±85.0511, the Web "
                                                        "Mercator map)")
-    lng: float = Field(..., ge=-180, le=180, description="longitude, degrees WGS84")
-    zoom: int = Field(..., ge=0, le=24, description="map zoom; the 1024 px window is taken at this zoom")
+    lng: Num = Field(..., ge=-180, le=180, description="longitude, degrees WGS84")
+    zoom: Int = Field(..., ge=0, le=24, description="map zoom; the 1024 px window is taken at this zoom")
     source: str = Field("OpenStreetMap.Mapnik", description="a configured tile source (see /v1/sources)")
-    points_per_side: int = Field(AmgOptions.points_per_side, ge=1,
+    points_per_side: Int = Field(AmgOptions.points_per_side, ge=1,
                                  description="grid of points_per_side² point prompts over the window; at most "
                                              "the server's max_points_per_side (SAMGIS_MAX_POINTS_PER_SIDE, "
                                              "default 32)")
-    pred_iou_thresh: float = Field(AmgOptions.pred_iou_thresh, ge=0, le=1,
+    pred_iou_thresh: Num = Field(AmgOptions.pred_iou_thresh, ge=0, le=1,
                                    description="drop masks whose predicted IoU is not above this")
-    stability_score_thresh: float = Field(AmgOptions.stability_score_thresh, ge=0, le=1,
+    stability_score_thresh: Num = Field(AmgOptions.stability_score_thresh, ge=0, le=1,
                                           description="drop masks whose stability score is below this")
-    box_nms_thresh: float = Field(AmgOptions.box_nms_thresh, ge=0, le=1,
+    box_nms_thresh: Num = Field(AmgOptions.box_nms_thresh, ge=0, le=1,
                                   description="box IoU above which the lower-scored of two masks is dropped")
-    min_area_m2: float = Field(0.0, ge=0, description="drop masks smaller than this (geodesic m²)")
-    min_area_px: float = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
-    simplify_px: float = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
+    min_area_m2: Num = Field(0.0, ge=0, description="drop masks smaller than this (geodesic m²)")
+    min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
+    simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
 
 
 class EverythingMeta(SamgisMeta):
@@ -125,8 +141,8 @@ class EverythingOut(BaseModel):
 # --- SamGIS compatibility (/infer_samgis) ---------------------------------------------------------
 
 class SamgisPointData(BaseModel):
-    lat: float = Field(..., ge=-90, le=90)
-    lng: float = Field(..., ge=-180, le=180)
+    lat: Num = Field(..., ge=-90, le=90)
+    lng: Num = Field(..., ge=-180, le=180)
 
 
 class SamgisRectData(BaseModel):
@@ -137,13 +153,13 @@ class SamgisRectData(BaseModel):
 class SamgisPoint(BaseModel):
     type: Literal["point"]
     data: SamgisPointData
-    label: Literal[0, 1] = 1
+    label: Label = 1
 
 
 class SamgisRect(BaseModel):
     type: Literal["rectangle"]
     data: SamgisRectData
-    label: int | None = None
+    label: Int | None = None
 
 
 SamgisPrompt = Annotated[Union[SamgisPoint, SamgisRect], Field(discriminator="type")]
@@ -152,8 +168,8 @@ SamgisPrompt = Annotated[Union[SamgisPoint, SamgisRect], Field(discriminator="ty
 class SamgisRequest(BaseModel):
     bbox: BBoxIn
     prompt: list[SamgisPrompt] = Field(..., min_length=1)
-    zoom: float = Field(..., ge=0, le=24, description="SamGIS sends Leaflet's zoom, which may be fractional; "
+    zoom: Num = Field(..., ge=0, le=24, description="SamGIS sends Leaflet's zoom, which may be fractional; "
                                                        "the tile zoom is its integer part")
     source_type: str = "OpenStreetMap.Mapnik"
     id: str = Field("", description="SamGIS's request id; accepted and ignored")
-    debug: bool = Field(False, description="SamGIS's debug flag; accepted and ignored")
+    debug: Bool = Field(False, description="SamGIS's debug flag; accepted and ignored")

@@ -11,12 +11,15 @@ from fastapi import Request
 
 from samgis import __version__
 from samgis.engine.cache import EmbeddingCache
+from samgis.encoder_queue import EncoderQueue
+from samgis.engine.factory import build_engine
 from samgis.engine.protocol import Engine
-from samgis.errors import ModelNotReady
+from samgis.errors import ModelNotReady, SamgisError
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry
 from samgis.geo.tilecache import TileCache
-from samgis.service import SegmentService
+from samgis.services.image_predict import ImagePredictService, limits_from_settings
+from samgis.services.map_segment import SegmentService
 from samgis.settings import Settings
 
 log = logging.getLogger("samgis.api")
@@ -28,8 +31,10 @@ class Resources:
     sources: SourceRegistry
     fetcher: TileFetcher
     cache: EmbeddingCache
+    encoder_queue: EncoderQueue
     engine: Engine | None = None
     service: SegmentService | None = None
+    predict_service: ImagePredictService | None = None
     model_status: str = "loading"  # loading | ready | error
     model_error: str | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -40,7 +45,13 @@ class Resources:
                                       window_tiles=self.settings.window_tiles,
                                       max_zoom_steps=self.settings.max_zoom_steps,
                                       max_prompts=self.settings.max_prompts,
-                                      max_points_per_side=self.settings.max_points_per_side)
+                                      max_points_per_side=self.settings.max_points_per_side,
+                                      encoder_queue=self.encoder_queue,
+                                      max_grid_points=self.settings.max_grid_points,
+                                      max_mask_pixels=self.settings.max_mask_pixels,
+                                      max_answer_vertices=self.settings.max_answer_vertices)
+        self.predict_service = ImagePredictService(engine, self.cache, limits_from_settings(self.settings),
+                                                   self.encoder_queue)
         self.model_status = "ready"
         self._ready.set()
 
@@ -54,24 +65,23 @@ def build_resources(settings: Settings, sources: SourceRegistry | None = None) -
     tile_cache = TileCache(settings.resolved_cache_dir() / "tiles") if settings.tile_cache else None
     fetcher = TileFetcher(tile_cache, user_agent=f"samgis/{__version__} (segment-anything map service)",
                           timeout_s=settings.tile_timeout_s, retries=settings.tile_retries)
-    return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes))
-
-
-def load_engine(settings: Settings) -> Engine:
-    """Resolve weights (maybe downloading them) and build the configured engine."""
-    from samgis.engine.sam import SamEngine
-
-    spec, ckpt = settings.weights()
-    return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
+    return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes),
+                     encoder_queue=EncoderQueue(settings.encoder_queue))
 
 
 async def load_engine_in_background(res: Resources) -> None:
     try:
-        engine = await asyncio.to_thread(load_engine, res.settings)
-    except Exception as exc:  # reported by /health and every model route
-        msg = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        engine = await asyncio.to_thread(build_engine, res.settings)
+    except SamgisError as exc:  # reported by /health and every model route; says what to do (weights …)
+        log.error("model could not be loaded: %s", exc.message)
+        res.fail(exc.message)
+    except KeyError as exc:  # the registry's "unknown model …; known models: …"
+        msg = str(exc.args[0]) if exc.args else "unknown model"
         log.error("model could not be loaded: %s", msg)
         res.fail(msg)
+    except Exception:  # internals (paths, exception text) stay in the log
+        log.exception("model could not be loaded")
+        res.fail("an unexpected error stopped the model from loading; the server log has the details")
     else:
         res.set_engine(engine)
         log.info("model %s ready on %s", engine.model_id, engine.describe().device)

@@ -28,7 +28,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samgis.batch import JobConfig, SamEngineConfig, run_batch  # noqa: E402
+from samgis.batch import JobConfig, run_batch  # noqa: E402
+from samgis.engine.factory import EngineRecipe  # noqa: E402
 from samgis.engine.registry import get_model_spec  # noqa: E402
 from samgis.engine.threads import in_fresh_thread  # noqa: E402
 from tests.conftest import save_random_checkpoint  # noqa: E402  (also registers test_vit_tiny)
@@ -68,7 +69,7 @@ def map_job(path: Path, n: int) -> None:
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
 
 
-def ceiling(factory: SamEngineConfig, images: list[np.ndarray], repeats: int) -> float:
+def ceiling(factory: EngineRecipe, images: list[np.ndarray], repeats: int) -> float:
     """Items/s of the image encoder alone on `images` (one embed per item), after one warm-up embed."""
     engine = factory()
     engine.embed(images[0])
@@ -94,7 +95,7 @@ def main() -> None:
     # Off the main thread: a thread that ran parallel torch ops and lives on slows every later op of the
     # process (see samgis/engine/threads.py); the local runs and the ceiling run in this process.
     ckpt = in_fresh_thread(save_random_checkpoint, spec.arch, tmp / f"{spec.model_id}.pth")
-    factory = SamEngineConfig(spec, str(ckpt), device="cpu")
+    factory = EngineRecipe(spec, str(ckpt), device="cpu")
     print(f"model {spec.model_id} (random weights), cpu, {os.cpu_count()} CPUs, job: {args.items} {args.job}")
 
     with SceneTileServer(default_scene()) as tiles:

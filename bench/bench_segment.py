@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from api.app import create_app  # noqa: E402
 from samgis.engine.protocol import Prompts  # noqa: E402
 from samgis.engine.registry import get_model_spec  # noqa: E402
-from samgis.engine.sam import SamEngine, build_sam  # noqa: E402
+from samgis.engine.backends.sam1 import SamEngine, build_sam  # noqa: E402
 from samgis.engine.threads import in_fresh_thread, on_torch_thread  # noqa: E402
 from samgis.settings import Settings  # noqa: E402
 from samgis.vector.export import geojson_bytes  # noqa: E402

@@ -34,8 +34,26 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(16_777_216, ge=1, description="width × height of one image to /v1/predict")
     max_instances: int = Field(16, ge=1, description="instances in one /v1/predict request")
     max_points_per_side: int = Field(32, ge=1, description="cap on automatic-mask grid density")
+    encoder_queue: int = Field(8, ge=0, description="encoder passes (cold windows, new images) that may wait "
+                               "behind the running one; beyond → 503 with Retry-After")
+    max_grid_points: int = Field(256, ge=1, description="automatic-mask grid points one request may decode, "
+                                 "counted per 1024 × 1024 px of image (a 2048² image counts each point 4×); "
+                                 "256 = a 16 × 16 grid on a map window, a few seconds on a CPU")
+    max_mask_pixels: int = Field(64 * 2**20, ge=1, description="prompted masks decoded in one request × pixels "
+                                 "per mask (e.g. 64 full 1024 × 1024 px map-window masks)")
+    max_answer_vertices: int = Field(1_000_000, ge=1, description="polygon vertices in one GeoJSON answer")
+    max_answer_bytes: int = Field(50_000_000, ge=1, description="bytes of one JSON answer")
+    body_timeout_s: float = Field(60.0, gt=0, description="seconds a request body may take to arrive; "
+                                  "slower → 408 and the connection is closed")
     default_source: str = "OpenStreetMap.Mapnik"
     web_dir: Path | None = Field(None, description="built web map to serve at / (default: the repo's web/dist)")
+    # access control for shared deployments (api/security.py); all off by default
+    api_keys: str | None = Field(None, description="API keys: comma-separated, or a file with one key per line; "
+                                 "when set, API routes need 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    rate_limit_per_key: str | None = Field(None, description="e.g. \"10/second;600/hour\": requests per API key")
+    rate_limit_per_ip: str | None = Field(None, description="e.g. \"5/second;300/hour\": requests per client IP")
+    cors_origins: str | None = Field(None, description="comma-separated origins allowed to call the API from a "
+                                     "browser (CORS); none by default")
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir:
@@ -43,16 +61,3 @@ class Settings(BaseSettings):
         from samgis.engine.weights import default_cache_dir
 
         return default_cache_dir().parent
-
-    def weights(self):
-        """(ModelSpec, Path) of the configured model's verified weights: `checkpoint`, else `AIP_STORAGE_URI`
-        when it is a local path (Vertex AI), else the cache dir, else a download when allowed."""
-        import os
-
-        from samgis.engine.registry import get_model_spec
-        from samgis.engine.weights import resolve_checkpoint, storage_checkpoint
-
-        spec = get_model_spec(self.model)
-        explicit = self.checkpoint or storage_checkpoint(spec, os.environ.get("AIP_STORAGE_URI"))
-        return spec, resolve_checkpoint(spec, explicit, cache_dir=self.resolved_cache_dir() / "weights",
-                                        allow_download=self.allow_download)

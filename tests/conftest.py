@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from samgis.engine.registry import ModelSpec, SamArch, get_model_spec, register_model
-from samgis.engine.sam import SamEngine, build_sam
+from samgis.engine.backends.sam1 import SamEngine, build_sam
 
 # Keep tests from touching the user's cache and from trying the network for weights.
 os.environ.setdefault("SAMGIS_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "test"))
 
 TINY = register_model(ModelSpec(
-    model_id="test_vit_tiny", backend="segment-anything",
-    arch=SamArch(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,)),
+    model_id="test_vit_tiny", backend="sam1",
+    config=SamArch(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,)),
     description="random-weight tiny ViT for tests",
 ), replace=True)
 

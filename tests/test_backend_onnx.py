@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from api.errors import error_body, status_for
-from samgis.engine.backends.onnx import ManifestError, MissingCapability, OnnxEngine, load, onnx_providers
-from samgis.cli import main
+from samgis.cli.main import main
+from samgis.engine.amg import generate_with_point_batches
+from samgis.engine.backends.onnx import ManifestError, OnnxEngine, load_pair, onnx_providers
 from samgis.engine.backends.onnx.export import export_sam1_files, quantize_pair
 from samgis.engine.backends.onnx.manifest import file_sha256, write_manifest
-from samgis.engine.protocol import Prompts
-from samgis.engine.sam import load_sam
-from samgis.predict import AmgOptions, generate_masks_for_embedding
+from samgis.engine.backends.sam1 import load_sam
+from samgis.engine.factory import EngineRecipe
+from samgis.engine.protocol import AmgOptions, Prompts
+from samgis.engine.registry import ModelSpec
+from samgis.errors import MissingCapability
 from tests.conftest import TINY, textured_image
 from tests.support.samexporter_pair import write_samexporter_pair
 from tests.test_predict import AMG_PARAMS
@@ -55,14 +58,14 @@ def pair_dir(tmp_path_factory, tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def onnx_engine(pair_dir) -> OnnxEngine:
-    return load(pair_dir, device="cpu", threads=1)
+    return load_pair(pair_dir, device="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
 def uint8_engine(pair_dir, tmp_path_factory) -> OnnxEngine:
     out = tmp_path_factory.mktemp("onnx") / "uint8"
     quantize_pair(pair_dir, out)
-    return load(out, device="cpu", threads=1)
+    return load_pair(out, device="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +100,23 @@ def test_export_command_refuses_bad_input_before_exporting(tmp_path, tiny_checkp
 
 def test_card_capabilities_come_from_the_decoder(onnx_engine):
     card = onnx_engine.describe()
-    assert card.backend == "onnx" and card.model_id == TINY.model_id and card.image_size == 1024
-    assert card.device == "cpu" and card.dtype == "fp32"
-    assert card.extra["capabilities"]["mask_input"] and card.extra["capabilities"]["multimask"]
+    assert card.backend == "onnx" and card.model_id == TINY.model_id and card.input_size == 1024
+    assert card.device == "cpu" and card.dtype == "fp32" and card.resize == "longest-side"
+    assert card.low_res_size == 256 and card.embedding_version.startswith("onnx-sam1-nchw-1024-")
+    assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                                           "automatic": True, "text": False}
     assert card.extra["providers"] == ["CPUExecutionProvider"]
     assert onnx_engine.batched and onnx_engine.masks_per_query == 4
+
+
+def test_factory_builds_the_onnx_backend(pair_dir, embeddings):
+    """What `build_engine` does for a models-file entry `{"backend": "onnx"}` with `--checkpoint DIR`."""
+    spec = ModelSpec(model_id="tiny_onnx", backend="onnx", config={"threads": 1})
+    engine = EngineRecipe(spec, str(pair_dir), device="cpu")()
+    assert isinstance(engine, OnnxEngine) and engine.model_id == "tiny_onnx"
+    assert engine.describe().extra["exported_model_id"] == TINY.model_id
+    with pytest.raises(ValueError, match="exported as fp32; it cannot run in fp16"):
+        EngineRecipe(spec, str(pair_dir), device="cpu", precision="fp16")()
 
 
 def test_embedding_matches_torch(embeddings):
@@ -163,7 +178,7 @@ def test_concurrent_calls_give_the_sequential_results(onnx_engine, image, embedd
 def test_uint8_pair_reaches_an_iou_we_report(uint8_engine, tiny_engine, image, embeddings, pair_dir):
     card = uint8_engine.describe()
     assert card.dtype == "uint8" and card.extra["quantization"]["weight_type"] == "QUInt8"
-    assert card.extra["embedding_version"] != load(pair_dir, "cpu").describe().extra["embedding_version"]
+    assert card.embedding_version != load_pair(pair_dir, "cpu").describe().embedding_version
     emb = uint8_engine.embed(image)
     ious = []
     for case, (prompts, multimask) in PROMPTS.items():
@@ -179,7 +194,7 @@ def test_uint8_pair_reaches_an_iou_we_report(uint8_engine, tiny_engine, image, e
 def test_automatic_masks_have_sam1_records(onnx_engine, tiny_engine, embeddings):
     opts = AmgOptions(**AMG_PARAMS)
     ours = onnx_engine.generate(embeddings[0], opts)
-    ref = generate_masks_for_embedding(tiny_engine, embeddings[1], opts)
+    ref = generate_with_point_batches(tiny_engine, embeddings[1], opts)
     assert len(ref) >= 3 and len(ours) == len(ref)
     assert all(set(o) == set(r) for o, r in zip(ours, ref))
     assert ours[0]["segmentation"].shape == (H, W) and ours[0]["segmentation"].dtype == bool
@@ -193,13 +208,13 @@ def test_tampered_or_truncated_file_is_refused(pair_dir, tmp_path):
     data[len(data) // 2] ^= 0xFF
     (copy / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(ManifestError, match=r"decoder\.onnx: SHA-256 .* does not match"):
-        load(copy, "cpu")
+        load_pair(copy, "cpu")
     (copy / "encoder.onnx").write_bytes((pair_dir / "encoder.onnx").read_bytes()[:1000])
     with pytest.raises(ManifestError, match=r"encoder\.onnx has 1000 bytes"):
-        load(copy, "cpu")
+        load_pair(copy, "cpu")
     (copy / "encoder.onnx").unlink()
     with pytest.raises(ManifestError, match="missing"):
-        load(copy, "cpu")
+        load_pair(copy, "cpu")
 
 
 def decoder_variant(model, pair_dir, out, **flags):
@@ -215,24 +230,23 @@ def test_pairs_without_a_capability_refuse_it_with_422(tiny_checkpoint, pair_dir
     model = load_sam(TINY, tiny_checkpoint)
     decoder_variant(model, pair_dir, tmp_path / "nomask", with_mask_input=False)
     decoder_variant(model, pair_dir, tmp_path / "single", single_mask=True)
-    no_mask, single = load(tmp_path / "nomask", "cpu"), load(tmp_path / "single", "cpu")
-    caps = no_mask.describe().extra["capabilities"]
-    assert caps["mask_input"] is False and caps["multimask"] is True
-    caps = single.describe().extra["capabilities"]
-    assert caps["mask_input"] is True and caps["multimask"] is False and caps["automatic"] is False
+    no_mask, single = load_pair(tmp_path / "nomask", "cpu"), load_pair(tmp_path / "single", "cpu")
+    caps = no_mask.describe().capabilities
+    assert caps.mask_input is False and caps.multimask is True
+    caps = single.describe().capabilities
+    assert caps.mask_input is True and caps.multimask is False and caps.automatic is False
     image = textured_image(H, W, seed=3)
     emb = no_mask.embed(image)
     with pytest.raises(MissingCapability) as err:
         no_mask.decode(emb, Prompts(points=[[10.0, 10.0]], labels=[1], mask_input=np.zeros((1, 256, 256))))
-    assert status_for(err.value) == 422 and error_body(err.value)["field"] == "mask_input"
-    assert "no mask_input input" in err.value.message
+    assert status_for(err.value) == 422 and "does not support mask_input" in error_body(err.value)["detail"]
     assert no_mask.decode(emb, Prompts(points=[[10.0, 10.0]], labels=[1]), multimask=True).masks.shape == (1, 3, H, W)
     emb = single.embed(image)
     for call, capability in [(lambda: single.decode(emb, Prompts(points=[[9.0, 9.0]], labels=[1]), True), "multimask"),
                              (lambda: single.generate(emb, AmgOptions(points_per_side=2)), "automatic")]:
         with pytest.raises(MissingCapability) as err:
             call()
-        assert status_for(err.value) == 422 and err.value.field == capability
+        assert status_for(err.value) == 422 and f"does not support {capability}" in err.value.message
     assert single.decode(emb, Prompts(points=[[9.0, 9.0]], labels=[1])).masks.shape == (1, 1, H, W)
 
 
@@ -240,12 +254,12 @@ def test_pairs_without_a_capability_refuse_it_with_422(tiny_checkpoint, pair_dir
 def test_serves_a_samexporter_pair(tiny_checkpoint, tiny_engine, tmp_path, embeddings):
     """samexporter's format: preprocessing inside the encoder, Meta's single-mask decoder with orig_im_size."""
     write_samexporter_pair(load_sam(TINY, tiny_checkpoint), tmp_path, "tiny_vit")
-    engine = load(tmp_path, "cpu")
+    engine = load_pair(tmp_path, "cpu")
     card = engine.describe()
     assert card.model_id == "tiny_vit" and card.extra["format"] == "samexporter" and card.dtype == "fp32"
     assert engine.input_layout == "hwc" and not engine.batched and engine.has_orig_im_size
-    assert card.extra["capabilities"] == {"points": True, "boxes": True, "mask_input": True,
-                                          "multimask": False, "automatic": False, "text": False}
+    assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True,
+                                           "multimask": False, "automatic": False, "text": False}
     image = textured_image(H, W, seed=3)
     emb = engine.embed(image)
     np.testing.assert_allclose(emb.features, embeddings[1].features.numpy(), atol=1e-4)
@@ -263,9 +277,9 @@ def test_serves_a_samexporter_pair(tiny_checkpoint, tiny_engine, tmp_path, embed
 def test_samexporter_folder_must_hold_one_pair(tmp_path):
     (tmp_path / "a.encoder.onnx").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"exactly one \*\.decoder\.onnx"):
-        load(tmp_path, "cpu")
+        load_pair(tmp_path, "cpu")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load(tmp_path / "nothing", "cpu")
+        load_pair(tmp_path / "nothing", "cpu")
 
 
 def test_providers():
@@ -300,7 +314,7 @@ def sam2_pair(tmp_path_factory):
                        hydra_overrides_extra=SAM2_SMALLER)
     out = tmp_path_factory.mktemp("onnx") / "sam2"
     export_sam2(model, "sam2.1_test", out)
-    return model, load(out, "cpu", threads=1)
+    return model, load_pair(out, "cpu", threads=1)
 
 
 @pytest.mark.slow
@@ -309,9 +323,9 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
 
     model, engine = sam2_pair
     card = engine.describe()
-    assert card.extra["family"] == "sam2" and card.extra["resize"] == "square"
-    assert card.extra["capabilities"] == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                                          "automatic": False, "text": False}
+    assert card.extra["family"] == "sam2" and card.resize == "square"
+    assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                                           "automatic": False, "text": False}
     predictor = SAM2ImagePredictor(model)
     with torch.inference_mode():
         predictor.set_image(image)
@@ -340,5 +354,5 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
                                              point_labels=np.array([1]), mask_input=low[:1], multimask_output=False)
     ours = engine.decode(emb, Prompts(points=[[200.0, 150.0]], labels=[1], mask_input=low[:1]))
     assert iou(ours.masks[0, 0], masks[0] > 0) >= 0.999
-    with pytest.raises(MissingCapability, match="sam2 backend"):
+    with pytest.raises(MissingCapability, match="does not support automatic"):
         engine.generate(emb, AmgOptions(points_per_side=2))

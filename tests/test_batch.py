@@ -18,12 +18,14 @@ import pytest
 import shapely
 from PIL import Image
 
-from samgis.batch import JobConfig, SamEngineConfig, run_batch
-from samgis.batch.cli import add_batch_parser, main
+from samgis.batch import JobConfig, run_batch
+from samgis.engine.factory import EngineRecipe
+from samgis.cli.batch import add_batch_parser, main
 from samgis.batch.inputs import ImageItem, MapItem, image_items, map_items
 from samgis.batch.outputs import slug
 from samgis.batch.work import Grid
-from samgis.predict import AmgOptions, rle_decode
+from samgis.engine.protocol import AmgOptions
+from samgis.imaging.masks import rle_decode
 from samgis.vector.polygons import geodesic_area_m2
 from tests.conftest import TINY
 from tests.support.batch_jobs import MAP_AREAS, write_image_job, write_map_job
@@ -244,7 +246,7 @@ def test_cli_killed_half_way_resumes(tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     argv = ["batch", str(folder), "-o", str(out), "--model", TINY.model_id, "--checkpoint", str(tiny_checkpoint),
             "--device", "cpu", "--no-progress"]
-    code = f"import tests.conftest; from samgis.batch.cli import main; raise SystemExit(main({argv!r}))"
+    code = f"import tests.conftest; from samgis.cli.batch import main; raise SystemExit(main({argv!r}))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -280,7 +282,7 @@ def test_cli_killed_half_way_resumes(tiny_checkpoint, tmp_path):
 
 
 def test_sam_engine_config_builds_through_the_loader(tiny_checkpoint):
-    factory = SamEngineConfig(TINY, str(tiny_checkpoint), device="cpu")
+    factory = EngineRecipe(TINY, str(tiny_checkpoint), device="cpu")
     engine = factory()
     assert engine.model_id == TINY.model_id and factory.model_key == f"{TINY.model_id}:{tiny_checkpoint.name}"
     import pickle
@@ -289,6 +291,6 @@ def test_sam_engine_config_builds_through_the_loader(tiny_checkpoint):
 
 
 def test_local_engine_never_imports_ray(tmp_path):
-    code = ("import sys, samgis, samgis.batch, samgis.batch.cli, samgis.batch.local, samgis.batch.job; "
+    code = ("import sys, samgis, samgis.batch, samgis.cli.batch, samgis.batch.local, samgis.batch.job; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -12,8 +12,9 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 
-from samgis.batch import JobConfig, SamEngineConfig, run_batch
-from samgis.predict import AmgOptions
+from samgis.batch import JobConfig, run_batch
+from samgis.engine.factory import EngineRecipe
+from samgis.engine.protocol import AmgOptions
 from tests.conftest import TINY
 from tests.support.batch_jobs import write_image_job, write_map_job
 from tests.support.colour_engine import ColourRegionEngine
@@ -43,8 +44,8 @@ def cfg(tiles, tmp_path_factory) -> JobConfig:
 
 
 @pytest.fixture(scope="module")
-def factory(tiny_checkpoint) -> SamEngineConfig:
-    return SamEngineConfig(TINY, str(tiny_checkpoint), device="cpu")
+def factory(tiny_checkpoint) -> EngineRecipe:
+    return EngineRecipe(TINY, str(tiny_checkpoint), device="cpu")
 
 
 def _records(out: Path) -> dict:

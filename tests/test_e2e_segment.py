@@ -290,14 +290,60 @@ def test_samgis_envelope_for_its_request_shapes(client):
         body = json.loads(r.json()["body"])
         out = body["output"]
         assert body["duration_run"] >= 0
-        gj = json.loads(out["geojson"]) if isinstance(out["geojson"], str) else out["geojson"]
+        assert isinstance(out["geojson"], str)  # SamGIS sends the FeatureCollection as a JSON string
+        gj = json.loads(out["geojson"])
         assert gj["type"] == "FeatureCollection" and gj["features"], name
-        assert out["n_predictions"] >= 1 and out["n_shapes_geojson"] >= len(gj["features"])
-        for f in gj["features"]:
-            assert shape(f["geometry"]).is_valid
+        # one Polygon feature per shape, foreground only, and n_shapes_geojson counts them
+        assert out["n_shapes_geojson"] == len(gj["features"])
+        assert out["n_predictions"] == (2 if "two rectangles" in name else 1)
+        for k, f in enumerate(gj["features"]):
+            assert f["geometry"]["type"] == "Polygon" and shape(f["geometry"]).is_valid
+            assert f["id"] == str(k) and f["properties"]["raster_val"] == 255.0
+            assert f["properties"]["source"] == "Scene"
         assert body["samgis"]["window"]["z"] <= 16, name  # Leaflet's fractional zoom → its integer part
         if name == "points + two rectangles":
-            assert iou(union_geometry(gj), a.union(b)) > 0.5
+            assert len(gj["features"]) == 2  # two separate objects: two shapes of the one merged raster
+            assert iou(union_geometry(gj), a.union(b)) > 0.9
+        else:
+            assert iou(union_geometry(gj), a) > 0.9
+
+
+def test_samgis_exclude_only_prompt_is_decoded_not_refused(client):
+    a = SCENE.shapes[0].polygon
+    pa = a.representative_point()
+    r = client.post("/infer_samgis", json=samgis_request([samgis_point(pa.x, pa.y, 0)], a))
+    assert r.status_code == 200, r.text
+    out = json.loads(r.json()["body"])["output"]
+    # the test engine segments nothing without an include point or a box; SamGIS answers that as 1 prediction
+    assert out["n_predictions"] == 1 and out["n_shapes_geojson"] == 0
+    assert json.loads(out["geojson"]) == {"type": "FeatureCollection", "features": []}
+    # our own route still says that exclude points alone select nothing
+    ours = client.post("/v1/segment", json={**click_request(a, 16), "prompts": [
+        {"type": "point", "lat": pa.y, "lng": pa.x, "label": 0}]})
+    assert ours.status_code == 422 and ours.json()["field"] == "prompts"
+
+
+def test_samgis_source_names_match_loosely(client):
+    a = SCENE.shapes[0].polygon
+    pa = a.representative_point()
+    req = samgis_request([samgis_point(pa.x, pa.y)], a)
+    r = client.post("/infer_samgis", json={**req, "source_type": "scene"})  # xyzservices' query_name ignores case
+    assert r.status_code == 200 and json.loads(r.json()["body"])["samgis"]["source"] == "Scene"
+
+
+def test_samgis_error_bodies(client):
+    a = SCENE.shapes[0].polygon
+    pa = a.representative_point()
+    r = client.post("/infer_samgis", json={})
+    assert r.status_code == 422 and r.json()["msg"] == "Error - Unprocessable Entity"
+    assert any(e["loc"][-1] == "bbox" for e in r.json()["detail"])
+    r = client.post("/infer_samgis", json={**samgis_request([samgis_point(pa.x, pa.y)], a), "source_type": "fake"})
+    assert r.status_code == 422 and r.json()["msg"] == "Error - Unprocessable Entity"
+    assert r.json()["field"] == "source"
+    outside = samgis_request([samgis_point(pa.x + 1, pa.y)], a)
+    r = client.post("/infer_samgis", json=outside)
+    assert r.status_code == 422 and r.json()["msg"] == "Error - Unprocessable Entity"
+    assert r.json()["field"] == "prompts[0]"
 
 
 # --- export, meta ----------------------------------------------------------------------------------

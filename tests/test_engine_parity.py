@@ -9,7 +9,7 @@ from segment_anything import SamPredictor
 
 from samgis.engine.protocol import Prompts
 from samgis.engine.registry import get_model_spec
-from samgis.engine.sam import SamEngine, build_sam
+from samgis.engine.backends.sam1 import SamEngine, build_sam
 from tests.conftest import TINY, textured_image
 
 CASES = {
@@ -115,7 +115,7 @@ def test_prompts_validation():
 def test_sdpa_encoder_matches_the_model_with_heads_in_chunks(monkeypatch):
     """Our encoder (fused attention, relative positions as a mask, heads a few at a time) computes what
     `ImageEncoderViT.forward` does; a tiny mask budget forces one head per chunk."""
-    from samgis.engine import sam_encoder
+    from samgis.engine.backends.sam1 import encoder as sam_encoder
 
     torch.manual_seed(3)
     model = build_sam(TINY.arch).eval()

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from samgis.engine import sam
+from samgis.engine.backends.sam1 import engine as sam
 from samgis.engine.protocol import Prompts
 from samgis.engine.threads import in_fresh_thread, is_torch_thread, on_torch_thread, set_torch_threads
 from tests.conftest import textured_image

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from samgis.engine.registry import get_model_spec, model_ids
-from samgis.engine.sam import SamEngine
-from samgis.engine.weights import download, resolve_checkpoint
+from samgis.engine.backends.sam1 import SamEngine
+from samgis.engine.registry import WeightFile, get_model_spec, model_ids
+from samgis.engine.weights import download, resolve_weights
 from samgis.errors import WeightsUnavailable
 from tests.conftest import TINY
 
@@ -44,17 +44,18 @@ def file_server():
     server.shutdown()
 
 
-def spec_for(data: bytes, url: str):
-    return replace(TINY, filename="tiny_abc123.pth", url=url, size_bytes=len(data), md5=hashlib.md5(data).hexdigest())
+def spec_for(data: bytes, url: str, sha256: bool = False):
+    digest = {"sha256": hashlib.sha256(data).hexdigest()} if sha256 else {"md5": hashlib.md5(data).hexdigest()}
+    return replace(TINY, files=(WeightFile("tiny_abc123.pth", url, len(data), **digest),))
 
 
 def test_registry_has_meta_models_with_integrity_data():
     assert {"sam_vit_b", "sam_vit_l", "sam_vit_h"} <= set(model_ids())
     for mid in ("sam_vit_b", "sam_vit_l", "sam_vit_h"):
-        spec = get_model_spec(mid)
-        assert spec.url.endswith(spec.filename)
-        assert spec.md5.startswith(spec.filename.rsplit("_", 1)[1].split(".")[0])  # Meta's md5 prefix
-        assert spec.size_bytes > 100_000_000
+        (wf,) = get_model_spec(mid).files
+        assert wf.url.endswith(wf.name)
+        assert wf.md5.startswith(wf.name.rsplit("_", 1)[1].split(".")[0])  # Meta's md5 prefix
+        assert wf.size_bytes > 100_000_000
     with pytest.raises(KeyError, match="known models"):
         get_model_spec("sam_vit_x")
 
@@ -64,11 +65,11 @@ def test_download_verifies_and_loads(file_server, tiny_checkpoint, tmp_path):
     data = tiny_checkpoint.read_bytes()
     files["/w/tiny.pth"] = data
     spec = spec_for(data, base + "/w/tiny.pth")
-    path = resolve_checkpoint(spec, cache_dir=tmp_path, progress=False)
+    path = resolve_weights(spec, cache_dir=tmp_path, progress=False)
     assert path == tmp_path / "tiny_abc123.pth" and path.read_bytes() == data
     assert not list(tmp_path.glob("*.part"))
     # second call uses the cache, no network
-    assert resolve_checkpoint(spec, cache_dir=tmp_path, progress=False) == path
+    assert resolve_weights(spec, cache_dir=tmp_path, progress=False) == path
     assert hits == ["/w/tiny.pth"]
     engine = SamEngine.from_spec(spec, path, device="cpu")
     emb = engine.embed(np.zeros((32, 32, 3), np.uint8))
@@ -81,7 +82,11 @@ def test_corrupt_download_is_rejected_and_removed(file_server, tmp_path):
     files["/w/bad.pth"] = b"y" * 1000  # right size, wrong content
     spec = spec_for(good, base + "/w/bad.pth")
     with pytest.raises(WeightsUnavailable, match="MD5"):
-        download(spec, tmp_path / spec.filename, progress=False)
+        download(spec, tmp_path / "w.pth", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    spec = spec_for(good, base + "/w/bad.pth", sha256=True)
+    with pytest.raises(WeightsUnavailable, match="SHA256"):
+        download(spec, tmp_path / "w.pth", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -89,26 +94,26 @@ def test_missing_weights_message_says_how_to_provide_them(file_server, tmp_path)
     base, _, _ = file_server
     spec = spec_for(b"abc", base + "/nothing.pth")
     with pytest.raises(WeightsUnavailable) as err:
-        resolve_checkpoint(spec, cache_dir=tmp_path, progress=False)
+        resolve_weights(spec, cache_dir=tmp_path, progress=False)
     msg = err.value.message
     assert "404" in msg and "--checkpoint" in msg and "SAMGIS_CHECKPOINT" in msg and "fetch-weights" in msg
     with pytest.raises(WeightsUnavailable, match="downloads are off"):
-        resolve_checkpoint(spec, cache_dir=tmp_path, allow_download=False)
+        resolve_weights(spec, cache_dir=tmp_path, allow_download=False)
     with pytest.raises(WeightsUnavailable, match="does not exist"):
-        resolve_checkpoint(spec, tmp_path / "nope.pth", cache_dir=tmp_path)
+        resolve_weights(spec, tmp_path / "nope.pth", cache_dir=tmp_path)
 
 
 def test_unreachable_host_is_a_clear_error(tmp_path):
     spec = spec_for(b"abc", "http://127.0.0.1:9/never.pth")  # discard port: connection refused
     with pytest.raises(WeightsUnavailable, match="download failed"):
-        resolve_checkpoint(spec, cache_dir=tmp_path, progress=False)
+        resolve_weights(spec, cache_dir=tmp_path, progress=False)
 
 
 def test_truncated_cached_file_is_reported(tmp_path):
     spec = spec_for(b"abcdef", "http://127.0.0.1:9/x.pth")
-    (tmp_path / spec.filename).write_bytes(b"abc")
+    (tmp_path / spec.files[0].name).write_bytes(b"abc")
     with pytest.raises(WeightsUnavailable, match="expected 6"):
-        resolve_checkpoint(spec, cache_dir=tmp_path)
+        resolve_weights(spec, cache_dir=tmp_path)
 
 
 def test_checkpoint_of_wrong_architecture_is_refused(tiny_checkpoint):
@@ -128,8 +133,8 @@ def test_storage_uri_local_paths(tmp_path):
     assert storage_checkpoint(spec, str(tmp_path)) == one  # the only .pth
     assert storage_checkpoint(spec, f"file://{one}") == one
     (tmp_path / "other.pth").write_bytes(b"y")
-    with pytest.raises(WeightsUnavailable, match="several .pth files"):
+    with pytest.raises(WeightsUnavailable, match="several checkpoint files"):
         storage_checkpoint(spec, str(tmp_path))
-    official = tmp_path / spec.filename
+    official = tmp_path / spec.files[0].name
     official.write_bytes(b"z")
     assert storage_checkpoint(spec, str(tmp_path)) == official  # the official name wins

@@ -16,24 +16,19 @@ from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.utils.amg import coco_encode_rle, mask_to_rle_pytorch
 from shapely.geometry import shape
 
-from samgis.engine.protocol import Prompts
-from samgis.errors import InvalidRequest
-from samgis.predict import (
-    AmgOptions,
-    ImageTooLarge,
-    PredictLimits,
+from samgis.engine.protocol import AmgOptions, Prompts
+from samgis.errors import ImageTooLarge, InvalidRequest
+from samgis.imaging.images import decode_image
+from samgis.imaging.masks import (
     decode_array,
-    decode_image,
     encode_array,
-    generate_masks,
-    parse_instance,
     png_decode,
     png_encode,
     polygon_encode,
-    predict,
     rle_decode,
     rle_encode,
 )
+from samgis.services.image_predict import PredictLimits, parse_instance, predict
 from tests.conftest import textured_image
 
 # Thresholds that let a random-weight model's masks through (its logits are ~0.1 in size) with NMS off, so
@@ -291,7 +286,7 @@ def test_automatic_masks_with_small_region_removal_match_sam(tiny_engine):
     img = textured_image(120, 160, seed=3)
     params = {**AMG_PARAMS, "min_mask_region_area": 30}
     ref = SamAutomaticMaskGenerator(tiny_engine.model, output_mode="coco_rle", **params).generate(img)
-    ours = generate_masks(tiny_engine, img, AmgOptions(**params))
+    ours = tiny_engine.generate(tiny_engine.embed(img), AmgOptions(**params), img)
     assert len(ref) >= 5 and len(ours) == len(ref)
     for o, r in zip(ours, ref):
         assert iou(o["segmentation"], rle_decode(r["segmentation"])) >= 0.999

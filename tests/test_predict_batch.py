@@ -10,8 +10,8 @@ import pytest
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
-from samgis.engine.protocol import Prompts
-from samgis.predict import AmgOptions, EnginePredictor, PointBatchDecoder, generate_masks
+from samgis.engine.amg import EnginePredictor, PointBatchDecoder, mask_generator
+from samgis.engine.protocol import AmgOptions, Prompts
 from tests.conftest import textured_image
 from tests.support.colour_engine import ColourRegionEngine
 from tests.test_predict import AMG_PARAMS, iou
@@ -105,12 +105,12 @@ def assert_same_records(ours: list[dict], ref: list[dict]) -> None:
 
 def test_batched_generator_equals_per_point_generator(tiny_engine, image, embedding, monkeypatch):
     params = {**AMG_PARAMS, "points_per_side": 6}
-    batched = generate_masks(tiny_engine, image, AmgOptions(**params), embedding)
+    batched = tiny_engine.generate(embedding, AmgOptions(**params), image)
     decodes = []
     decode = tiny_engine.decode
     monkeypatch.setattr(tiny_engine, "decode_point_batch", None)  # not a PointBatchDecoder: the old loop
     monkeypatch.setattr(tiny_engine, "decode", lambda e, p, m: decodes.append(len(p.points)) or decode(e, p, m))
-    looped = generate_masks(tiny_engine, image, AmgOptions(**params), embedding)
+    looped = tiny_engine.generate(embedding, AmgOptions(**params), image)
     assert decodes == [1] * 36  # one per grid point
     assert len(batched) >= 5 and len(batched) == len(looped)
     assert_same_records(batched, looped)
@@ -120,7 +120,7 @@ def test_batched_generator_with_crops_matches_sam(tiny_engine):
     img = textured_image(120, 160, seed=12)
     params = {**AMG_PARAMS, "crop_n_layers": 1, "crop_nms_thresh": 1.0}
     ref = SamAutomaticMaskGenerator(tiny_engine.model, output_mode="binary_mask", **params).generate(img)
-    ours = generate_masks(tiny_engine, img, AmgOptions(**params), tiny_engine.embed(img))
+    ours = tiny_engine.generate(tiny_engine.embed(img), AmgOptions(**params), img)
     assert len(ref) >= 5 and len(ours) == len(ref)
     # (the random model's masks all touch the crops' inner edges, so only the whole-image layer's survive;
     # the crops are still embedded and decoded through the batch path, with the same filtering outcome)
@@ -131,8 +131,6 @@ def test_masks_below_the_iou_threshold_are_not_upscaled_and_nothing_changes(tiny
                                                                                monkeypatch):
     """The generator drops masks whose predicted IoU is not above `pred_iou_thresh` before reading their
     logits, so the predictor skips their upscaling: same records, fewer masks upscaled."""
-    from samgis import predict as predict_mod
-
     predictor = EnginePredictor(tiny_engine, embedding)
     predictor.set_image(image)
     points = torch.as_tensor(np.stack(np.meshgrid(np.linspace(5, 120, 6), np.linspace(5, 90, 6)), -1)
@@ -141,12 +139,12 @@ def test_masks_below_the_iou_threshold_are_not_upscaled_and_nothing_changes(tiny
     thresh = float(scores.median())  # about half the masks pass
     options = AmgOptions(**{**AMG_PARAMS, "points_per_side": 6, "pred_iou_thresh": thresh})
     upscaled = []
-    real = predict_mod.upscale_logits
-    monkeypatch.setattr(predict_mod, "upscale_logits", lambda low, *a: upscaled.append(low.shape[0] * low.shape[1])
-                        or real(low, *a))
-    skipping = generate_masks(tiny_engine, image, options, embedding)
+    real = tiny_engine.upscale_logits
+    monkeypatch.setattr(tiny_engine, "upscale_logits", lambda low, e: upscaled.append(low.shape[0] * low.shape[1])
+                        or real(low, e))
+    skipping = tiny_engine.generate(embedding, options, image)
     n_skipping, upscaled[:] = sum(upscaled), []
-    gen = predict_mod.mask_generator(tiny_engine, options, embedding, image_shape=image.shape[:2])
+    gen = mask_generator(tiny_engine, options, embedding, image_shape=image.shape[:2])
     assert gen.predictor.skip_iou_at_most == thresh
     gen.predictor.skip_iou_at_most = None  # upscale everything, as SamPredictor does
     everything = gen.generate(image)

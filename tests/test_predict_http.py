@@ -16,7 +16,7 @@ from starlette.routing import Mount
 
 from api.app import create_app
 from api.routers import predict as predict_router
-from samgis.predict import png_decode, rle_decode
+from samgis.imaging.masks import png_decode, rle_decode
 from samgis.settings import Settings
 from tests.conftest import textured_image
 from tests.live_server import LiveServer
@@ -126,11 +126,15 @@ def test_azure_ml_envelope(client, reference):
     r = client.post("/score", json=body)
     assert r.status_code == 200, r.text
     rows = r.json()
-    assert len(rows) == 3 and all(set(row) == {"response"} for row in rows)
+    # the model card's sample output: a list, one {"predictions": [...]} per row, "mask_per_prediction" items
+    assert isinstance(rows, list) and len(rows) == 3 and all(set(row) == {"predictions"} for row in rows)
+    assert all(set(p) == {"mask_per_prediction"} for row in rows for p in row["predictions"])
+    assert all(set(m) == {"encoded_binary_mask", "iou_score"}
+               for row in rows for p in row["predictions"] for m in p["mask_per_prediction"])
 
     def masks_of(row):
-        return [[(png_decode(m["encoded_binary_mask"]), m["iou_score"]) for m in p["masks_per_prediction"]]
-                for p in row["response"]["predictions"]]
+        return [[(png_decode(m["encoded_binary_mask"]), m["iou_score"]) for m in p["mask_per_prediction"]]
+                for p in row["predictions"]]
 
     first = masks_of(rows[0])
     assert [len(p) for p in first] == [1, 1]
@@ -145,8 +149,24 @@ def test_azure_ml_envelope(client, reference):
         assert iou(mask, ref_mask) >= 0.999 and score == pytest.approx(float(ref_score), abs=1e-4)
     assert [len(p) for p in masks_of(rows[2])] == [1, 1]
     with Image.open(io.BytesIO(base64.b64decode(
-            rows[0]["response"]["predictions"][0]["masks_per_prediction"][0]["encoded_binary_mask"]))) as im:
+            rows[0]["predictions"][0]["mask_per_prediction"][0]["encoded_binary_mask"]))) as im:
         assert im.format == "PNG" and im.size == (160, 120)
+
+
+def test_azure_card_sample_input(client, reference):
+    """The Azure AI model catalog's SAM card sample (facebook-sam-vit-base, "Sample input and output"): one row,
+    a box only, multimask_output false, empty params → one prediction holding one mask."""
+    body = {"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"],
+                           "index": [0], "data": [[encoded(IMAGE), "", "[[65, 90, 100, 115]]", "", False]]},
+            "params": {}}
+    r = client.post("/score", json=body)
+    assert r.status_code == 200, r.text
+    (row,) = r.json()
+    (pred,) = row["predictions"]
+    (m,) = pred["mask_per_prediction"]
+    masks, scores, _ = reference.predict(box=np.array([65, 90, 100, 115]), multimask_output=False)
+    assert iou(png_decode(m["encoded_binary_mask"]), masks[0]) >= 0.999
+    assert m["iou_score"] == pytest.approx(float(scores[0]), abs=1e-4)
 
 
 def test_azure_errors_name_the_row(client):

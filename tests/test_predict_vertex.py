@@ -26,7 +26,7 @@ HEALTH = "/v1/endpoints/123/deployedModels/456"
 SERVER = """
 import sys
 from tests.conftest import TINY  # registers the tiny test architecture
-from samgis.cli import main
+from samgis.cli.main import main
 
 sys.exit(main(["serve", "--model", TINY.model_id, "--no-download", "--log-level", "warning"]))
 """

@@ -13,7 +13,8 @@ from shapely.geometry import Polygon, box, shape
 
 from api.app import create_app
 from samgis.geo.tiles import Window
-from samgis.predict import AmgOptions, generate_masks, generate_masks_for_embedding
+from samgis.engine.protocol import AmgOptions
+from samgis.errors import InvalidRequest
 from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
@@ -263,12 +264,12 @@ def test_generator_runs_on_the_embedding_alone():
     image = render_mosaic(SCENE, 16, t.x - 1, t.y - 1, tiles=2)  # (512, 512, 3), the lake inside
     embedding = engine.embed(image)
     options = AmgOptions(points_per_side=4)
-    ours = generate_masks_for_embedding(engine, embedding, options)
-    ref = generate_masks(engine, image, options, embedding)
+    ours = engine.generate(embedding, options)
+    ref = engine.generate(embedding, options, image)
     assert len(ours) == len(ref) >= 2 and engine.embed_calls == 1
     for a, b in zip(ours, ref):
         assert np.array_equal(a["segmentation"], b["segmentation"])
         assert (a["bbox"], a["predicted_iou"], a["stability_score"]) == (b["bbox"], b["predicted_iou"],
                                                                          b["stability_score"])
-    with pytest.raises(ValueError, match="crops"):
-        generate_masks_for_embedding(engine, embedding, AmgOptions(points_per_side=4, crop_n_layers=1))
+    with pytest.raises(InvalidRequest, match="crops"):
+        engine.generate(embedding, AmgOptions(points_per_side=4, crop_n_layers=1))

@@ -31,7 +31,7 @@ async def models(res: Resources = Depends(get_resources)) -> dict:
     loaded = None
     if res.engine is not None:
         card = res.engine.describe()
-        loaded = {"id": card.model_id, "backend": card.backend, "device": card.device, "dtype": card.dtype,
-                  "image_size": card.image_size, **card.extra}
+        loaded = {"id": card.model_id, "image_size": card.input_size, **card.public()}
     return {"loaded": loaded, "status": res.model_status, "embedding_cache": res.cache.describe(),
+            "encoder_queue": res.encoder_queue.describe(),
             "models": [get_model_spec(m).public() for m in model_ids()]}

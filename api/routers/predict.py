@@ -1,52 +1,34 @@
 """Plain-image prediction over HTTP: our API, KServe v1, Vertex AI and Azure ML's SAM envelope.
 
 - `POST /v1/predict` and `POST /v1/models/samgis:predict` (KServe v1, also Vertex AI's body):
-  `{"instances": [...], "parameters": {...}}` → `{"predictions": [...]}` (see `samgis.predict.predict`).
+  `{"instances": [...], "parameters": {...}}` → `{"predictions": [...]}` (see `samgis.services.image_predict.predict`).
 - `GET /v1/models/samgis`: KServe v1 readiness, `{"name": "samgis", "ready": bool}`.
-- `POST /score`: Azure ML's mask-generation envelope (HF SAM models in the Azure model catalog).
+- `POST /score`: Azure ML's mask-generation envelope (HF SAM models in the Azure model catalog), answered as
+  the catalog's model cards show (see `samgis.services.azure.AZURE_CARD`).
 - `vertex_routes(app, env)`: the same predict handler on `AIP_PREDICT_ROUTE`, /health on `AIP_HEALTH_ROUTE`.
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import re
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
-from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Mount
 
-from api.errors import error_body
+from api.models import Bool, Int, Label, Num
 from api.resources import Resources, get_engine, get_resources
 from api.routers import meta
-from samgis.engine.protocol import Embedding, Engine
-from samgis.errors import InvalidRequest
-from samgis.predict import (
-    AmgOptions,
-    ImageTooLarge,
-    PredictLimits,
-    decode_image,
-    decode_prompts,
-    generate_masks,
-    image_digest,
-    parse_instance,
-    parse_prompts,
-    png_encode,
-    predict,
-)
-from samgis.settings import Settings
+from samgis.services.azure import score_rows
+from samgis.services.image_predict import ImagePredictService, answer_bytes
 
 router = APIRouter(tags=["predict"])
 MODEL_NAME = "samgis"
 
 
-# --- request models (documentation and first-line validation; samgis.predict re-checks semantics) ---------
+# --- request models (documentation and first-line validation; samgis.services.image_predict re-checks semantics) ---------
 
 class B64(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -55,7 +37,7 @@ class B64(BaseModel):
 
 class Logits(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    shape: list[int]
+    shape: list[Int]
     dtype: Literal["float32"] = "float32"
     data: str = Field(..., description="base64 of little-endian float32 values")
 
@@ -64,30 +46,30 @@ class PredictOptions(BaseModel):
     """Options; in `parameters` they apply to every instance, in an instance they override `parameters`."""
 
     model_config = ConfigDict(extra="forbid")
-    multimask: bool | None = Field(None, description="three candidate masks per query (default false)")
+    multimask: Bool | None = Field(None, description="three candidate masks per query (default false)")
     mask_format: Literal["rle", "png", "polygon"] | None = Field(
         None, description="rle: COCO compressed RLE (default); png: base64 8-bit PNG, 255 = mask; "
                           "polygon: GeoJSON-style Polygon/MultiPolygon in pixel-edge coordinates")
-    return_logits: bool | None = Field(None, description="add (Q, M, 256, 256) float32 low-res logits")
-    points_per_side: int | None = Field(None, ge=1, description="automatic mode: grid side (default 16)")
-    pred_iou_thresh: float | None = Field(None, ge=0, le=1, description="automatic mode (default 0.88)")
-    stability_score_thresh: float | None = Field(None, ge=0, le=1, description="automatic mode (default 0.95)")
-    stability_score_offset: float | None = Field(None, ge=0, description="automatic mode (default 1.0)")
-    box_nms_thresh: float | None = Field(None, ge=0, le=1, description="automatic mode (default 0.7)")
-    crop_n_layers: int | None = Field(None, ge=0, description="automatic mode (default 0)")
-    crop_nms_thresh: float | None = Field(None, ge=0, le=1)
-    crop_overlap_ratio: float | None = Field(None, ge=0, lt=1)
-    crop_n_points_downscale_factor: int | None = Field(None, ge=1)
-    min_mask_region_area: int | None = Field(None, ge=0, description="automatic mode: remove smaller "
+    return_logits: Bool | None = Field(None, description="add (Q, M, 256, 256) float32 low-res logits")
+    points_per_side: Int | None = Field(None, ge=1, description="automatic mode: grid side (default 16)")
+    pred_iou_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.88)")
+    stability_score_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.95)")
+    stability_score_offset: Num | None = Field(None, ge=0, description="automatic mode (default 1.0)")
+    box_nms_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.7)")
+    crop_n_layers: Int | None = Field(None, ge=0, description="automatic mode (default 0)")
+    crop_nms_thresh: Num | None = Field(None, ge=0, le=1)
+    crop_overlap_ratio: Num | None = Field(None, ge=0, lt=1)
+    crop_n_points_downscale_factor: Int | None = Field(None, ge=1)
+    min_mask_region_area: Int | None = Field(None, ge=0, description="automatic mode: remove smaller "
                                                                      "holes/islands, px (default 0)")
 
 
 class PredictInstance(PredictOptions):
     image: str | B64 = Field(..., description="base64 PNG or JPEG (a data: URL or {\"b64\": …} too)")
-    points: list[tuple[float, float]] | None = Field(
+    points: list[tuple[Num, Num]] | None = Field(
         None, description="[[x, y], …] image px, integer = pixel centre (SamPredictor's convention)")
-    labels: list[Literal[0, 1]] | None = Field(None, description="per point: 1 include, 0 exclude (default 1)")
-    boxes: list[tuple[float, float, float, float]] | None = Field(
+    labels: list[Label] | None = Field(None, description="per point: 1 include, 0 exclude (default 1)")
+    boxes: list[tuple[Num, Num, Num, Num]] | None = Field(
         None, description="[[x0, y0, x1, y1], …] image px; each box is its own query, with all the points")
     mask_input: Logits | None = Field(None, description="low-res logits of an earlier answer (return_logits)")
 
@@ -114,60 +96,21 @@ class AzureRequest(BaseModel):
 
 # --- shared machinery -----------------------------------------------------------------------------------
 
-def limits_for(settings: Settings) -> PredictLimits:
-    """Limits from the settings."""
-    return PredictLimits(max_pixels=settings.max_image_pixels, max_prompts=settings.max_prompts,
-                         max_instances=settings.max_instances, max_points_per_side=settings.max_points_per_side)
+def get_predict_service(request: Request) -> ImagePredictService:
+    """The plain-image service of the loaded model (503 while it loads, as every model route)."""
+    get_engine(request)
+    return request.app.state.resources.predict_service
 
 
-async def embedding_for(res: Resources, engine: Engine, image: np.ndarray) -> tuple[Embedding, bool]:
-    """The image's embedding through the shared embedding cache (key: pixels' SHA-256, model, preprocessing)."""
-    key = ("image", image_digest(image), engine.model_id, engine.describe().extra.get("preprocessing"))
-
-    async def compute() -> Embedding:
-        return await asyncio.to_thread(engine.embed, image)
-
-    return await res.cache.get_or_compute(key, compute)
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 1)
-
-
-def too_large(exc: ImageTooLarge) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=413)
-
-
-async def run_instances(instances: list[dict], parameters: dict, res: Resources, engine: Engine) -> list[dict]:
-    """One prediction per instance dict, in order (see `samgis.predict.predict` for its shape)."""
-    limits = limits_for(res.settings)
-    if len(instances) > limits.max_instances:
-        raise InvalidRequest("instances", f"{len(instances)} instances is over the limit of "
-                                          f"{limits.max_instances} per request")
-    out = []
-    for i, obj in enumerate(instances):
-        field = f"instances[{i}]"
-        t_start = time.perf_counter()
-        if "image" not in obj:
-            raise InvalidRequest(f"{field}.image", "missing: a base64 PNG or JPEG is required")
-        image = await asyncio.to_thread(decode_image, obj["image"], f"{field}.image", limits.max_pixels)
-        t_image = _ms(t_start)
-        inst = parse_instance(obj, field, parameters, limits, image=image)
-        t0 = time.perf_counter()
-        embedding, hit = await embedding_for(res, engine, image)
-        t_embed = _ms(t0)
-        pred = await asyncio.to_thread(predict, engine, inst, embedding, limits)
-        timings = {"image": t_image, "embed": t_embed, **pred["timings_ms"]}
-        timings["total"] = _ms(t_start)
-        pred.update(cache="hit" if hit else "miss", model=engine.model_id, timings_ms=timings)
-        out.append(pred)
-    return out
+def json_answer(content, service: ImagePredictService, field: str = "instances") -> Response:
+    """Compact JSON, refused (422) over `max_answer_bytes` once encoded."""
+    return Response(answer_bytes(content, service.limits, field), media_type="application/json")
 
 
 # --- our API and KServe v1 ------------------------------------------------------------------------------
 
-async def predict_endpoint(req: PredictRequest, engine: Engine = Depends(get_engine),
-                           res: Resources = Depends(get_resources)) -> JSONResponse:
+async def predict_endpoint(req: PredictRequest,
+                           service: ImagePredictService = Depends(get_predict_service)) -> Response:
     """Segment base64 images with point/box prompts in image pixels, or all objects when an instance has none.
 
     Each prediction: with prompts `masks[q][m]`, `scores[q][m]` (q: one query per box, or one for points
@@ -176,11 +119,8 @@ async def predict_endpoint(req: PredictRequest, engine: Engine = Depends(get_eng
     """
     instances = [inst.model_dump(exclude_none=True) for inst in req.instances]
     parameters = req.parameters.model_dump(exclude_none=True) if req.parameters else {}
-    try:
-        predictions = await run_instances(instances, parameters, res, engine)
-    except ImageTooLarge as exc:
-        return too_large(exc)
-    return JSONResponse({"predictions": predictions})
+    predictions = await service.predict_instances(instances, parameters)  # ImageTooLarge → 413 (api.errors)
+    return json_answer({"predictions": predictions}, service)
 
 
 _PREDICT_DOC = dict(responses={413: {"description": "body or image over the limit"},
@@ -199,126 +139,17 @@ async def model_ready(res: Resources = Depends(get_resources)) -> dict:
 
 # --- Azure ML -------------------------------------------------------------------------------------------
 
-_NESTED_NUMBERS = re.compile(r"^[\[\]\s\d.,eE+-]*$")
-
-
-def nested_list(value, field: str):
-    """A nested list of numbers from Azure's string form ("[[1, 2], [3, 4]]"), a list, or None for ""/null."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        if not _NESTED_NUMBERS.match(value):
-            raise InvalidRequest(field, "expected a nested list of numbers such as \"[[650, 900, 1000, 1250]]\"")
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-            raise InvalidRequest(field, f"not a nested list of numbers ({exc})") from None
-    if not isinstance(value, list | tuple):
-        raise InvalidRequest(field, "expected a nested list of numbers")
-    return value
-
-
-def _depth(value) -> int:
-    d = 0
-    while isinstance(value, list | tuple) and value:
-        value, d = value[0], d + 1
-    return d
-
-
-def azure_queries(row: dict, size: tuple[int, int], field: str, max_prompts: int) -> list:
-    """The `Prompts` of one Azure row, one per prediction, following HF `SamProcessor` shapes.
-
-    `input_points` (P, N, 2) point batches (a plain (N, 2) list is one batch), `input_labels` (P, N)
-    (1 include, 0 exclude; -1 and the padding label -10 are dropped; default 1), `input_boxes` (B, 4).
-    Prediction i is point batch i together with box i; with only boxes, one prediction per box.
-    """
-    points = nested_list(row.get("input_points"), f"{field}.input_points")
-    labels = nested_list(row.get("input_labels"), f"{field}.input_labels")
-    boxes = nested_list(row.get("input_boxes"), f"{field}.input_boxes") or []
-    if points is not None and _depth(points) not in (2, 3):
-        raise InvalidRequest(f"{field}.input_points", "expected point batches [[[x, y], …], …] (or one batch "
-                                                      "[[x, y], …])")
-    points = [] if points is None else ([points] if _depth(points) == 2 else points)
-    if labels is not None and _depth(labels) == 1:
-        labels = [labels]
-    if boxes and _depth(boxes) == 1:
-        boxes = [boxes]
-    if labels is not None and len(labels) != len(points):
-        raise InvalidRequest(f"{field}.input_labels", f"{len(labels)} label batches for {len(points)} point batches")
-    if points and boxes and len(points) != len(boxes):
-        raise InvalidRequest(f"{field}.input_boxes", f"{len(boxes)} boxes for {len(points)} point batches: "
-                                                     "give one box per point batch, or only boxes")
-    if len(points) + len(boxes) > max_prompts:
-        raise InvalidRequest(field, f"over the limit of {max_prompts} prompts per row")
-    queries = []
-    for i in range(max(len(points), len(boxes))):
-        obj: dict = {}
-        if points:
-            pts = points[i]
-            labs = labels[i] if labels is not None else [1] * len(pts)
-            if not isinstance(pts, list | tuple) or not isinstance(labs, list | tuple) or len(labs) != len(pts):
-                raise InvalidRequest(f"{field}.input_labels[{i}]", "one label per point is needed")
-            keep = [k for k, lab in enumerate(labs) if lab not in (-1, -10)]
-            obj["points"] = [list(pts[k]) if isinstance(pts[k], list | tuple) else pts[k] for k in keep]
-            obj["labels"] = [int(labs[k]) if labs[k] in (0, 1) else labs[k] for k in keep]
-        if boxes:
-            obj["boxes"] = [list(boxes[i]) if isinstance(boxes[i], list | tuple) else boxes[i]]
-        prompts = parse_prompts(obj, size, f"{field}[{i}]", max_prompts)
-        if prompts is None:
-            raise InvalidRequest(f"{field}.input_points[{i}]", "this point batch has only padding points")
-        queries.append(prompts)
-    return queries
-
-
-def _azure_row_predictions(engine: Engine, image: np.ndarray, embedding: Embedding, queries: list,
-                           multimask: bool, limits: PredictLimits) -> list[dict]:
-    if not queries:  # no prompts: every automatic mask is a prediction
-        records = generate_masks(engine, image, AmgOptions(), embedding, limits.decode_bytes)
-        return [{"masks_per_prediction": [{"encoded_binary_mask": png_encode(r["segmentation"]),
-                                           "iou_score": float(r["predicted_iou"])}]} for r in records]
-    out = []
-    for prompts in queries:
-        result = decode_prompts(engine, embedding, prompts, multimask, limits.decode_bytes)
-        out.append({"masks_per_prediction": [
-            {"encoded_binary_mask": png_encode(mask), "iou_score": float(score)}
-            for mask, score in zip(result.masks[0], result.scores[0])]})
-    return out
-
 
 @router.post("/score", summary="Azure ML mask-generation envelope",
              description="Body as Azure ML's SAM deployments take it: `input_data.columns` among `image`, "
                          "`input_points`, `input_boxes`, `input_labels`, `multimask_output` (points, boxes, "
-                         "labels as strings of nested lists). Answer: one item per row, "
-                         "`{\"response\": {\"predictions\": [{\"masks_per_prediction\": [{\"encoded_binary_mask\": "
-                         "<base64 PNG>, \"iou_score\": float}]}]}}`. A row without prompts gets every automatic "
+                         "labels as strings of nested lists). Answer, as the Azure AI model catalog's SAM cards show: "
+                         "one item per row, `{\"predictions\": [{\"mask_per_prediction\": [{\"encoded_binary_mask\": "
+                         "<base64 PNG>, \"iou_score\": float}]}]}`. A row without prompts gets every automatic "
                          "mask as a prediction.", **_PREDICT_DOC)
-async def score(req: AzureRequest, engine: Engine = Depends(get_engine),
-                res: Resources = Depends(get_resources)) -> JSONResponse:
-    limits = limits_for(res.settings)
-    cols = req.input_data.columns
-    if "image" not in cols:
-        raise InvalidRequest("input_data.columns", "an \"image\" column is required")
-    if len(req.input_data.data) > limits.max_instances:
-        raise InvalidRequest("input_data.data", f"{len(req.input_data.data)} rows is over the limit of "
-                                                f"{limits.max_instances}")
-    rows = []
-    try:
-        for r, values in enumerate(req.input_data.data):
-            field = f"input_data.data[{r}]"
-            if len(values) != len(cols):
-                raise InvalidRequest(field, f"{len(values)} values for {len(cols)} columns")
-            row = dict(zip(cols, values))
-            image = await asyncio.to_thread(decode_image, row["image"], f"{field}.image", limits.max_pixels)
-            queries = azure_queries(row, image.shape[:2], field, limits.max_prompts)
-            multimask = row.get("multimask_output")
-            multimask = multimask if isinstance(multimask, bool) else True  # Azure's default
-            embedding, _ = await embedding_for(res, engine, image)
-            preds = await asyncio.to_thread(_azure_row_predictions, engine, image, embedding, queries,
-                                            multimask, limits)
-            rows.append({"response": {"predictions": preds}})
-    except ImageTooLarge as exc:
-        return too_large(exc)
-    return JSONResponse(rows)
+async def score(req: AzureRequest, service: ImagePredictService = Depends(get_predict_service)) -> Response:
+    rows = await score_rows(service, req.input_data.columns, req.input_data.data)
+    return json_answer(rows, service, "input_data")
 
 
 # --- Vertex AI ------------------------------------------------------------------------------------------

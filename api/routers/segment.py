@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from api.models import BoxIn, EverythingOut, EverythingRequest, FeatureCollectionOut, PointIn, SegmentRequest
-from samgis.service import BBox, BoxPrompt, EverythingQuery, PointPrompt, SegmentQuery, SegmentService
+from samgis.services.map_segment import BBox, BoxPrompt, EverythingQuery, PointPrompt, SegmentQuery, SegmentService
 from api.resources import get_service
+from samgis.errors import LimitExceeded
 from samgis.vector.export import geojson_bytes
 
 router = APIRouter(tags=["segment"])
@@ -16,13 +17,23 @@ ERRORS = {422: {"description": "invalid input; `field` names it"}, 502: {"descri
           503: {"description": "model not ready"}, 504: {"description": "tile source timed out"}}
 
 
-def geojson_response(fc: dict) -> Response:
+def geojson_response(fc: dict, max_bytes: int | None = None) -> Response:
     """`fc` serialised in one pass (the response model documents it; no second pass over every coordinate),
-    with the `samgis.timings_ms` stages also as a `Server-Timing` header (browser dev tools show it)."""
+    with the `samgis.timings_ms` stages also as a `Server-Timing` header (browser dev tools show it).
+    Over `max_bytes` it is refused (422 naming max_answer_bytes)."""
     timings = fc.get("samgis", {}).get("timings_ms", {})
     header = ", ".join(f"{name};dur={ms}" for name, ms in timings.items())
-    return Response(geojson_bytes(fc), media_type="application/json",
+    data = geojson_bytes(fc)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise LimitExceeded("simplify_px", f"the answer would be {len(data)} bytes, over the limit of {max_bytes}; "
+                                           "raise simplify_px or min_area_px, or ask for fewer masks",
+                            "max_answer_bytes")
+    return Response(data, media_type="application/json",
                     headers={"Server-Timing": header} if header else None)
+
+
+def max_answer_bytes(request: Request) -> int:
+    return request.app.state.resources.settings.max_answer_bytes
 
 
 def to_query(req: SegmentRequest) -> SegmentQuery:
@@ -37,16 +48,19 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
 
 @router.post("/v1/segment", response_model=FeatureCollectionOut,
              summary="Segment the object(s) under lat/lng prompts", responses=ERRORS)
-async def segment(req: SegmentRequest, service: SegmentService = Depends(get_service)) -> Response:
+async def segment(req: SegmentRequest, request: Request,
+                  service: SegmentService = Depends(get_service)) -> Response:
     """Points and one box decode together; several boxes decode as one batch (one mask per box, each
     with all the points). Prompts are given in the request's order as `prompts[i]` in error messages."""
-    return geojson_response(await service.segment(to_query(req)))
+    return geojson_response(await service.segment(to_query(req)), max_answer_bytes(request))
 
 
 @router.post("/v1/segment/everything", response_model=EverythingOut,
              summary="All masks (automatic mask generation) in the window holding lat/lng", responses=ERRORS)
-async def segment_everything(req: EverythingRequest, service: SegmentService = Depends(get_service)) -> Response:
+async def segment_everything(req: EverythingRequest, request: Request,
+                             service: SegmentService = Depends(get_service)) -> Response:
     """SAM's automatic mask generator over a points_per_side² grid of the 1024 px window a click at (lat, lng)
     would get at `zoom` (same window, same embedding cache as `/v1/segment`). One feature per mask, best
     score first, deduplicated, masks below `min_area_m2` dropped."""
-    return geojson_response(await service.segment_everything(EverythingQuery(**req.model_dump())))
+    return geojson_response(await service.segment_everything(EverythingQuery(**req.model_dump())),
+                            max_answer_bytes(request))

@@ -6,12 +6,18 @@ stay on the server.
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Depends, Response
 
 from api.resources import Resources, get_resources
 from samgis.errors import InvalidRequest
 
 router = APIRouter(tags=["tiles"])
+
+# ASCII digits only (str.isdigit() takes "²" and "١", which int() refuses or reads), as many as a zoom-30 row
+# needs, then an optional extension.
+_ROW = re.compile(r"([0-9]{1,10})(\.[A-Za-z0-9]{1,8})?")
 
 
 def media_type(data: bytes) -> str:
@@ -27,10 +33,11 @@ def media_type(data: bytes) -> str:
 @router.get("/v1/tiles/{source}/{z}/{x}/{y}", summary="One tile of a configured source")
 async def tile(source: str, z: int, x: int, y: str, res: Resources = Depends(get_resources)) -> Response:
     src = res.sources.get(source)
-    y_num = y.split(".", 1)[0]
-    if not y_num.isdigit():
-        raise InvalidRequest("y", f"tile row {y!r} is not a number")
-    yi = int(y_num)
+    m = _ROW.fullmatch(y)
+    if m is None:
+        raise InvalidRequest("y", f"tile row {y[:40]!r} is not a tile number (ASCII digits, optionally "
+                                  "followed by an extension such as .png)")
+    yi = int(m[1])
     n = 1 << z if 0 <= z <= 30 else 0
     if not (0 <= x < n and 0 <= yi < n):
         raise InvalidRequest("x", f"tile {z}/{x}/{yi} does not exist")

@@ -6,10 +6,10 @@
 - `work`: the three stages of an item (load, infer, finish), shared by both engines.
 - `local` / `ray_engine`: the engines; Ray is imported only by `ray_engine`, when it is used.
 - `manifest`, `outputs`, `report`: resumable bookkeeping, output files, report.html / report.md.
-- `cli`: `samgis batch`.
+- the command line is `samgis.cli.batch` (`samgis batch`).
 """
 
-from samgis.batch.job import BatchSummary, SamEngineConfig, run_batch
+from samgis.batch.job import BatchSummary, run_batch
 from samgis.batch.work import JobConfig
 
-__all__ = ["BatchSummary", "JobConfig", "SamEngineConfig", "run_batch"]
+__all__ = ["BatchSummary", "JobConfig", "run_batch"]

@@ -18,28 +18,6 @@ from samgis.batch.work import ItemResult, JobConfig
 ENGINES = ("local", "ray")
 
 
-@dataclass(frozen=True)
-class SamEngineConfig:
-    """A picklable recipe for a `SamEngine`: built once per process that runs the model.
-
-    `checkpoint` must be readable at the same path wherever the engine is built.
-    """
-
-    spec: object  # samgis.engine.registry.ModelSpec (carried whole: workers need not know the registry)
-    checkpoint: str
-    device: str = "auto"
-    precision: str = "auto"
-
-    @property
-    def model_key(self) -> str:
-        return f"{self.spec.model_id}:{Path(self.checkpoint).name}"
-
-    def __call__(self):
-        from samgis.engine.sam import SamEngine
-
-        return SamEngine.from_spec(self.spec, Path(self.checkpoint), device=self.device, precision=self.precision)
-
-
 @dataclass
 class BatchSummary:
     """What a run did: counts of the job's items, this run's wall time and items/s."""

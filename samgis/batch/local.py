@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from samgis.batch.inputs import Item
 from samgis.batch.work import ItemResult, JobConfig, StageContext, finish_stage, infer_stage, load_stage
-from samgis.engine.threads import set_torch_threads
+from samgis.engine.factory import set_engine_threads
 
 
 def run_local(items: Sequence[Item], engine_factory: Callable, cfg: JobConfig,
@@ -24,8 +24,8 @@ def run_local(items: Sequence[Item], engine_factory: Callable, cfg: JobConfig,
         return
     workers = max(1, workers)
     ctx = StageContext(cfg)
-    threads = set_torch_threads(cfg.torch_threads) if cfg.torch_threads else None
     engine = engine_factory()
+    threads = set_engine_threads(engine, cfg.torch_threads)
     loads: deque[Future] = deque()
     finishing: deque[Future] = deque()
     pending = iter(items)
@@ -62,4 +62,4 @@ def run_local(items: Sequence[Item], engine_factory: Callable, cfg: JobConfig,
             f.cancel()
         ctx.close()
         if threads is not None:
-            set_torch_threads(threads)
+            set_engine_threads(engine, threads)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from samgis.batch.inputs import Item
 from samgis.batch.work import ItemResult, JobConfig, StageContext, finish_stage, infer_stage, load_stage
-from samgis.engine.threads import set_torch_threads
+from samgis.engine.factory import set_engine_threads
 
 
 _CONTEXTS: dict = {}
@@ -40,10 +40,9 @@ class _ModelActor:
     """Ray Data callable class: stage 2 with the model built once per actor; `threads` torch threads."""
 
     def __init__(self, cfg: JobConfig, engine_factory: Callable, threads: int | None):
-        if threads:
-            set_torch_threads(threads)
         self.ctx = StageContext(cfg)
         self.engine = engine_factory()
+        set_engine_threads(self.engine, threads)
 
     def __call__(self, row: dict) -> dict:
         loaded = pickle.loads(row["payload"])

@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from samgis.errors import MissingCapability
+
 
 @dataclass(frozen=True)
 class Embedding:
@@ -81,32 +83,128 @@ class DecodeResult:
 
 
 @dataclass(frozen=True)
+class AmgOptions:
+    """Automatic-mask parameters (the names of `SamAutomaticMaskGenerator`'s), with CPU-sane defaults
+    (16 × 16 points, one crop). Every backend's `generate` takes them."""
+
+    points_per_side: int = 16
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+
+    def grid_points(self) -> int:
+        """Point prompts decoded over all crop layers: layer i has 4**i crops of
+        (points_per_side // downscale**i)² points each."""
+        return sum(4**i * (self.points_per_side // self.crop_n_points_downscale_factor**i) ** 2
+                   for i in range(self.crop_n_layers + 1))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can be asked. A request that needs a capability the model lacks is refused (422)."""
+
+    points: bool = True
+    boxes: bool = True
+    mask_input: bool = True
+    multimask: bool = True
+    automatic: bool = True
+    text: bool = False
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("points", "boxes", "mask_input", "multimask", "automatic", "text")}
+
+    def missing(self, *needed: str) -> list[str]:
+        """The names in `needed` this model lacks."""
+        return [n for n in needed if not getattr(self, n)]
+
+
+def required_capabilities(prompts: "Prompts | None", multimask: bool = False) -> list[str]:
+    """The capabilities decoding `prompts` needs (None: automatic masks)."""
+    if prompts is None:
+        return ["automatic"]
+    needed = ["points"] if len(prompts.points) else []
+    needed += ["boxes"] if len(prompts.boxes) else []
+    needed += ["mask_input"] if prompts.mask_input is not None else []
+    return needed + (["multimask"] if multimask else [])
+
+
+def require(card: "ModelCard", needed: list[str], field: str = "prompts") -> None:
+    """Raise `MissingCapability` (422) naming what `card`'s model lacks of `needed`."""
+    missing = card.capabilities.missing(*needed)
+    if missing:
+        raise MissingCapability(field, f"model {card.model_id!r} does not support {', '.join(missing)} "
+                                       f"(its capabilities: {', '.join(k for k, v in card.capabilities.as_dict().items() if v)})")
+
+
+@dataclass(frozen=True)
 class ModelCard:
-    """What `describe()` returns: enough for /v1/models and the response metadata."""
+    """What `describe()` returns: enough for /v1/models, cache keys and the response metadata.
+
+    `embedding_version`: changes whenever the same image would embed differently (preprocessing, model
+    files); part of every embedding cache key. `input_size`: side of the model's square input frame.
+    `resize`: how an image reaches it: "longest-side" (SAM 1: scale the longest side to `input_size`,
+    keep aspect, pad bottom/right) or "square" (SAM 2: stretch to `input_size`², aspect not kept).
+    `low_res_size`: side of the low-res logits (`DecodeResult.logits`, `Prompts.mask_input`).
+    """
 
     model_id: str
     backend: str
     device: str
     dtype: str
-    image_size: int
+    input_size: int
+    embedding_version: str
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    resize: str = "longest-side"
+    low_res_size: int = 256
     checkpoint: str | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        """Alias of `input_size` (the name `segment_anything` uses)."""
+        return self.input_size
+
+    def public(self) -> dict:
+        """JSON for /v1/models and metadata: no local paths."""
+        return {"model_id": self.model_id, "backend": self.backend, "device": self.device, "dtype": self.dtype,
+                "input_size": self.input_size, "resize": self.resize, "low_res_size": self.low_res_size,
+                "embedding_version": self.embedding_version, "capabilities": self.capabilities.as_dict(),
+                **self.extra}
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """A segmentation model. Implementations must be safe to call from several threads."""
+    """A segmentation model. Implementations must be safe to call from several threads; each owns its
+    pre- and post-processing and its threads policy (callers never pick threads for it)."""
 
     model_id: str
 
     def embed(self, image: np.ndarray) -> Embedding:
-        """Encode one image: (H, W, 3) uint8 RGB, H, W ≥ 1."""
+        """Encode one image: (H, W, 3) uint8 RGB, H, W ≥ 1. Blocks; call from a worker thread."""
         ...
 
     def decode(
         self, embedding: Embedding, prompts: Prompts, multimask: bool = False
     ) -> DecodeResult:
-        """Decode prompts against an embedding. Pure: no state is kept between calls."""
+        """Decode prompts against an embedding. Pure: no state is kept between calls. Blocks."""
+        ...
+
+    async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """`decode` awaited from an event loop, on whatever thread the backend decodes on."""
+        ...
+
+    def generate(self, embedding: Embedding, options: AmgOptions,
+                 image: np.ndarray | None = None) -> list[dict]:
+        """Automatic masks of the embedded image. Each record: `segmentation` (H, W) bool in image px,
+        `bbox` and `crop_box` [x, y, w, h] (px), `area` (px), `predicted_iou`, `stability_score`,
+        `point_coords` [[x, y]] (image px, SAM convention). `image` (H, W, 3) uint8 is needed only for
+        crops (`options.crop_n_layers > 0`). Blocks."""
         ...
 
     def describe(self) -> ModelCard:

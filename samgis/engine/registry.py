@@ -1,19 +1,29 @@
-"""Model registry: names, architectures and where the official weights live.
+"""Model registry: each model's backend, its configuration and its official weight files.
 
-Meta's checkpoint file names carry the first six hex digits of the file's MD5 (`sam_vit_b_01ec64.pth`);
-we keep the full digest and the byte size so a download is verified before it is used.
+Where the figures come from (see README "Models"):
+
+- SAM 1 (`sam_vit_b/l/h`): Meta's checkpoints at dl.fbaipublicfiles.com/segment_anything. The file names
+  carry the first six hex digits of the file's MD5 (`sam_vit_b_01ec64.pth`); we keep the full MD5 and
+  the byte size, so a download is verified before use.
+- SAM 2.1 (`sam2.1_hiera_*`): the URLs of the sam2 repository's `checkpoints/download_ckpts.sh`
+  (backend `sam2`, which holds the figures).
+- ONNX pairs: files named by the pair's manifest (sha256 and size per file), given as a folder.
+
+Plugins and tests add their own models with `register_model`; a models file (`Settings.models_file`)
+adds entries at start-up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 META_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything"
 
 
 @dataclass(frozen=True)
 class SamArch:
-    """Image-encoder hyper-parameters of a `segment_anything` ViT model."""
+    """Image-encoder hyper-parameters of a `segment_anything` ViT model (the `sam1` backend's config)."""
 
     embed_dim: int
     depth: int
@@ -24,28 +34,52 @@ class SamArch:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """One named model: backend, architecture and its official weights."""
+class WeightFile:
+    """One file a model needs: name in the weights cache, official URL, and what verifies it.
 
-    model_id: str
-    backend: str
-    arch: SamArch
-    filename: str | None = None
+    `md5` / `sha256`: full hex digests (either may be unknown); `size_bytes`: exact size.
+    """
+
+    name: str
     url: str | None = None
     size_bytes: int | None = None
     md5: str | None = None
+    sha256: str | None = None
+
+    def public(self) -> dict:
+        return {"file": self.name, "url": self.url, "size_bytes": self.size_bytes, "md5": self.md5,
+                "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One named model: which backend builds it, that backend's config, and its weight files.
+
+    `config`: backend-specific and picklable (`SamArch` for sam1, a config name for sam2, …).
+    `files`: empty when the weights are always given by path (e.g. ONNX pairs by folder).
+    """
+
+    model_id: str
+    backend: str
+    config: Any = None
+    files: tuple[WeightFile, ...] = ()
     description: str = ""
     extra: dict = field(default_factory=dict)
 
+    @property
+    def arch(self) -> Any:
+        """The sam1 backend's name for `config`."""
+        return self.config
+
     def public(self) -> dict:
-        """What `/v1/models` shows: no local paths."""
-        return {
-            "id": self.model_id,
-            "backend": self.backend,
-            "description": self.description,
-            "weights": {"file": self.filename, "url": self.url, "size_bytes": self.size_bytes, "md5": self.md5},
-            "image_size": self.arch.image_size,
-        }
+        """What `/v1/models` and `samgis models` show: no local paths."""
+        return {"id": self.model_id, "backend": self.backend, "description": self.description,
+                "weights": [f.public() for f in self.files]}
+
+    @property
+    def size_bytes(self) -> int | None:
+        sizes = [f.size_bytes for f in self.files]
+        return sum(sizes) if sizes and None not in sizes else None
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -72,18 +106,11 @@ def model_ids() -> list[str]:
 
 
 def _meta(model_id: str, filename: str, size: int, md5: str, arch: SamArch, description: str) -> None:
-    register_model(
-        ModelSpec(
-            model_id=model_id,
-            backend="segment-anything",
-            arch=arch,
-            filename=filename,
-            url=f"{META_BASE_URL}/{filename}",
-            size_bytes=size,
-            md5=md5,
-            description=description,
-        )
-    )
+    register_model(ModelSpec(
+        model_id=model_id, backend="sam1", config=arch,
+        files=(WeightFile(filename, f"{META_BASE_URL}/{filename}", size, md5=md5),),
+        description=description,
+    ))
 
 
 _meta("sam_vit_b", "sam_vit_b_01ec64.pth", 375_042_383, "01ec64d29a2fca3f0661936605ae66f8",

@@ -148,7 +148,7 @@ class TileFetcher:
             raise
 
     async def _load(self, source: TileSource, z: int, x: int, y: int) -> tuple[bytes, np.ndarray]:
-        where = f"tile source {source.id!r} tile {z}/{x}/{y} ({source.tile_url(z, x, y, redact=True)})"
+        where = f"tile source {source.id!r} tile {z}/{x}/{y}"  # no URL or path: messages reach clients
         if source.is_local:
             data = await asyncio.to_thread(read_local_tile, source, z, x, y)
             self.stats["local"] += 1
@@ -191,14 +191,14 @@ class TileFetcher:
     ) -> tuple[bytes, float | None]:
         """(body, cache ttl from headers) of a 2xx answer, retrying transient failures."""
         url = source.tile_url(z, x, y)
-        shown = source.tile_url(z, x, y, redact=True)
+        shown = source.tile_url(z, x, y, redact=True)  # for the log only (`detail`), key redacted
         what = f"tile source {source.id!r}"
-        tile = f"tile {z}/{x}/{y} ({shown})"
+        tile = f"tile {z}/{x}/{y}"
         client = self._http()
         host = urlsplit(url).netloc
         limit = self._per_host.setdefault(host, asyncio.Semaphore(self.per_host))
         attempts = self.retries + 1
-        problem, timed_out, delay = "", False, 0.0
+        problem, timed_out, delay, detail = "", False, 0.0, shown
         for attempt in range(attempts):
             if attempt:
                 self.stats["retries"] += 1
@@ -212,24 +212,24 @@ class TileFetcher:
                 problem, timed_out = f"timed out: no answer within {self.timeout_s:g} s", True
                 continue
             except httpx.TransportError as e:
-                detail = str(e).replace(url, shown) or type(e).__name__
-                problem, timed_out = f"could not be reached ({detail})", False
+                problem, timed_out = "could not be reached", False
+                detail = f"{shown}: {str(e).replace(url, shown) or type(e).__name__}"
                 continue
             except httpx.HTTPError as e:  # redirect loops, bad content encodings: not transient
-                detail = str(e).replace(url, shown) or type(e).__name__
-                raise UpstreamError(f"{what} failed for {tile}: {detail}") from None
+                raise UpstreamError(f"{what} failed for {tile}: {type(e).__name__}",
+                                    detail=f"{shown}: {str(e).replace(url, shown)}") from None
             if 200 <= status < 300:
                 if len(body) > MAX_TILE_BYTES:
-                    raise UpstreamError(f"{what} sent more than {MAX_TILE_BYTES} bytes for {tile}")
+                    raise UpstreamError(f"{what} sent more than {MAX_TILE_BYTES} bytes for {tile}", detail=shown)
                 return body, ttl_from_headers(headers)
-            problem, timed_out = f"answered {status}", False
+            problem, timed_out, detail = f"answered {status}", False, shown
             if status == 429 or status >= 500:
                 delay = max(delay, min(_retry_after(headers), self.timeout_s))
                 continue
             error = TileNotFound if status == 404 else UpstreamError
-            raise error(f"{what} answered {status} for {tile}")
+            raise error(f"{what} answered {status} for {tile}", detail=shown)
         error = UpstreamTimeout if timed_out else UpstreamError
-        raise error(f"{what} {problem} for {tile}; gave up after {attempts} attempts")
+        raise error(f"{what} {problem} for {tile}; gave up after {attempts} attempts", detail=detail)
 
 
 async def _get(client: httpx.AsyncClient, url: str) -> tuple[int, httpx.Headers, bytes]:
@@ -266,7 +266,8 @@ def decode_tile(data: bytes, tile_size: int, where: str = "tile") -> np.ndarray:
     """Decode an encoded tile to (tile_size, tile_size, 3) uint8 RGB, row 0 = north.
 
     RGBA / LA / palette images with transparency are composited over white; L and P become
-    grey / palette colours. Raises UpstreamError for undecodable bytes or another size.
+    grey / palette colours. Raises UpstreamError for undecodable bytes or another size (Pillow's own
+    message, which names Python objects, only in `detail`).
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -278,7 +279,7 @@ def decode_tile(data: bytes, tile_size: int, where: str = "tile") -> np.ndarray:
     except UpstreamError:
         raise
     except Exception as e:  # Pillow raises many types for bad data
-        raise UpstreamError(f"{where}: not a decodable image ({type(e).__name__}: {e})") from e
+        raise UpstreamError(f"{where}: not a decodable image ({type(e).__name__})", detail=str(e)) from e
     return np.array(rgb, dtype=np.uint8)
 
 
@@ -301,14 +302,15 @@ def read_local_tile(source: TileSource, z: int, x: int, y: int) -> bytes:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise TileNotFound(f"{what} has no tile {z}/{x}/{y} ({path})") from None
+            raise TileNotFound(f"{what} has no tile {z}/{x}/{y}", detail=str(path)) from None
         except OSError as e:
-            raise UpstreamError(f"{what} cannot read tile {z}/{x}/{y} ({path}): {e}") from e
+            raise UpstreamError(f"{what} cannot read tile {z}/{x}/{y} ({type(e).__name__})",
+                                detail=f"{path}: {e}") from e
     if source.kind == "mbtiles":
         assert source.path is not None
         row = _mbtiles_row(source.path, z, x, 2**z - 1 - y, what)
         if row is None:
-            raise TileNotFound(f"{what} has no tile {z}/{x}/{y} in {source.path}")
+            raise TileNotFound(f"{what} has no tile {z}/{x}/{y}", detail=str(source.path))
         return row
     raise ValueError(f"{what} is not a local source")
 
@@ -316,7 +318,7 @@ def read_local_tile(source: TileSource, z: int, x: int, y: int) -> bytes:
 def _mbtiles_row(path: str, z: int, col: int, row: int, what: str) -> bytes | None:
     file = Path(path)
     if not file.is_file():
-        raise UpstreamError(f"{what}: MBTiles file {path} does not exist")
+        raise UpstreamError(f"{what} is unavailable: its MBTiles file does not exist", detail=str(path))
     try:
         con = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -327,5 +329,5 @@ def _mbtiles_row(path: str, z: int, col: int, row: int, what: str) -> bytes | No
         finally:
             con.close()
     except sqlite3.Error as e:
-        raise UpstreamError(f"{what}: cannot read MBTiles file {path}: {e}") from e
+        raise UpstreamError(f"{what} is unavailable: cannot read its MBTiles file", detail=f"{path}: {e}") from e
     return None if found is None or found[0] is None else bytes(found[0])

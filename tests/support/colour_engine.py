@@ -18,13 +18,15 @@ Rules, per query (one per box, or one for the points alone):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import numpy as np
 from scipy import ndimage
 
-from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.amg import generate_with_point_batches
+from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
 
 SINGLE_SCORE = 0.95
 MULTI_SCORES = (0.9, 0.8, 0.7)
@@ -133,11 +135,14 @@ class ColourRegionEngine:
     """Engine protocol implementation for tests; thread-safe, no model, no torch.
 
     `embed_calls`: how many times `embed` ran. `embed_delay_s`: seconds `embed` sleeps, to act
-    like a slow encoder (settable at any time).
+    like a slow encoder (settable at any time). `capabilities`: what `describe()` claims (tests of
+    requests a model cannot serve).
     """
 
-    def __init__(self, model_id: str = "test-colour", embed_delay_s: float = 0.0):
+    def __init__(self, model_id: str = "test-colour", embed_delay_s: float = 0.0,
+                 capabilities: Capabilities = Capabilities(automatic=True)):
         self.model_id = model_id
+        self.capabilities = capabilities
         self.embed_delay_s = embed_delay_s
         self._lock = threading.Lock()
         self._embed_calls = 0
@@ -179,6 +184,24 @@ class ColourRegionEngine:
         logits = np.stack([np.stack([low_res_logits(m) for m in q]) for q in masks_arr]).astype(np.float32)
         return DecodeResult(masks=masks_arr, scores=scores, logits=logits.reshape(n_q, n_m, LOW_RES, LOW_RES))
 
+    async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        return await asyncio.to_thread(self.decode, embedding, prompts, multimask)
+
+    def generate(self, embedding: Embedding, options: AmgOptions, image: np.ndarray | None = None) -> list[dict]:
+        """Meta's generator over `decode`, one query per grid point (records as `Engine.generate`)."""
+        return generate_with_point_batches(self, embedding, options, image)
+
     def describe(self) -> ModelCard:
         return ModelCard(model_id=self.model_id, backend="test-colour-region", device="cpu", dtype="uint8",
-                         image_size=MODEL_SIDE, extra={"test_double": True})
+                         input_size=MODEL_SIDE, embedding_version="colour-1",
+                         capabilities=self.capabilities, extra={"test_double": True})
+
+
+class BrokenDecodeEngine(ColourRegionEngine):
+    """`ColourRegionEngine` whose decode fails with an exception whose text holds internals (a file path), to
+    check that answers never echo them."""
+
+    SECRET = "/srv/secret/weights.pth: decoder exploded"
+
+    def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        raise RuntimeError(self.SECRET)

@@ -15,7 +15,7 @@ Pairs it serves:
 
 Capabilities come from the decoder itself: no `mask_input` input → no mask_input; one mask per query →
 no multimask (and no automatic masks, which need the three multimask outputs). A request for a missing
-capability raises `MissingCapability` (an `InvalidRequest`, HTTP 422) naming it.
+capability raises `samgis.errors.MissingCapability` (HTTP 422) naming it.
 
 Pre/post-processing are done here, per family. SAM 1: `ResizeLongestSide` to the input size, normalise
 and pad (unless the encoder does it), prompts through `ResizeLongestSide.apply_coords`, low-res logits
@@ -31,6 +31,7 @@ takes calls from any thread (sessions are thread-safe; one encoder pass at a tim
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -41,23 +42,16 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, file_sha256, read_manifest
-from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.protocol import (AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts, require,
+                                   required_capabilities)
+from samgis.engine.registry import ModelSpec
 from samgis.engine.threads import on_torch_thread
-from samgis.errors import InvalidRequest
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 DECODER_REQUIRED = ("image_embeddings", "point_coords", "point_labels")
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
 SAM2_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
-
-
-class MissingCapability(InvalidRequest):
-    """The request needs something this model cannot do (HTTP 422); `capability` names it."""
-
-    def __init__(self, capability: str, model_id: str, why: str = ""):
-        super().__init__(capability, f"model {model_id!r} does not support {capability}" + (f" ({why})" if why else ""))
-        self.capability = capability
 
 
 def onnx_providers(device: str = "auto") -> list[str]:
@@ -90,22 +84,27 @@ def session_options(threads: int = 0, spinning: bool = False) -> ort.SessionOpti
     return so
 
 
-def upscale_masks(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
-                  image_size: int, threshold: float = 0.0, square: bool = False) -> np.ndarray:
-    """(Q, M, l, l) float32 low-res logits in the padded S × S input frame → (Q, M, H, W) bool masks in
+def upscale(low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
+            image_size: int, square: bool = False) -> torch.Tensor:
+    """(Q, M, l, l) float32 low-res logits in the padded S × S input frame → (Q, M, H, W) float32 logits in
     the original image frame: `Sam.postprocess_masks` (bilinear to S × S, crop `input_size` (h, w),
-    bilinear to `original_size` (H, W)), then `> threshold`. `square` (SAM 2, whose input frame is the
-    whole image stretched): bilinear straight to (H, W), as `SAM2Transforms.postprocess_masks`."""
-    x = torch.from_numpy(np.ascontiguousarray(low_res))
+    bilinear to `original_size` (H, W)). `square` (SAM 2, whose input frame is the whole image
+    stretched): bilinear straight to (H, W), as `SAM2Transforms.postprocess_masks`."""
     with torch.inference_mode():
+        x = low_res.float()
         if square:
-            return (torch.nn.functional.interpolate(x, tuple(original_size), mode="bilinear",
-                                                    align_corners=False) > threshold).numpy()
+            return torch.nn.functional.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
         x = torch.nn.functional.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
         x = x[..., : input_size[0], : input_size[1]]
         if tuple(input_size) != tuple(original_size):
             x = torch.nn.functional.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
-        return (x > threshold).numpy()
+        return x
+
+
+def _masks(low_res: np.ndarray, input_size, original_size, image_size: int, square: bool) -> np.ndarray:
+    """`upscale` of numpy logits, thresholded at 0 → (Q, M, H, W) bool."""
+    return (upscale(torch.from_numpy(np.ascontiguousarray(low_res)), input_size, original_size, image_size,
+                    square) > 0).numpy()
 
 
 def _concrete(shape, fill: dict) -> tuple[int, ...]:
@@ -216,18 +215,14 @@ class OnnxEngine:
                              "expected 4 (all mask tokens) or 1 (single-mask export)")
         self.low_res_size = int(low.shape[-1])
         multimask = self.masks_per_query == 4
-        self.capabilities = {"points": True, "boxes": True, "mask_input": self.has_mask_input,
-                             "multimask": multimask, "automatic": multimask and self.family == "sam1",
-                             "text": False}
+        # automatic: SAM 1's generator needs the three multimask outputs; SAM 2's is the sam2 backend's
+        self.capabilities = Capabilities(points=True, boxes=True, mask_input=self.has_mask_input,
+                                         multimask=multimask, automatic=multimask and self.family == "sam1",
+                                         text=False)
 
-    def require(self, capability: str) -> None:
-        """Raise `MissingCapability` unless this model has `capability`."""
-        if not self.capabilities.get(capability):
-            why = {"mask_input": "its decoder has no mask_input input",
-                   "multimask": "its decoder returns one mask per query",
-                   "automatic": "automatic masks need the decoder's three multimask outputs" if self.family == "sam1"
-                   else "SAM 2 automatic masks are the sam2 backend's"}.get(capability, "")
-            raise MissingCapability(capability, self.model_id, why)
+    def require(self, *needed: str, field: str = "prompts") -> None:
+        """Raise `samgis.errors.MissingCapability` (422) naming what this model lacks of `needed`."""
+        require(self.describe(), list(needed), field)
 
     # --- encoder -----------------------------------------------------------------------------------
 
@@ -326,11 +321,9 @@ class OnnxEngine:
         corner points (labels 2, 3) after the points.
         """
         self._check(embedding)
-        if multimask:
-            self.require("multimask")
+        self.require(*required_capabilities(prompts, multimask))
         mask = None
         if prompts.mask_input is not None:
-            self.require("mask_input")
             mask = np.asarray(prompts.mask_input, np.float32).reshape(1, 1, self.low_res_size, self.low_res_size)
         size = embedding.original_size
         q = prompts.n_queries
@@ -352,11 +345,20 @@ class OnnxEngine:
             labels = np.concatenate([lab, [-1.0]])[None]
         iou, low = self._select(*self._run(embedding.features, coords.astype(np.float32),
                                            labels.astype(np.float32), mask, size), multimask)
-        masks = on_torch_thread(upscale_masks, low, embedding.input_size, size, self.image_size,
-                                square=self.family == "sam2")
+        masks = on_torch_thread(_masks, low, embedding.input_size, size, self.image_size, self.family == "sam2")
         if self.logits_clamp:
             low = np.clip(low, -self.logits_clamp, self.logits_clamp)
         return DecodeResult(masks=masks, scores=iou, logits=low)
+
+    async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """`decode` from an event loop (ONNX Runtime releases the GIL; the upscaling hops to the torch thread)."""
+        return await asyncio.to_thread(self.decode, embedding, prompts, multimask)
+
+    def upscale_logits(self, low_res: torch.Tensor, embedding: Embedding) -> torch.Tensor:
+        """(B, M, 256, 256) float32 low-res logits → (B, M, H, W) float32 logits in the embedded image's
+        frame, by this pair's family rule (used by the automatic mask generator)."""
+        return upscale(low_res, embedding.input_size, embedding.original_size, self.image_size,
+                       self.family == "sam2")
 
     def _coords(self, xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(..., 2) image px (SAM convention) → the model's input frame: `ResizeLongestSide.apply_coords`
@@ -376,8 +378,7 @@ class OnnxEngine:
         multimask)`'s `logits[0]` / `scores[0]`. M = 3 with `multimask`, else 1.
         """
         self._check(embedding)
-        if multimask:
-            self.require("multimask")
+        self.require(*(["points", "multimask"] if multimask else ["points"]))
         if isinstance(points, torch.Tensor):
             points = points.detach().cpu().numpy()
         if isinstance(labels, torch.Tensor):
@@ -401,38 +402,39 @@ class OnnxEngine:
             lows.append(low)
         return torch.from_numpy(np.concatenate(lows)), torch.from_numpy(np.concatenate(ious))
 
-    def generate(self, embedding: Embedding, options=None) -> list[dict]:
-        """Automatic masks of the embedded image (no crops): `SamAutomaticMaskGenerator` records, as the
-        SAM 1 engine's (`samgis.predict.generate_masks_for_embedding` over this engine)."""
-        from samgis.predict import AmgOptions, generate_masks_for_embedding
+    def generate(self, embedding: Embedding, options: AmgOptions = AmgOptions(),
+                 image: np.ndarray | None = None) -> list[dict]:
+        """Automatic masks (see `Engine.generate`): Meta's generator over `decode_point_batch`, records of the
+        SAM 1 engine's form. `image` (H, W, 3) uint8 only for crops."""
+        from samgis.engine.amg import generate_with_point_batches
 
         self._check(embedding)
         self.require("automatic")
-        return generate_masks_for_embedding(self, embedding, options or AmgOptions())
+        return generate_with_point_batches(self, embedding, options, image)
 
     def describe(self) -> ModelCard:
         m = self.manifest or {}
+        quantized = m.get("quantization") if m else ".quant." in self.encoder_path.name  # samexporter naming
         return ModelCard(
             model_id=self.model_id,
             backend=self.backend,
             device=self.device,
-            # samexporter names its quantize_dynamic (QUInt8) files *.quant.onnx
-            dtype="uint8" if (m.get("quantization") if m else ".quant." in self.encoder_path.name) else "fp32",
-            image_size=self.image_size,
+            dtype="uint8" if quantized else "fp32",
+            input_size=self.image_size,
+            embedding_version=self.embedding_version,
+            capabilities=self.capabilities,
+            resize="square" if self.family == "sam2" else "longest-side",
+            low_res_size=self.low_res_size,
             checkpoint=self.location,
             extra={
-                "capabilities": dict(self.capabilities),
-                "embedding_version": self.embedding_version,
-                "preprocessing": f"{self.family}-{self.input_layout}",
-                "resize": "square" if self.family == "sam2" else "longest_side",
                 "family": self.family,
-                "low_res_size": self.low_res_size,
                 "format": "samgis" if self.manifest else "samexporter",
                 "encoder": self.encoder_path.name,
                 "decoder": self.decoder_path.name,
                 "providers": list(self.providers),
                 "opset": m.get("opset"),
                 "quantization": m.get("quantization"),
+                "exported_model_id": m.get("model_id"),
             },
         )
 
@@ -452,8 +454,20 @@ def _samexporter_pair(folder: Path, quantized: bool) -> tuple[Path, Path]:
     return found["encoder"], found["decoder"]
 
 
-def load(path: Path | str, device: str = "auto", *, threads: int = 0, model_id: str | None = None,
-         quantized: bool = False, verify: bool = True, spinning: bool = False) -> OnnxEngine:
+def load(spec: ModelSpec, weights: Path, device: str = "auto", precision: str = "auto") -> OnnxEngine:
+    """The backend entry point (`samgis.engine.backends`): the pair at `weights` (see `load_pair`) served as
+    `spec.model_id`. `spec.config`: None, or a dict of `load_pair` options (`threads`, `quantized`,
+    `verify`). A pair runs in the precision it was exported in: `precision` must be auto (or name it)."""
+    options = dict(spec.config or {})
+    engine = load_pair(weights, device, model_id=spec.model_id, **options)
+    if precision not in ("auto", engine.describe().dtype):
+        raise ValueError(f"{spec.model_id} is an ONNX pair exported as {engine.describe().dtype}; it cannot run "
+                         f"in {precision} (use precision auto, or export the pair again)")
+    return engine
+
+
+def load_pair(path: Path | str, device: str = "auto", *, threads: int = 0, model_id: str | None = None,
+              quantized: bool = False, verify: bool = True, spinning: bool = False) -> OnnxEngine:
     """An `OnnxEngine` for the pair at `path`.
 
     `path`: a folder with `manifest.json` (our export; files checked against its hashes when `verify`),

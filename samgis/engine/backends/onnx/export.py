@@ -339,18 +339,14 @@ def export_onnx_command(model_id: str, checkpoint: str | None, out_dir: str | Pa
                         allow_download: bool = True, cache_dir: Path | None = None) -> Path:
     """`samgis export-onnx MODEL -o DIR [--quantize uint8] [--checkpoint PATH]`: load a registered SAM 1
     model's weights (the usual resolution: explicit checkpoint, cache dir, download) and export it."""
+    from samgis.engine.backends.sam1 import load_sam
     from samgis.engine.registry import get_model_spec
-    from samgis.engine.weights import resolve_checkpoint
-
-    try:  # the sam1 backend's loader (moving to samgis.engine.backends.sam1)
-        from samgis.engine.backends.sam1 import load_sam  # type: ignore[attr-defined]
-    except ImportError:
-        from samgis.engine.sam import load_sam
+    from samgis.engine.weights import resolve_weights
 
     spec = get_model_spec(model_id)
-    if spec.backend not in ("segment-anything", "sam1"):
-        raise ValueError(f"export-onnx exports segment-anything (SAM 1) models; {model_id} is {spec.backend!r}")
-    path = resolve_checkpoint(spec, checkpoint, cache_dir=cache_dir, allow_download=allow_download)
+    if spec.backend != "sam1":
+        raise ValueError(f"export-onnx exports segment-anything (sam1) models; {model_id} is {spec.backend!r}")
+    path = resolve_weights(spec, checkpoint, cache_dir=cache_dir, allow_download=allow_download)
     if quantize not in QUANTIZATIONS:  # before minutes of loading and exporting
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, not {quantize!r}")
     model = load_sam(spec, path)

@@ -17,13 +17,15 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.amg import generate_with_point_batches
+from samgis.engine.backends.sam1.decoder import decode_masks, positional_consts, prepare
+from samgis.engine.backends.sam1.encoder import encode
+from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.registry import ModelSpec, SamArch
-from samgis.engine.sam_decoder import decode_masks, positional_consts, prepare
-from samgis.engine.sam_encoder import encode
-from samgis.engine.threads import in_fresh_thread, on_torch_thread
+from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
 PREPROCESSING_VERSION = "sam-rls-1"
+"""Part of the embedding version: `ResizeLongestSide` to 1024, `Sam.preprocess` (normalise, pad)."""
 
 
 def build_sam(arch: SamArch) -> Sam:
@@ -90,7 +92,7 @@ class SamEngine:
     device is CUDA and precision is "auto"; CPU default fp32, which keeps exact parity with `SamPredictor`).
     """
 
-    backend = "segment-anything"
+    backend = "sam1"
 
     def __init__(self, model: Sam, model_id: str, device: str = "auto", precision: str = "auto",
                  checkpoint: str | None = None):
@@ -117,6 +119,10 @@ class SamEngine:
                   precision: str = "auto") -> "SamEngine":
         model = in_fresh_thread(load_sam, spec, checkpoint)
         return cls(model, spec.model_id, device, precision, str(checkpoint))
+
+    def set_threads(self, n: int) -> int:
+        """Intra-op threads for this process's torch work (the torch thread included); returns the old count."""
+        return set_torch_threads(n)
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -182,12 +188,22 @@ class SamEngine:
             logits=low_res.float().cpu().numpy().astype(np.float32),
         )
 
+    async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """`decode` from an event loop: one hop to the torch thread."""
+        if embedding.model_id != self.model_id:
+            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
+        return await to_torch_thread(self._decode, embedding, prompts, multimask)
+
+    def generate(self, embedding: Embedding, options: AmgOptions,
+                 image: np.ndarray | None = None) -> list[dict]:
+        """Automatic masks (see `Engine.generate`): Meta's generator over `decode_point_batch`."""
+        return generate_with_point_batches(self, embedding, options, image)
+
     def decode_point_batch(self, embedding: Embedding, points, labels,
                            multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode B independent point queries in one batch, returning only low-res outputs.
 
-        An optional capability beyond the `Engine` protocol, used by the automatic mask generator
-        (`samgis.predict.EnginePredictor`): it needs the low-res logits and scores of many single-point
+        Used by the automatic mask generator (`samgis.engine.amg.EnginePredictor`): it needs the low-res logits and scores of many single-point
         queries, and no full-resolution masks, so none are built.
 
         `points`: (B, N, 2) float (x, y) in image px, SAM convention, of the image `embedding` was made
@@ -246,6 +262,12 @@ class SamEngine:
             multimask_output=multimask,
         )
 
+    def upscale_logits(self, low_res: torch.Tensor, embedding: Embedding) -> torch.Tensor:
+        """(B, M, 256, 256) low-res logits (CPU or device) → (B, M, H, W) float32 logits in the frame of the
+        embedded image (H, W = `embedding.original_size`), on the same device as `low_res`."""
+        with torch.inference_mode():
+            return self._upscale(low_res, embedding.input_size, embedding.original_size)
+
     def _upscale(self, low_res: torch.Tensor, input_size: tuple[int, int],
                  original_size: tuple[int, int]) -> torch.Tensor:
         """(Q, M, 256, 256) logits → (Q, M, H, W) logits in the original frame.
@@ -266,7 +288,10 @@ class SamEngine:
             backend=self.backend,
             device=str(self.device),
             dtype=self.precision,
-            image_size=self.image_size,
+            input_size=self.image_size,
+            embedding_version=f"{PREPROCESSING_VERSION}/{self.precision}",
+            capabilities=Capabilities(points=True, boxes=True, mask_input=True, multimask=True, automatic=True),
+            resize="longest-side",
+            low_res_size=256,
             checkpoint=self.checkpoint,
-            extra={"preprocessing": PREPROCESSING_VERSION},
         )

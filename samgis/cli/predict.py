@@ -25,17 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from samgis.engine.protocol import AmgOptions
 from samgis.errors import InvalidRequest, SamgisError
-from samgis.predict import (
-    AmgOptions,
-    PredictLimits,
-    decode_prompts,
-    generate_masks,
-    overlay,
-    parse_instance,
-    read_image,
-    rle_encode,
-)
+from samgis.imaging.images import read_image
+from samgis.imaging.masks import rle_encode
+from samgis.imaging.render import overlay
+from samgis.services.image_predict import PredictLimits, decode_prompts, parse_instance
 
 LOSSLESS = {".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PICTURES = LOSSLESS | {".jpg", ".jpeg"}
@@ -135,12 +130,10 @@ def read_mask(path: Path) -> np.ndarray:
 
 def load_engine(args: argparse.Namespace):
     """The engine named by `--model`/`--checkpoint`/… (else `SAMGIS_*` variables, else defaults)."""
-    from samgis.cli import settings_from_args
-    from samgis.engine.sam import SamEngine
+    from samgis.cli.options import settings_from_args
+    from samgis.engine.factory import build_engine
 
-    settings = settings_from_args(args)
-    spec, ckpt = settings.weights()
-    return SamEngine.from_spec(spec, ckpt, device=settings.device, precision=settings.precision)
+    return build_engine(settings_from_args(args))
 
 
 def run_predict(args: argparse.Namespace, engine=None) -> int:
@@ -187,7 +180,7 @@ def _predict(args: argparse.Namespace, engine) -> int:
     entries: list[dict] = []
     shown: list[np.ndarray] = []
     if inst.prompts is None:
-        records = generate_masks(engine, image, inst.amg, embedding, limits.decode_bytes)
+        records = engine.generate(embedding, inst.amg, image)
         for i, r in enumerate(records):
             name = f"{stem}_a{i:03d}.png"
             save_mask(r["segmentation"], out_dir / name)
@@ -322,7 +315,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 # --- parsers ---------------------------------------------------------------------------------------------
 
 def add_predict_parsers(subparsers) -> None:
-    from samgis.cli import add_model_options
+    from samgis.cli.options import add_model_options
 
     """Register `predict` and `evaluate` on `samgis`'s sub-command parsers."""
     d = AmgOptions()

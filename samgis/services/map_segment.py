@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from samgis.encoder_queue import EncoderQueue
 from samgis.engine.cache import EmbeddingCache
-from samgis.engine.protocol import Embedding, Engine, Prompts
-from samgis.engine.threads import to_torch_thread
-from samgis.errors import InvalidRequest
+from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts, require
+from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
-from samgis.predict import AmgOptions, generate_masks_for_embedding
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
 
 DEDUPE_IOU = 0.9
@@ -68,6 +67,11 @@ class SegmentQuery:
     multimask: bool = False
     simplify_px: float = 1.0
     min_area_px: float = 0.0
+    exclude_only: bool = False
+    """Decode a prompt of only exclude points (SamGIS does) instead of refusing it as selecting nothing."""
+    merge_masks: bool = False
+    """Vectorize the union of all decoded masks as one raster (SamGIS's `mask[m > 0] = 255` over its
+    predictions) instead of one feature per mask: one feature whose geometry holds every foreground shape."""
 
 
 @dataclass
@@ -112,7 +116,12 @@ class SegmentService:
 
     def __init__(self, engine: Engine, cache: EmbeddingCache, sources: SourceRegistry, fetcher: TileFetcher,
                  *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100,
-                 max_points_per_side: int = 32):
+                 max_points_per_side: int = 32, max_grid_points: int | None = None,
+                 max_mask_pixels: int | None = None, max_answer_vertices: int | None = None,
+                 encoder_queue: EncoderQueue | None = None):
+        """`max_grid_points` (automatic-mask grid points per 1024² px of window), `max_mask_pixels` (prompted
+        masks × window px) and `max_answer_vertices` (polygon vertices of one answer) bound one request's
+        work; None = unbounded."""
         self.engine = engine
         self.cache = cache
         self.sources = sources
@@ -121,7 +130,11 @@ class SegmentService:
         self.max_zoom_steps = max_zoom_steps
         self.max_prompts = max_prompts
         self.max_points_per_side = max_points_per_side
-        self._prep = engine.describe().extra.get("preprocessing", "1")
+        self.encoder_queue = encoder_queue  # None: encoder passes go straight to a worker thread
+        self.max_grid_points = max_grid_points
+        self.max_mask_pixels = max_mask_pixels
+        self.max_answer_vertices = max_answer_vertices
+        self._prep = engine.describe().embedding_version
 
     # -- validation ---------------------------------------------------------------------------
     def _source(self, name: str, zoom: int) -> TileSource:
@@ -145,7 +158,7 @@ class SegmentService:
             raise InvalidRequest("prompts", "at least one point or box prompt is needed")
         if n > self.max_prompts:
             raise InvalidRequest("prompts", f"{n} prompts; at most {self.max_prompts} are allowed")
-        if q.points and not any(p.label == 1 for p in q.points) and not q.boxes:
+        if q.points and not any(p.label == 1 for p in q.points) and not q.boxes and not q.exclude_only:
             raise InvalidRequest("prompts", "exclude points alone select nothing: add an include point or a box")
         for i, p in enumerate(q.points):
             if not b.contains(p.lng, p.lat):
@@ -158,7 +171,31 @@ class SegmentService:
                 raise InvalidRequest(f"prompts[{i}]", "box is not inside the bbox")
         if q.simplify_px < 0:
             raise InvalidRequest("simplify_px", "must be ≥ 0")
+        card = self.engine.describe()
+        require(card, (["points"] if q.points else []) + (["boxes"] if q.boxes else []), "prompts")
+        require(card, ["multimask"] if q.multimask else [], "multimask")
+        queries, per_query, px = len(q.boxes) or 1, 3 if q.multimask else 1, self._window_px(source)
+        if self.max_mask_pixels is not None and queries * per_query * px > self.max_mask_pixels:
+            raise LimitExceeded("prompts", f"{queries} queries × {per_query} masks × {px} window px = "
+                                           f"{queries * per_query * px} decoded mask pixels, over the limit of "
+                                           f"{self.max_mask_pixels}; send fewer boxes or no multimask",
+                                "max_mask_pixels")
         return source
+
+    def _window_px(self, source: TileSource) -> int:
+        """Pixels of one window of `source` (as `choose_window` makes them)."""
+        side = max(1, self.window_tiles * 256 // source.tile_size) * source.tile_size
+        return side * side
+
+    def _check_vertices(self, features: list[dict]) -> None:
+        """Refuse an answer of more polygon vertices than `max_answer_vertices` (before it is serialised)."""
+        if self.max_answer_vertices is None:
+            return
+        n = sum(count_vertices(f["geometry"]) for f in features)
+        if n > self.max_answer_vertices:
+            raise LimitExceeded("simplify_px", f"the answer would hold {n} polygon vertices, over the limit of "
+                                               f"{self.max_answer_vertices}; raise simplify_px or min_area_px, "
+                                               "or ask for fewer masks", "max_answer_vertices")
 
     # -- window -------------------------------------------------------------------------------
     def choose_window(self, source: TileSource, lnglat: np.ndarray, zoom: int) -> Window:
@@ -182,16 +219,26 @@ class SegmentService:
                                         "zoom in less or segment the parts separately")
 
     def _key(self, source: TileSource, window: Window) -> tuple:
-        """Embedding cache key: (source id, z, x0, y0, window size, model id, preprocessing version)."""
+        """Embedding cache key: (source id, z, x0, y0, window size, model id, embedding version)."""
         return (source.id, window.z, window.x, window.y, window.size, self.engine.model_id, self._prep)
 
     async def embedding_for(self, source: TileSource, window: Window, timer: _Timer) -> tuple[Embedding, bool]:
-        async def compute() -> Embedding:
+        async def fetch() -> np.ndarray:
             t0 = time.perf_counter()
             image = await self.fetcher.fetch_window(source, window)
-            t0 = timer.add("tiles", t0)
-            emb = await asyncio.to_thread(self.engine.embed, image)
-            timer.add("embed", t0)
+            timer.add("tiles", t0)
+            return image
+
+        async def compute() -> Embedding:
+            if self.encoder_queue is None:
+                image = await fetch()
+                t0 = time.perf_counter()
+                emb = await asyncio.to_thread(self.engine.embed, image)
+            else:  # admitted (or refused, 503) before any tile is fetched
+                t0 = time.perf_counter()
+                emb = await self.encoder_queue.run(self.engine.embed, prepare=fetch)
+                t0 += timer.timings.get("tiles", 0.0) / 1000
+            timer.add("embed", t0)  # the wait in the queue included
             return emb
 
         return await self.cache.get_or_compute(self._key(source, window), compute)
@@ -218,11 +265,12 @@ class SegmentService:
             labels=np.array([p.label for p in q.points], np.int32),
             boxes=(window.lnglat_to_px(corners).reshape(-1, 4) - 0.5) if len(corners) else np.zeros((0, 4)),
         )
-        result = await to_torch_thread(self.engine.decode, embedding, prompts, q.multimask)
+        result = await self.engine.adecode(embedding, prompts, q.multimask)
         t0 = timer.add("decode", t0)
 
         features = await asyncio.to_thread(self._vectorize, result, window, source, q)
         timer.add("vectorize", t0)
+        self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source))
 
@@ -249,6 +297,11 @@ class SegmentService:
         props = self._properties(window, source)
         features: list[dict] = []
         transform = window.affine()
+        if q.merge_masks:  # (H, W): any mask holds the pixel
+            union = np.asarray(result.masks, dtype=bool).reshape(n_q * n_m, *result.masks.shape[2:]).any(axis=0)
+            best = float(np.max(result.scores)) if np.size(result.scores) else 0.0
+            return masks_to_features(union[None], np.array([best]), transform, simplify_px=q.simplify_px,
+                                     min_area_px=q.min_area_px, properties=props)
         for qi in range(n_q):
             feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
@@ -263,6 +316,7 @@ class SegmentService:
         if not (math.isfinite(q.lng) and abs(q.lng) <= 180):
             raise InvalidRequest("lng", f"{q.lng} is outside [-180, 180]")
         source = self._source(q.source, q.zoom)
+        require(self.engine.describe(), ["automatic"], "model")
         if not 1 <= q.points_per_side <= self.max_points_per_side:
             raise InvalidRequest("points_per_side", f"must be in [1, {self.max_points_per_side}] (this server's "
                                                     f"max_points_per_side), got {q.points_per_side}")
@@ -274,6 +328,13 @@ class SegmentService:
             value = getattr(q, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        grid, px = q.amg_options().grid_points(), self._window_px(source)
+        counted = grid * max(1.0, px / 2**20)
+        if self.max_grid_points is not None and counted > self.max_grid_points:
+            raise LimitExceeded("points_per_side", f"a {q.points_per_side} × {q.points_per_side} grid decodes "
+                                                   f"{grid} points on a {px} px window ({counted:.0f} counted per "
+                                                   f"1024 × 1024 px), over the limit of {self.max_grid_points}",
+                                "max_grid_points")
         return source
 
     async def segment_everything(self, q: EverythingQuery) -> dict:
@@ -298,11 +359,12 @@ class SegmentService:
         embedding, hit = await self.embedding_for(source, window, timer)
         t0 = time.perf_counter()
         options = q.amg_options()
-        records = await asyncio.to_thread(generate_masks_for_embedding, self.engine, embedding, options)
+        records = await asyncio.to_thread(self.engine.generate, embedding, options)
         t0 = timer.add("generate", t0)
 
         features = await asyncio.to_thread(self._vectorize_records, records, window, source, q)
         timer.add("vectorize", t0)
+        self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         generator = {
             "points_per_side": options.points_per_side, "grid_points": options.grid_points(),
@@ -319,7 +381,7 @@ class SegmentService:
                            q: EverythingQuery) -> list[dict]:
         """Automatic-mask records → GeoJSON features (EPSG:4326), best first, filtered and deduplicated.
 
-        `records`: `generate_masks_for_embedding`'s, `segmentation` (H, W) bool in window px (rasterio
+        `records`: `Engine.generate`'s, `segmentation` (H, W) bool in window px (rasterio
         convention), `bbox` XYWH window px. Order: predicted IoU, then stability score, descending;
         `mask_index` is the rank in the answer. `at_window_edge`: the mask touches the window's border,
         so the object may go on outside it.
@@ -340,3 +402,11 @@ class SegmentService:
         for k, f in enumerate(features):
             f["properties"]["mask_index"] = k
         return features
+
+
+def count_vertices(geometry: dict) -> int:
+    """Positions in a GeoJSON Polygon / MultiPolygon (closing positions included)."""
+    coords = geometry["coordinates"]
+    if geometry["type"] == "Polygon":
+        return sum(len(ring) for ring in coords)
+    return sum(len(ring) for poly in coords for ring in poly)

@@ -1,6 +1,6 @@
 """`samgis batch INPUT -o OUTDIR [--engine local|ray] …`: the command line of batch jobs.
 
-`add_batch_parser(sub)` adds the `batch` sub-command to `samgis`'s sub-parsers; `python -m samgis.batch.cli
+`add_batch_parser(sub)` adds the `batch` sub-command to `samgis`'s sub-parsers; `python -m samgis.cli.batch
 INPUT -o OUTDIR …` runs it alone. Exit status: 0 when every item is done, 1 when some failed (recorded in
 the manifest and the report), 2 for a job that cannot start (bad input file, missing weights).
 """
@@ -15,7 +15,7 @@ from samgis.batch.job import ENGINES
 
 def add_batch_parser(sub) -> argparse.ArgumentParser:
     """Add `batch` to an argparse sub-parsers object; returns its parser."""
-    from samgis.cli import add_model_options
+    from samgis.cli.options import add_model_options
 
     b = sub.add_parser(
         "batch", help="segment many map areas or images; GeoPackage / masks, report, resumable",
@@ -46,16 +46,16 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
-    from samgis.batch.job import SamEngineConfig, run_batch
+    from samgis.batch.job import run_batch
     from samgis.batch.work import JobConfig
-    from samgis.cli import settings_from_args
+    from samgis.cli.options import settings_from_args
     from samgis.errors import SamgisError
-    from samgis.predict import AmgOptions
+    from samgis.engine.factory import engine_recipe
+    from samgis.engine.protocol import AmgOptions
 
     try:
         settings = settings_from_args(args)
-        spec, ckpt = settings.weights()
-        factory = SamEngineConfig(spec, str(ckpt.resolve()), settings.device, settings.precision)
+        factory = engine_recipe(settings)
         cfg = JobConfig(
             providers=None if settings.providers is None else str(settings.providers.resolve()),
             builtin_sources=settings.builtin_sources,

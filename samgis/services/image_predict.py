@@ -1,0 +1,425 @@
+"""Plain-image prediction: a base64 image and SAM prompts in → masks (COCO RLE, PNG or pixel polygons) out.
+
+No HTTP here: `api/routers/predict.py` (our API, KServe, Vertex, Azure) and `samgis predict` are thin layers
+over this module. `ImagePredictService` runs requests through the shared embedding cache (plain images are
+keyed by the SHA-256 of their pixels) and the model's bounded encoder queue.
+
+Frames:
+
+- *image px, SAM convention* (prompts): (x, y) = (column, row) in pixels of the decoded image after its
+  EXIF orientation is applied; integer values are pixel centres, exactly what `SamPredictor` takes.
+- *pixel edges, rasterio convention* (polygons): pixel (row i, col j) covers x in [j, j+1), y in [i, i+1),
+  so a prompt at (x, y) sits at (x + 0.5, y + 0.5) in the polygon frame.
+
+An instance (one image) decodes either its prompts (points shared by every query, one query per box, as
+`Engine.decode`) or, with no prompts at all, the engine's automatic masks over a point grid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+from samgis.engine.cache import EmbeddingCache
+from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
+from samgis.errors import InvalidRequest, LimitExceeded
+from samgis.imaging.images import DEFAULT_MAX_PIXELS, decode_image, image_digest
+from samgis.imaging.masks import MASK_FORMATS, decode_array, encode_array, encode_mask
+
+LOW_RES = 256
+"""Side of SAM's low-resolution logits (and of `mask_input`)."""
+
+
+@dataclass(frozen=True)
+class PredictLimits:
+    """Bounds on what one instance may cost.
+
+    `max_pixels`: image width × height. `max_prompts`: points + boxes per instance. `max_points_per_side`,
+    `max_crop_layers`, `max_grid_points`: automatic mode (grid points summed over all crops).
+    `decode_bytes`: full-resolution float32 logits held at once; bigger batches are split.
+    `max_mask_pixels`: prompted masks decoded × pixels per mask; `max_answer_bytes`: bytes of the answer
+    (both None = unbounded; the server sets them, see `check_work`).
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_prompts: int = 100
+    max_instances: int = 16
+    max_points_per_side: int = 32
+    max_crop_layers: int = 1
+    max_grid_points: int = 1024
+    decode_bytes: int = 256 << 20
+    max_mask_pixels: int | None = None
+    max_answer_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One image to segment. `image`: (H, W, 3) uint8 RGB. `prompts`: None → automatic mode."""
+
+    image: np.ndarray
+    prompts: Prompts | None = None
+    multimask: bool = False
+    mask_format: str = "rle"
+    return_logits: bool = False
+    amg: AmgOptions = field(default_factory=AmgOptions)
+
+
+OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)))
+PROMPT_KEYS = ("points", "labels", "boxes", "mask_input")
+
+
+# --- parsing an instance --------------------------------------------------------------------------------
+
+def _number_rows(value, width: int, field_name: str) -> np.ndarray:
+    """(N, width) float64 of a list of `width`-long lists of finite numbers."""
+    if not isinstance(value, list | tuple):
+        raise InvalidRequest(field_name, "expected a list of " + ("[x, y]" if width == 2 else "[x0, y0, x1, y1]"))
+    for k, row in enumerate(value):
+        if (not isinstance(row, list | tuple) or len(row) != width
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in row)):
+            raise InvalidRequest(f"{field_name}[{k}]", f"expected {width} finite numbers, got {row!r}")
+    return np.asarray(value, dtype=np.float64).reshape(-1, width)
+
+
+def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts: int) -> Prompts | None:
+    """The `Prompts` of an instance dict (`points`, `labels`, `boxes`, `mask_input`), None when it has none.
+
+    `size`: (H, W) of the image. Points are (x, y) and boxes (x0, y0, x1, y1), image px, SAM convention.
+    Labels default to 1 (include) for every point.
+    """
+    points = _number_rows(obj.get("points") or [], 2, f"{field_name}.points")
+    boxes = _number_rows(obj.get("boxes") or [], 4, f"{field_name}.boxes")
+    labels_in = obj.get("labels")
+    if labels_in is None:
+        labels = np.ones(len(points), np.int32)
+    else:
+        if not isinstance(labels_in, list | tuple) or not all(v in (0, 1) and not isinstance(v, float | bool)
+                                                               for v in labels_in):
+            raise InvalidRequest(f"{field_name}.labels", "expected a list of 1 (include) or 0 (exclude)")
+        if len(labels_in) != len(points):
+            raise InvalidRequest(f"{field_name}.labels", f"{len(labels_in)} labels for {len(points)} points")
+        labels = np.asarray(labels_in, np.int32)
+    if len(points) + len(boxes) > max_prompts:
+        raise InvalidRequest(field_name, f"{len(points)} points + {len(boxes)} boxes is over the limit of "
+                                         f"{max_prompts} prompts per instance")
+    h, w = size
+    for name, xy, per in (("points", points, 1), ("boxes", boxes.reshape(-1, 2), 2)):
+        bad = np.flatnonzero((xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h))
+        if len(bad):
+            k = int(bad[0]) // per
+            raise InvalidRequest(f"{field_name}.{name}[{k}]", f"{(points if per == 1 else boxes)[k].tolist()} is "
+                                 f"outside the {w} × {h} image (x must be in [0, {w}], y in [0, {h}])")
+    bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if len(bad):
+        k = int(bad[0])
+        raise InvalidRequest(f"{field_name}.boxes[{k}]", f"{boxes[k].tolist()} is not [x0, y0, x1, y1] "
+                                                         "with x0 ≤ x1 and y0 ≤ y1")
+    mask_input = None
+    if obj.get("mask_input") is not None:
+        mask_input = decode_array(obj["mask_input"], f"{field_name}.mask_input")
+        if mask_input.size != LOW_RES * LOW_RES:
+            raise InvalidRequest(f"{field_name}.mask_input", f"expected {LOW_RES} × {LOW_RES} low-res logits "
+                                                             f"(as returned with return_logits), got shape "
+                                                             f"{list(mask_input.shape)}")
+        mask_input = mask_input.reshape(1, LOW_RES, LOW_RES)
+    if len(points) == 0 and len(boxes) == 0:
+        if mask_input is not None:
+            raise InvalidRequest(f"{field_name}.mask_input", "a mask input needs at least one point or box")
+        return None
+    return Prompts(points=points.astype(np.float32), labels=labels, boxes=boxes.astype(np.float32),
+                   mask_input=mask_input)
+
+
+def _option(value, default, field_name: str):
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InvalidRequest(field_name, f"expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidRequest(field_name, f"expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise InvalidRequest(field_name, f"expected a number, got {value!r}")
+        return float(value)
+    return value
+
+
+def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits) -> dict:
+    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys."""
+    defaults = {"multimask": False, "mask_format": "rle", "return_logits": False,
+                **{f.name: f.default for f in fields(AmgOptions)}}
+    out = dict(defaults)
+    for source, prefix in ((base, "parameters"), (obj, field_name)):
+        for key, value in source.items():
+            if key in defaults and value is not None:
+                out[key] = _option(value, defaults[key], f"{prefix}.{key}")
+    fn = field_name
+    if out["mask_format"] not in MASK_FORMATS:
+        raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
+                                                  f"not {out['mask_format']!r}")
+    if not 1 <= out["points_per_side"] <= limits.max_points_per_side:
+        raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
+                                                      f"got {out['points_per_side']}")
+    if not 0 <= out["crop_n_layers"] <= limits.max_crop_layers:
+        raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
+                                                    f"got {out['crop_n_layers']}")
+    if out["crop_n_points_downscale_factor"] < 1:
+        raise InvalidRequest(f"{fn}.crop_n_points_downscale_factor", "must be ≥ 1")
+    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
+        if not 0.0 <= out[key] <= 1.0:
+            raise InvalidRequest(f"{fn}.{key}", f"must be in [0, 1], got {out[key]}")
+    if not 0.0 <= out["crop_overlap_ratio"] < 1.0:
+        raise InvalidRequest(f"{fn}.crop_overlap_ratio", "must be in [0, 1)")
+    if out["min_mask_region_area"] < 0 or out["stability_score_offset"] < 0:
+        raise InvalidRequest(fn, "min_mask_region_area and stability_score_offset must be ≥ 0")
+    return out
+
+
+def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict | None = None,
+                   limits: PredictLimits = PredictLimits(), image: np.ndarray | None = None) -> Instance:
+    """Validate one instance dict (see the module docstring) into an `Instance`.
+
+    `parameters` holds defaults for every option; the instance's own keys win. Every error names its field,
+    e.g. `instances[2].boxes[0]`. `image` skips decoding `obj["image"]` (already decoded by the caller).
+    """
+    if not isinstance(obj, dict):
+        raise InvalidRequest(field_name, "expected an object with an image and optional prompts")
+    unknown = sorted(set(obj) - {"image", *PROMPT_KEYS, *OPTION_KEYS})
+    if unknown:
+        raise InvalidRequest(f"{field_name}.{unknown[0]}", f"unknown key; known keys: image, "
+                                                           f"{', '.join(PROMPT_KEYS + OPTION_KEYS)}")
+    unknown = sorted(set(parameters or {}) - set(OPTION_KEYS))
+    if unknown:
+        raise InvalidRequest(f"parameters.{unknown[0]}", f"unknown parameter; known: {', '.join(OPTION_KEYS)}")
+    opts = parse_options(obj, parameters or {}, field_name, limits)
+    if image is None:
+        if "image" not in obj:
+            raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG or JPEG is required")
+        image = decode_image(obj["image"], f"{field_name}.image", limits.max_pixels)
+    prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts)
+    amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
+    if prompts is None and amg.grid_points() > limits.max_grid_points:
+        raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
+                                                             f"grid points, over the limit of "
+                                                             f"{limits.max_grid_points}", "max_grid_points")
+    return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
+                    return_logits=opts["return_logits"], amg=amg)
+
+
+def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
+               field_name: str, limits: PredictLimits, return_logits: bool = False) -> int:
+    """Refuse, before any decoding, an instance of image `size` (H, W) that would cost more than `limits`
+    allow; returns its decoded mask pixels (for a per-request total).
+
+    Automatic mode (`prompts` None): grid points × max(1, H × W / 1024²) against `max_grid_points` (work grows
+    with both). Prompts: queries (one per box, or one) × masks per query (3 with `multimask`) × max(H × W,
+    256²) against `max_mask_pixels`; with `return_logits`, their base64 bytes against `max_answer_bytes`.
+    """
+    h, w = size
+    if prompts is None:
+        grid = amg.grid_points()
+        counted = grid * max(1.0, h * w / 2**20)
+        if counted > limits.max_grid_points:
+            raise LimitExceeded(f"{field_name}.points_per_side",
+                                f"automatic mode would decode {grid} grid points on a {w} × {h} image, "
+                                f"{counted:.0f} counted per 1024 × 1024 px, over the limit of "
+                                f"{limits.max_grid_points}; lower points_per_side or send a smaller image",
+                                "max_grid_points")
+        return 0
+    queries = len(prompts.boxes) or 1
+    per_query = 3 if multimask else 1
+    cost = queries * per_query * max(h * w, LOW_RES * LOW_RES)
+    if limits.max_mask_pixels is not None and cost > limits.max_mask_pixels:
+        raise LimitExceeded(field_name, f"{queries} queries × {per_query} masks × {h * w} px = {cost} decoded "
+                                        f"mask pixels, over the limit of {limits.max_mask_pixels}; send fewer "
+                                        "boxes, no multimask or a smaller image", "max_mask_pixels")
+    logit_bytes = queries * per_query * LOW_RES * LOW_RES * 4 * 4 // 3
+    if return_logits and limits.max_answer_bytes is not None and logit_bytes > limits.max_answer_bytes:
+        raise LimitExceeded(f"{field_name}.return_logits", f"{queries * per_query} masks' logits would be "
+                                                           f"{logit_bytes} bytes of answer, over the limit of "
+                                                           f"{limits.max_answer_bytes}", "max_answer_bytes")
+    return cost
+
+
+# --- decoding -------------------------------------------------------------------------------------------
+
+def decode_prompts(engine: Engine, embedding: Embedding, prompts: Prompts, multimask: bool,
+                   decode_bytes: int = PredictLimits.decode_bytes) -> DecodeResult:
+    """`engine.decode`, with the boxes split into batches whose full-size logits fit in `decode_bytes`.
+
+    Shapes as `DecodeResult`: masks (Q, M, H, W) bool in image px, scores (Q, M), logits (Q, M, 256, 256).
+    """
+    h, w = embedding.original_size
+    n = engine.describe().image_size  # logits pass through the model's n × n input frame
+    per_query = (3 if multimask else 1) * (4 * (n * n + h * w) + h * w)  # float32 logits + bool masks
+    step = max(1, decode_bytes // per_query)
+    if len(prompts.boxes) <= step:
+        return engine.decode(embedding, prompts, multimask)
+    parts = [engine.decode(embedding, replace(prompts, boxes=prompts.boxes[i:i + step]), multimask)
+             for i in range(0, len(prompts.boxes), step)]
+    return DecodeResult(masks=np.concatenate([p.masks for p in parts]),
+                        scores=np.concatenate([p.scores for p in parts]),
+                        logits=np.concatenate([p.logits for p in parts]))
+
+
+# --- one instance end to end ----------------------------------------------------------------------------
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
+            limits: PredictLimits = PredictLimits()) -> dict:
+    """The prediction for one instance.
+
+    With prompts: `{"mode": "prompts", "masks": [[mask] * M] * Q, "scores": [[float] * M] * Q,
+    "logits"?: encode_array((Q, M, 256, 256)), "image_size": [H, W], "timings_ms"}` — Q = one query per
+    box (or one when there are only points), M = 3 with `multimask` else 1, in the engine's (Q, M) order.
+    Without: `{"mode": "automatic", "masks": [{"segmentation", "bbox", "area", "predicted_iou",
+    "stability_score", "point_coords", "crop_box"}], "grid_points", "image_size", "timings_ms"}`.
+    Masks are encoded as `inst.mask_format` (see `encode_mask`).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    card = engine.describe()
+    require(card, required_capabilities(inst.prompts), "prompts")
+    require(card, ["multimask"] if inst.multimask and inst.prompts is not None else [], "multimask")
+    if embedding is None:
+        t0 = time.perf_counter()
+        embedding = engine.embed(inst.image)
+        timings["embed"] = _ms(t0)
+    h, w = inst.image.shape[:2]
+    if inst.prompts is None:
+        t0 = time.perf_counter()
+        records = engine.generate(embedding, inst.amg, inst.image)
+        timings["generate"] = _ms(t0)
+        t0 = time.perf_counter()
+        masks = [{**{k: v for k, v in r.items() if k != "segmentation"},
+                  "segmentation": encode_mask(r["segmentation"], inst.mask_format)} for r in records]
+        timings["encode"] = _ms(t0)
+        timings["total"] = _ms(t_start)
+        return {"mode": "automatic", "masks": masks, "grid_points": inst.amg.grid_points(),
+                "image_size": [h, w], "timings_ms": timings}
+    t0 = time.perf_counter()
+    result = decode_prompts(engine, embedding, inst.prompts, inst.multimask, limits.decode_bytes)
+    timings["decode"] = _ms(t0)
+    t0 = time.perf_counter()
+    out = {
+        "mode": "prompts",
+        "masks": [[encode_mask(m, inst.mask_format) for m in query] for query in result.masks],
+        "scores": result.scores.astype(float).tolist(),
+        "image_size": [h, w],
+    }
+    if inst.return_logits:
+        out["logits"] = encode_array(result.logits)
+    timings["encode"] = _ms(t0)
+    timings["total"] = _ms(t_start)
+    out["timings_ms"] = timings
+    return out
+
+
+# --- the service ----------------------------------------------------------------------------------------
+
+def limits_from_settings(settings) -> PredictLimits:
+    """The limits a `samgis.settings.Settings` sets."""
+    return PredictLimits(max_pixels=settings.max_image_pixels, max_prompts=settings.max_prompts,
+                         max_instances=settings.max_instances, max_points_per_side=settings.max_points_per_side,
+                         max_grid_points=settings.max_grid_points, max_mask_pixels=settings.max_mask_pixels,
+                         max_answer_bytes=settings.max_answer_bytes)
+
+
+def add_mask_pixels(total: int, cost: int, field: str, limits: PredictLimits) -> int:
+    """`total` + `cost` decoded mask pixels of one request, refused (before decoding) over the limit."""
+    total += cost
+    if limits.max_mask_pixels is not None and total > limits.max_mask_pixels:
+        raise LimitExceeded(field, f"the request would decode {total} mask pixels in all, over the limit of "
+                                   f"{limits.max_mask_pixels}; split it", "max_mask_pixels")
+    return total
+
+
+def answer_bytes(content, limits: PredictLimits, field: str = "instances") -> bytes:
+    """`content` as compact UTF-8 JSON, refused when over `limits.max_answer_bytes`."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    if limits.max_answer_bytes is not None and len(body) > limits.max_answer_bytes:
+        raise LimitExceeded(field, f"the answer would be {len(body)} bytes, over the limit of "
+                                   f"{limits.max_answer_bytes}; ask for fewer masks, rle masks or no logits",
+                            "max_answer_bytes")
+    return body
+
+
+class ImagePredictService:
+    """Plain images through one engine, the shared embedding cache and the model's encoder queue.
+
+    `encoder_queue`: a `samgis.encoder_queue.EncoderQueue` (bounded; 503 when full), or None to run encoder
+    passes straight on a worker thread (CLI, tests).
+    """
+
+    def __init__(self, engine: Engine, cache: EmbeddingCache, limits: PredictLimits = PredictLimits(),
+                 encoder_queue=None):
+        self.engine = engine
+        self.cache = cache
+        self.limits = limits
+        self.encoder_queue = encoder_queue
+        self._version = engine.describe().embedding_version
+
+    async def embedding_for(self, image: np.ndarray) -> tuple[Embedding, bool]:
+        """The embedding of (H, W, 3) uint8 `image` and whether it was cached (key: SHA-256 of the pixels,
+        model, embedding version)."""
+        key = ("image", image_digest(image), self.engine.model_id, self._version)
+
+        async def compute() -> Embedding:
+            if self.encoder_queue is None:
+                return await asyncio.to_thread(self.engine.embed, image)
+            return await self.encoder_queue.run(self.engine.embed, image)
+
+        return await self.cache.get_or_compute(key, compute)
+
+    async def predict_instances(self, instances: list[dict], parameters: dict) -> list[dict]:
+        """One prediction per instance dict (`image` base64 + prompts/options), in order; see `predict`.
+        Each also gets `cache` (hit/miss), `model` and `timings_ms` with `image` and `embed`."""
+        limits = self.limits
+        if len(instances) > limits.max_instances:
+            raise InvalidRequest("instances", f"{len(instances)} instances is over the limit of "
+                                              f"{limits.max_instances} per request")
+        out = []
+        mask_pixels = 0
+        for i, obj in enumerate(instances):
+            field_name = f"instances[{i}]"
+            t_start = time.perf_counter()
+            if "image" not in obj:
+                raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG or JPEG is required")
+            image = await asyncio.to_thread(decode_image, obj["image"], f"{field_name}.image", limits.max_pixels)
+            t_image = _ms(t_start)
+            inst = parse_instance(obj, field_name, parameters, limits, image=image)
+            cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
+                              inst.return_logits)
+            mask_pixels = add_mask_pixels(mask_pixels, cost, field_name, limits)
+            t0 = time.perf_counter()
+            embedding, hit = await self.embedding_for(image)
+            t_embed = _ms(t0)
+            pred = await asyncio.to_thread(predict, self.engine, inst, embedding, limits)
+            timings = {"image": t_image, "embed": t_embed, **pred["timings_ms"]}
+            timings["total"] = _ms(t_start)
+            pred.update(cache="hit" if hit else "miss", model=self.engine.model_id, timings_ms=timings)
+            out.append(pred)
+        return out
+
+    def masks_for(self, image: np.ndarray, embedding: Embedding, queries: list[Prompts],
+                  multimask: bool) -> list[tuple[list[np.ndarray], list[float]]]:
+        """Per query, its masks ((H, W) bool, image px) and scores; no queries → every automatic mask
+        (default options) as its own one-mask entry. Blocks (decodes)."""
+        if not queries:
+            records = self.engine.generate(embedding, AmgOptions(), image)
+            return [([r["segmentation"]], [float(r["predicted_iou"])]) for r in records]
+        out = []
+        for prompts in queries:
+            result = decode_prompts(self.engine, embedding, prompts, multimask, self.limits.decode_bytes)
+            out.append((list(result.masks[0]), [float(s) for s in result.scores[0]]))
+        return out
