@@ -25,11 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samgis.engine.backends.onnx import load  # noqa: E402
+from samgis.engine.backends.onnx import load_pair  # noqa: E402
 from samgis.engine.backends.onnx.export import export_sam1, quantize_pair  # noqa: E402
 from samgis.engine.protocol import Prompts  # noqa: E402
 from samgis.engine.registry import get_model_spec  # noqa: E402
-from samgis.engine.sam import SamEngine, build_sam  # noqa: E402
+from samgis.engine.backends.sam1 import SamEngine, build_sam  # noqa: E402
 from samgis.engine.threads import in_fresh_thread  # noqa: E402
 from tests.conftest import textured_image  # noqa: E402  (also registers test_vit_tiny)
 
@@ -88,7 +88,7 @@ def main() -> None:
         res["torch_decode_ms"] = decode_ms(ref, ref_emb, args.repeat)
         refs = [ref.decode(ref_emb, p, m).masks for p, m in PROMPTS]
         for kind in ("fp32", "uint8"):
-            engine, res[f"{kind}_load_s"] = timed(load, root / kind, "cpu", threads=args.threads)
+            engine, res[f"{kind}_load_s"] = timed(load_pair, root / kind, "cpu", threads=args.threads)
             engine.embed(image[:64, :64])  # first run: ORT allocations
             emb, res[f"{kind}_embed_s"] = timed(engine.embed, image)
             res[f"{kind}_decode_ms"] = decode_ms(engine, emb, args.repeat)
