@@ -356,3 +356,34 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
     assert iou(ours.masks[0, 0], masks[0] > 0) >= 0.999
     with pytest.raises(MissingCapability, match="does not support automatic"):
         engine.generate(emb, AmgOptions(points_per_side=2))
+
+
+@pytest.mark.slow
+def test_serves_a_samexporter_sam2_pair(sam2_pair, image, tmp_path):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from tests.support.samexporter_pair import write_samexporter_sam2_pair
+
+    model, _ = sam2_pair
+    write_samexporter_sam2_pair(model, tmp_path, "sam2.1_tiny")
+    engine = load_pair(tmp_path, "cpu", threads=1)
+    card = engine.describe()
+    assert card.extra["format"] == "samexporter" and card.extra["family"] == "sam2" and card.resize == "square"
+    assert card.capabilities.multimask and not card.capabilities.automatic and "single_mask" in card.extra
+    predictor = SAM2ImagePredictor(model)
+    with torch.inference_mode():
+        predictor.set_image(image)
+    emb = engine.embed(image)
+    for points, labels, box in [([[120.0, 140.0]], [1], None), ([[150.0, 120.0]], [1], [60.0, 50.0, 280.0, 230.0])]:
+        prompts = Prompts(points=points, labels=labels, boxes=[box] if box else np.zeros((0, 4)))
+        ours = engine.decode(emb, prompts, multimask=True)
+        with torch.inference_mode():
+            masks, scores, _ = predictor.predict(point_coords=np.array(points, np.float32), point_labels=np.array(labels),
+                                                 box=None if box is None else np.array(box, np.float32),
+                                                 multimask_output=True)
+        for k in range(3):  # its logits come clamped to ±32, which can move the upscaled edge a little
+            assert iou(ours.masks[0, k], masks[k] > 0) >= 0.99
+        np.testing.assert_allclose(ours.scores[0], scores, atol=1e-4)
+        one = engine.decode(emb, prompts)
+        best = int(np.argmax(scores))
+        assert one.masks.shape == (1, 1, H, W) and iou(one.masks[0, 0], masks[best] > 0) >= 0.99

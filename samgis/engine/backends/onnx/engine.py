@@ -11,7 +11,11 @@ Pairs it serves:
   1024 (`--use-preprocess`: normalisation and padding in the graph) or (1, 3, 1024, 1024) normalised and
   padded, returning `image_embeddings`; the decoder is Meta's `SamOnnxModel` (inputs `image_embeddings`,
   `point_coords`, `point_labels`, `mask_input`, `has_mask_input`, `orig_im_size`; outputs `masks`,
-  `iou_predictions`, `low_res_masks`), usually exported with `--return-single-mask`.
+  `iou_predictions`, `low_res_masks`), usually exported with `--return-single-mask`;
+- samexporter's SAM 2 / 2.1 pairs (`samexporter/export_sam2.py`, `sam2_onnx.py`): encoder `image`
+  (1, 3, 1024, 1024) → `high_res_feats_0`, `high_res_feats_1`, `image_embed`; decoder → `masks` (the three
+  multimask low-res logits, clamped to ±32) and `iou_predictions`, padding point added in its graph, one
+  query per run. It has no single-mask token: one mask is the best-scored of the three.
 
 Capabilities come from the decoder itself: no `mask_input` input → no mask_input; one mask per query →
 no multimask (and no automatic masks, which need the three multimask outputs). A request for a missing
@@ -52,6 +56,7 @@ SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 DECODER_REQUIRED = ("image_embeddings", "point_coords", "point_labels")
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
 SAM2_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def onnx_providers(device: str = "auto") -> list[str]:
@@ -157,16 +162,22 @@ class OnnxEngine:
         shape = ins[0].shape
         m_in = (self.manifest or {}).get("input", {})
         norm = m_in.get("normalize", {})
+        self.samexporter_sam2 = False
         if SAM2_FEATURES[0] in outs:
-            if not self.manifest or self.manifest.get("family") != "sam2" or set(outs) != set(SAM2_FEATURES):
-                raise ValueError(f"{self.encoder_path} is a SAM 2 encoder (outputs {outs}); the onnx backend serves "
-                                 "SAM 2 pairs exported by samgis (with a manifest), not samexporter's")
+            if set(outs) != set(SAM2_FEATURES) or len(shape) != 4 or not isinstance(shape[2], int):
+                raise ValueError(f"{self.encoder_path}: a SAM 2 encoder with outputs {outs} and input {shape}; "
+                                 f"expected {list(SAM2_FEATURES)} from (1, 3, S, S)")
+            if self.manifest and self.manifest.get("family") != "sam2":
+                raise ValueError(f"{self.encoder_path} is a SAM 2 encoder but the manifest says "
+                                 f"{self.manifest.get('family')!r}")
             self.family, self.encoder_outputs = "sam2", list(SAM2_FEATURES)
             self.input_layout, self.image_size = "square", int(shape[2])
+            # samexporter's SAM 2 pair has no manifest: SAM 2's own ImageNet normalisation
             self.to_tensor = Compose([ToTensor(), Resize((self.image_size, self.image_size)),
-                                      Normalize(norm["mean"], norm["std"])])
-            self.single_mask_rule = self.manifest["decoder"].get("single_mask_rule") or {}
-            self.logits_clamp = self.manifest.get("logits_clamp")
+                                      Normalize(norm.get("mean", IMAGENET_MEAN), norm.get("std", IMAGENET_STD))])
+            self.single_mask_rule = (self.manifest or {}).get("decoder", {}).get("single_mask_rule") or {}
+            self.logits_clamp = (self.manifest or {}).get("logits_clamp", 32.0)
+            self.samexporter_sam2 = self.manifest is None
             return
         self.family, self.logits_clamp = "sam1", None
         self.encoder_outputs = ["image_embeddings" if "image_embeddings" in outs else outs[0]]
@@ -189,7 +200,11 @@ class OnnxEngine:
         outs = [o.name for o in self.decoder.get_outputs()]
         self.feature_inputs = list(SAM2_FEATURES) if self.family == "sam2" else ["image_embeddings"]
         required = [*self.feature_inputs, *DECODER_REQUIRED[1:]]
-        missing = [n for n in required if n not in ins] + [n for n in DECODER_OUTPUTS if n not in outs]
+        # samexporter's SAM 2 decoder (export_sam2.py): outputs `masks` (Q, 3, 256, 256) low-res logits (the
+        # multimask tokens, clamped to ±32) and `iou_predictions` (Q, 3); it appends the padding point
+        # itself and takes one query per run (repeat_image=False).
+        self.decoder_outputs = (["iou_predictions", "masks"] if self.samexporter_sam2 else list(DECODER_OUTPUTS))
+        missing = [n for n in required if n not in ins] + [n for n in self.decoder_outputs if n not in outs]
         if missing:
             raise ValueError(f"{self.decoder_path} is not a SAM decoder in Meta's ONNX format: it lacks "
                              f"{missing} (inputs {list(ins)}, outputs {outs})")
@@ -199,7 +214,7 @@ class OnnxEngine:
             raise ValueError(f"{self.decoder_path}: unknown decoder inputs {unknown}")
         self.has_mask_input = "mask_input" in ins and "has_mask_input" in ins
         self.has_orig_im_size = "orig_im_size" in ins
-        self.batched = not isinstance(ins["point_coords"].shape[0], int)  # many queries per run
+        self.batched = not isinstance(ins["point_coords"].shape[0], int) and not self.samexporter_sam2
         grid = self.image_size // 16
         zeros = {n: np.zeros(_concrete(ins[n].shape, {1: 256, 2: grid, 3: grid}), np.float32)
                  for n in self.feature_inputs}
@@ -210,11 +225,12 @@ class OnnxEngine:
                              np.array([[[self.image_size / 2, self.image_size / 2], [0.0, 0.0]]], np.float32),
                              np.array([[1.0, -1.0]], np.float32), None, (self.image_size, self.image_size))
         self.masks_per_query = int(iou.shape[1])
-        if self.masks_per_query not in (1, 4) or low.shape[1] != self.masks_per_query:
+        if self.masks_per_query not in ((3,) if self.samexporter_sam2 else (1, 4)) \
+                or low.shape[1] != self.masks_per_query:
             raise ValueError(f"{self.decoder_path}: {iou.shape[1]} scores and {low.shape[1]} masks per query; "
                              "expected 4 (all mask tokens) or 1 (single-mask export)")
         self.low_res_size = int(low.shape[-1])
-        multimask = self.masks_per_query == 4
+        multimask = self.masks_per_query in (3, 4)
         # automatic: SAM 1's generator needs the three multimask outputs; SAM 2's is the sam2 backend's
         self.capabilities = Capabilities(points=True, boxes=True, mask_input=self.has_mask_input,
                                          multimask=multimask, automatic=multimask and self.family == "sam1",
@@ -273,6 +289,8 @@ class OnnxEngine:
         float32 (SAM's -1/0/1/2/3), `mask` (1, 1, l, l) float32 logits or None. Returns
         (iou (Q, M) float32, low-res logits (Q, M, l, l) float32), M = `masks_per_query`."""
         feed = dict(features) if isinstance(features, dict) else {"image_embeddings": features}
+        if self.samexporter_sam2:  # its graph appends the padding point (the callers' last one) itself
+            coords, labels = coords[:, :-1], labels[:, :-1]
         if self.has_mask_input:
             feed["mask_input"] = (mask if mask is not None
                                   else np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32))
@@ -282,7 +300,7 @@ class OnnxEngine:
         step = len(coords) if self.batched else 1
         ious, lows = [], []
         for i in range(0, len(coords), max(1, step)):
-            iou, low = self.decoder.run(list(DECODER_OUTPUTS), {
+            iou, low = self.decoder.run(self.decoder_outputs, {
                 **feed, "point_coords": np.ascontiguousarray(coords[i:i + step], np.float32),
                 "point_labels": np.ascontiguousarray(labels[i:i + step], np.float32)})
             ious.append(iou)
@@ -295,6 +313,12 @@ class OnnxEngine:
         best-scored of 1..3 (sam2 `MaskDecoder._dynamic_multimask_via_stability`)."""
         if self.masks_per_query == 1:
             return iou, low
+        if self.masks_per_query == 3:  # samexporter SAM 2: multimask tokens only; one mask = the best-scored
+            if multimask:
+                return iou, low
+            best = np.argmax(iou, axis=-1)
+            rows = np.arange(len(low))
+            return iou[rows, best][:, None], low[rows, best][:, None]
         if multimask:
             return iou[:, 1:], low[:, 1:]
         rule = self.single_mask_rule if self.family == "sam2" else {}
@@ -435,6 +459,8 @@ class OnnxEngine:
                 "opset": m.get("opset"),
                 "quantization": m.get("quantization"),
                 "exported_model_id": m.get("model_id"),
+                **({"single_mask": "the best-scored multimask output (this decoder has no single-mask token)"}
+                   if self.masks_per_query == 3 else {}),
             },
         )
 
