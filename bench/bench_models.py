@@ -1,0 +1,177 @@
+"""Models side by side on this machine: cold window, cached click, embedding bytes, IoU vs the torch reference.
+
+Rows: sam_vit_b (torch), sam2.1_hiera_tiny and _small (torch), and the ONNX fp32 and uint8 pairs exported
+from the fastest torch model. Random weights of the real architectures (no weights can be downloaded here),
+so the timings are real and the masks are not: IoU compares a pair with the torch model it was exported from.
+
+- cold window: the window's 16 tiles read from a local tile folder (what a warm tile cache costs) and
+  mosaicked, plus the encoder (p50 over `--windows` windows);
+- cached click: one include point decoded against a cached embedding, as the server does (p50 of `--clicks`);
+- embedding bytes: what the embedding cache counts for one 1024 px window.
+
+Run: `.venv/bin/python bench/bench_models.py` (about 10 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from samgis.engine.protocol import Prompts  # noqa: E402
+from samgis.engine.registry import get_model_spec  # noqa: E402
+from samgis.engine.threads import in_fresh_thread  # noqa: E402
+from samgis.geo.fetch import TileFetcher  # noqa: E402
+from samgis.geo.sources import SourceRegistry  # noqa: E402
+from samgis.geo.tiles import Window  # noqa: E402
+
+Z, X0, Y0 = 17, 68000, 46000
+
+
+def textured_tile(seed: int) -> np.ndarray:
+    """(256, 256, 3) uint8 RGB: blobs and noise, so the encoder sees texture."""
+    r = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:256]
+    img = np.zeros((256, 256, 3))
+    for _ in range(4):
+        cy, cx, rad = r.uniform(0, 256, 2).tolist() + [r.uniform(20, 90)]
+        img += r.uniform(0, 255, 3) * (np.hypot(yy - cy, xx - cx) < rad)[..., None]
+    return np.clip(img * 0.5 + r.normal(0, 12, img.shape) + 60, 0, 255).astype(np.uint8)
+
+
+def write_tiles(folder: Path, windows: int) -> None:
+    for w in range(windows):
+        for dx in range(4):
+            for dy in range(4):
+                x, y = X0 + 4 * w + dx, Y0 + dy
+                path = folder / str(Z) / str(x) / f"{y}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(textured_tile(x * 7 + y)).save(path)
+
+
+def window(i: int) -> Window:
+    """Window i: 4 × 4 tiles at zoom Z, side by side along x."""
+    return Window(z=Z, x=X0 + 4 * i, y=Y0)
+
+
+def read_window(fetcher: TileFetcher, source, i: int) -> np.ndarray:
+    return asyncio.run(fetcher.fetch_window(source, window(i)))
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def clicks(n: int, seed: int = 5) -> list[Prompts]:
+    r = np.random.default_rng(seed)
+    return [Prompts(points=r.uniform(50, 970, (1, 2)), labels=[1]) for _ in range(n)]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def measure(name: str, engine, fetcher, source, windows: int, n_clicks: int, ref=None) -> dict:
+    cold, tiles = [], []
+    emb = None
+    for i in range(windows):
+        t0 = time.perf_counter()
+        image = read_window(fetcher, source, i)
+        t1 = time.perf_counter()
+        emb = engine.embed(image)
+        cold.append(time.perf_counter() - t0)
+        tiles.append(t1 - t0)
+    prompts = clicks(n_clicks)
+    engine.decode(emb, prompts[0])  # warm-up
+    times, masks = [], []
+    for p in prompts:
+        t0 = time.perf_counter()
+        out = engine.decode(emb, p)
+        times.append(time.perf_counter() - t0)
+        masks.append(out.masks[0, 0])
+    row = {"model": name, "cold_s": p50(cold), "tiles_s": p50(tiles), "click_ms": 1000 * p50(times),
+           "embedding_mib": emb.nbytes / 2**20, "masks": masks, "image": image, "emb": emb}
+    if ref is not None:
+        row["iou"] = [iou(m, r) for m, r in zip(masks, ref["masks"])]
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--clicks", type=int, default=20)
+    ap.add_argument("--models", default="sam_vit_b,sam2.1_hiera_tiny,sam2.1_hiera_small")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    from samgis.engine.backends.sam1 import SamEngine, build_sam
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_tiles(tmp / "tiles", args.windows)
+        providers = tmp / "providers.json"
+        providers.write_text(json.dumps({"Bench": {"path": str(tmp / "tiles" / "{z}" / "{x}" / "{y}.png"),
+                                                   "max_zoom": 22}}))
+        sources = SourceRegistry.from_config(providers, builtins=False)
+        source = sources.get("Bench")
+        fetcher = TileFetcher(None)
+        rows, torch_models = [], {}
+        for mid in args.models.split(","):
+            spec = get_model_spec(mid)
+            if spec.backend == "sam1":
+                model = in_fresh_thread(build_sam, spec.config)
+                engine = SamEngine(model, mid, device="cpu")
+            else:
+                from samgis.engine.backends.sam2 import Sam2Engine, build_model
+
+                model = in_fresh_thread(build_model, spec.config)
+                engine = Sam2Engine(model, mid, device="cpu")
+            torch_models[mid] = (spec, model)
+            rows.append(measure(f"{mid} torch fp32", engine, fetcher, source, args.windows, args.clicks))
+            print(f"{rows[-1]['model']}: cold {rows[-1]['cold_s']:.2f} s, click {rows[-1]['click_ms']:.1f} ms",
+                  flush=True)
+        fastest = min(rows, key=lambda r: r["cold_s"])
+        mid = fastest["model"].split()[0]
+        spec, model = torch_models[mid]
+        from samgis.engine.backends.onnx import load_pair
+        from samgis.engine.backends.onnx.export import export_sam1, export_sam2
+
+        export = export_sam1 if spec.backend == "sam1" else export_sam2
+        for quantize in (None, "uint8"):
+            out = tmp / f"onnx-{quantize or 'fp32'}"
+            t0 = time.perf_counter()
+            in_fresh_thread(export, model, mid, out, quantize=quantize)
+            export_s = time.perf_counter() - t0
+            engine = load_pair(out, "cpu")
+            row = measure(f"{mid} onnx {quantize or 'fp32'}", engine, fetcher, source, args.windows, args.clicks,
+                          ref=fastest)
+            row["export_s"] = export_s
+            rows.append(row)
+            print(f"{row['model']}: cold {row['cold_s']:.2f} s, click {row['click_ms']:.1f} ms", flush=True)
+        asyncio.run(fetcher.aclose())
+
+    print()
+    print("| model | cold window p50 (tiles + encoder) | cached click decode p50 | embedding per window | "
+          "mask IoU vs torch fp32 (mean / min) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        ious = r.get("iou")
+        q = f"{np.mean(ious):.4f} / {np.min(ious):.4f}" if ious else "reference"
+        print(f"| {r['model']} | {r['cold_s']:.2f} s (tiles {r['tiles_s'] * 1000:.0f} ms) | {r['click_ms']:.1f} ms "
+              f"| {r['embedding_mib']:.1f} MiB | {q} |")
+
+
+if __name__ == "__main__":
+    main()
