@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from api.disconnect import CancelOnDisconnect
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.request_id import RequestIdMiddleware
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(title="samgis", version=__version__, lifespan=lifespan,
                   description="Segment Anything on web maps and images; georeferenced GeoJSON out.")
+    app.add_middleware(CancelOnDisconnect)  # inside the body limit: sees the body it replays, then disconnects
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     install_access_control(app, settings, os.environ)  # API keys, rate limits, CORS (outside the body limit)
     app.add_middleware(RequestIdMiddleware)  # added last = outermost: every answer carries the id

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.request_id import request_id_of
 from samgis.errors import (
+    DeadlineExceeded,
     InvalidRequest,
     LimitExceeded,
     ModelNotReady,
@@ -42,7 +43,7 @@ def status_for(exc: SamgisError) -> int:
         return 413
     if isinstance(exc, InvalidRequest):
         return 422
-    if isinstance(exc, UpstreamTimeout):
+    if isinstance(exc, (UpstreamTimeout, DeadlineExceeded)):
         return 504
     if isinstance(exc, UpstreamError):
         return 502
