@@ -267,7 +267,7 @@ class TileFetcher:
         if tried == 0:
             raise UpstreamTimeout(f"{what}: the request's deadline passed before {tile} could be fetched",
                                   detail=detail)
-        if tried < attempts:
+        if tried < attempts and "deadline" not in problem:
             problem += "; the request's deadline left no time to retry"
         error = UpstreamTimeout if timed_out else UpstreamError
         raise error(f"{what} {problem} for {tile}; gave up after {tried} attempt{'s' if tried != 1 else ''}",
