@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -90,6 +91,8 @@ def json_safe(value, depth: int = 0):
     return value
 
 
+_STATUSES = {s.value for s in HTTPStatus}
+
 INTERNAL_DETAIL = "internal error; the server log has the details"
 
 
@@ -148,7 +151,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "request_id": request_id_of(request)},
+        # Starlette's / FastAPI's own refusals (404, 405, 400 for a body that is not JSON) in our error body
+        kind = "".join(HTTPStatus(exc.status_code).phrase.title().split()) if exc.status_code in _STATUSES \
+            else "HTTPError"
+        return JSONResponse({"detail": str(exc.detail), "field": None, "error": kind,
+                             "request_id": request_id_of(request)},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -31,7 +31,12 @@ def media_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-@router.get("/v1/tiles/{source}/{z}/{x}/{y}", summary="One tile of a configured source")
+TILE_MEDIA = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
+
+
+@router.get("/v1/tiles/{source}/{z}/{x}/{y}", summary="One tile of a configured source", response_class=Response,
+            responses={200: {"description": "the tile's bytes as the source sent them",
+                             "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in TILE_MEDIA}}})
 async def tile(source: str, z: int, x: int, y: str, res: Resources = Depends(get_resources)) -> Response:
     src = res.sources.get(source)
     m = _ROW.fullmatch(y)
