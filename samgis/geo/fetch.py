@@ -230,19 +230,23 @@ class TileFetcher:
                 self.stats["retries"] += 1
                 await asyncio.sleep(delay)
             delay = self.backoff_s * 2**attempt
-            budget = self.timeout_s if deadline is None else min(self.timeout_s, deadline - time.monotonic())
-            if budget <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 break
             tried += 1
             try:
-                # the wait for a connection slot counts against the attempt's time, as the request does
-                async with asyncio.timeout(budget):
+                # waiting for a connection slot counts against the deadline only; the request itself gets
+                # tile_timeout_s, or what is left of the deadline when that is less
+                async with asyncio.timeout(left):
                     async with source_slots, host_slots:
-                        self.stats["network"] += 1
-                        status, headers, body = await _get(client, url)
+                        budget = self.timeout_s if deadline is None else min(self.timeout_s,
+                                                                             deadline - time.monotonic())
+                        async with asyncio.timeout(budget):
+                            self.stats["network"] += 1
+                            status, headers, body = await _get(client, url)
             except (TimeoutError, httpx.TimeoutException):
-                if budget < self.timeout_s:
-                    problem = f"gave no answer within the request's deadline ({budget:.3g} s were left)"
+                if deadline is not None and time.monotonic() >= deadline - 0.01:
+                    problem = "gave no answer within the request's deadline"
                 else:
                     problem = f"timed out: no answer within {self.timeout_s:g} s"
                 timed_out = True
