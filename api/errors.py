@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.request_id import request_id_of
 from samgis.errors import (
     DeadlineExceeded,
+    ImageTooLarge,
     InvalidRequest,
     LimitExceeded,
     ModelNotReady,
@@ -32,7 +33,6 @@ from samgis.errors import (
     UpstreamTimeout,
     WeightsUnavailable,
 )
-from samgis.predict import ImageTooLarge
 
 log = logging.getLogger("samgis.api")
 MAX_ECHO_CHARS = 200

@@ -102,6 +102,8 @@ def _depends_on(route: APIRoute, calls: set) -> bool:
 
 def operation_facts(app: FastAPI) -> dict[tuple[str, str], dict[str, bool]]:
     """{(path, method lower): {"model": needs the model, "tiles": fetches tiles}} of the app's API routes."""
+    from api.routers.predict import get_predict_service  # here: that router's module imports this one's users
+
     facts = {}
     # FastAPI (0.16x) includes routers lazily; its OpenAPI builder walks them with `iter_route_contexts`
     for context in iter_route_contexts(app.routes):
@@ -109,7 +111,7 @@ def operation_facts(app: FastAPI) -> dict[tuple[str, str], dict[str, bool]]:
         if not isinstance(route, APIRoute):
             continue
         path = getattr(context, "path_format", route.path_format)
-        model = _depends_on(route, {get_service, get_engine})
+        model = _depends_on(route, {get_service, get_engine, get_predict_service})
         tiles = _depends_on(route, {get_service}) or path.startswith(TILE_PATH_PREFIX)
         for method in route.methods:
             facts[(path, method.lower())] = {"model": model, "tiles": tiles}

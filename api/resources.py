@@ -18,7 +18,8 @@ from samgis.errors import ModelNotReady, SamgisError
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry
 from samgis.geo.tilecache import TileCache
-from samgis.service import SegmentService
+from samgis.services.image_predict import ImagePredictService, limits_from_settings
+from samgis.services.map_segment import SegmentService
 from samgis.settings import Settings
 
 log = logging.getLogger("samgis.api")
@@ -33,6 +34,7 @@ class Resources:
     encoder_queue: EncoderQueue
     engine: Engine | None = None
     service: SegmentService | None = None
+    predict_service: ImagePredictService | None = None
     model_status: str = "loading"  # loading | ready | error
     model_error: str | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -50,6 +52,8 @@ class Resources:
                                       max_answer_vertices=self.settings.max_answer_vertices,
                                       deadline_s=self.settings.deadline_s,
                                       everything_deadline_s=self.settings.everything_deadline_s)
+        self.predict_service = ImagePredictService(engine, self.cache, limits_from_settings(self.settings),
+                                                   self.encoder_queue)
         self.model_status = "ready"
         self._ready.set()
 

@@ -38,6 +38,10 @@ class LimitExceeded(InvalidRequest):
         self.limit = limit
 
 
+class ImageTooLarge(InvalidRequest):
+    """The image has more pixels than the configured limit (HTTP 413)."""
+
+
 class MissingCapability(InvalidRequest):
     """The request needs something the loaded model cannot do (HTTP 422); the message names it."""
 

@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAMGIS_", extra="ignore")
 
     model: str = Field(DEFAULT_MODEL, description="model id from the registry (see /v1/models)")
-    checkpoint: Path | None = Field(None, description="explicit weights file; else cache dir, else download")
+    checkpoint: Path | None = Field(None, description="explicit weights file (or folder: ONNX pairs); else cache "
+                                    "dir, else download")
+    models_file: Path | None = Field(None, description="JSON file adding models, e.g. ONNX pairs by path")
     cache_dir: Path | None = Field(None, description="root for weights/ and tiles/ (default ~/.cache/samgis)")
     allow_download: bool = Field(True, description="download missing weights from the official URL")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

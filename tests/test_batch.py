@@ -25,7 +25,7 @@ from samgis.batch.inputs import ImageItem, MapItem, image_items, map_items
 from samgis.batch.outputs import slug
 from samgis.batch.work import Grid
 from samgis.engine.protocol import AmgOptions
-from samgis.predict import rle_decode
+from samgis.imaging.masks import rle_decode
 from samgis.vector.polygons import geodesic_area_m2
 from tests.conftest import TINY
 from tests.support.batch_jobs import MAP_AREAS, write_image_job, write_map_job

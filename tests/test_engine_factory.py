@@ -95,3 +95,24 @@ def test_requests_needing_a_capability_the_model_lacks_are_422_naming_it(tiles, 
                "data": base64.b64encode(np.zeros((256, 256), np.float32).tobytes()).decode()}
         r = c.post("/v1/predict", json={"instances": [{"image": image, "points": [[3, 3]], "mask_input": low}]})
         assert r.status_code == 422 and "mask_input" in r.json()["detail"], r.text
+
+
+def test_models_file_adds_an_onnx_pair_by_path(tmp_path, tiny_engine):
+    """A models file names a pair's folder; `build_engine` serves it through the onnx backend."""
+    import json
+
+    from samgis.engine.backends.onnx.export import export_sam1
+
+    pair = tmp_path / "pair"
+    export_sam1(tiny_engine.model, "tiny_pair", pair)
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps({"my_pair": {"backend": "onnx", "path": str(pair), "description": "ours"}}))
+    engine = build_engine(Settings(model="my_pair", models_file=models, cache_dir=tmp_path))
+    card = engine.describe()
+    assert (card.model_id, card.backend) == ("my_pair", "onnx")
+    out = engine.decode(engine.embed(textured_image(48, 64)), Prompts(points=[[10, 10]], labels=[1]))
+    assert out.masks.shape == (1, 1, 48, 64)
+    assert build_engine(Settings(model="onnx", checkpoint=pair, cache_dir=tmp_path)).describe().backend == "onnx"
+    models.write_text(json.dumps({"bad": {"backend": "onnx", "path": str(tmp_path / "missing")}}))
+    with pytest.raises(ValueError, match="entry 'bad'.*does not exist"):
+        engine_recipe(Settings(model="bad", models_file=models, cache_dir=tmp_path))

@@ -17,21 +17,18 @@ from segment_anything.utils.amg import coco_encode_rle, mask_to_rle_pytorch
 from shapely.geometry import shape
 
 from samgis.engine.protocol import AmgOptions, Prompts
-from samgis.errors import InvalidRequest
-from samgis.predict import (
-    ImageTooLarge,
-    PredictLimits,
+from samgis.errors import ImageTooLarge, InvalidRequest
+from samgis.imaging.images import decode_image
+from samgis.imaging.masks import (
     decode_array,
-    decode_image,
     encode_array,
-    parse_instance,
     png_decode,
     png_encode,
     polygon_encode,
-    predict,
     rle_decode,
     rle_encode,
 )
+from samgis.services.image_predict import PredictLimits, parse_instance, predict
 from tests.conftest import textured_image
 
 # Thresholds that let a random-weight model's masks through (its logits are ~0.1 in size) with NMS off, so

@@ -12,7 +12,7 @@ from PIL import Image
 from segment_anything import SamPredictor
 
 from samgis.errors import InvalidRequest
-from samgis.predict import rle_decode
+from samgis.imaging.masks import rle_decode
 from samgis.cli.predict import add_predict_parsers, evaluate_dirs, load_boxes, mask_metrics, read_mask, save_mask
 from tests.conftest import TINY, textured_image
 from tests.test_predict import iou

@@ -16,7 +16,7 @@ from starlette.routing import Mount
 
 from api.app import create_app
 from api.routers import predict as predict_router
-from samgis.predict import png_decode, rle_decode
+from samgis.imaging.masks import png_decode, rle_decode
 from samgis.settings import Settings
 from tests.conftest import textured_image
 from tests.live_server import LiveServer

@@ -44,7 +44,7 @@ from api.errors import error_body, error_headers, status_for
 from api.models import SamgisPoint, SamgisRect, SamgisRequest
 from api.resources import Resources, get_resources, get_service
 from samgis.errors import SamgisError
-from samgis.service import BBox, BoxPrompt, PointPrompt, SegmentQuery, SegmentService
+from samgis.services.map_segment import BBox, BoxPrompt, PointPrompt, SegmentQuery, SegmentService
 
 log = logging.getLogger("samgis.api")
 

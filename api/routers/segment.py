@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from api.models import BoxIn, EverythingOut, EverythingRequest, FeatureCollectionOut, PointIn, SegmentRequest
-from samgis.service import BBox, BoxPrompt, EverythingQuery, PointPrompt, SegmentQuery, SegmentService
+from samgis.services.map_segment import BBox, BoxPrompt, EverythingQuery, PointPrompt, SegmentQuery, SegmentService
 from api.resources import get_service
 from samgis.errors import LimitExceeded
 from samgis.vector.export import geojson_bytes

@@ -34,10 +34,11 @@ from PIL import Image
 from scipy import ndimage
 
 from samgis.batch.inputs import ImageItem, Item, MapItem
-from samgis.engine.protocol import Engine, Prompts
+from samgis.engine.protocol import AmgOptions, Engine, Prompts
 from samgis.geo.tiles import Window, checked_lnglat, world_px
-from samgis.engine.protocol import AmgOptions
-from samgis.predict import decode_prompts, parse_prompts, read_image, rle_encode
+from samgis.imaging.images import read_image
+from samgis.imaging.masks import rle_encode
+from samgis.services.image_predict import decode_prompts, parse_prompts
 from samgis.vector.polygons import masks_to_features
 
 MAX_PANELS = 10
@@ -563,7 +564,7 @@ def reduce_image(image: np.ndarray, f: int) -> np.ndarray:
 
 def _image_panels(image: np.ndarray, masks: list, panel_px: int):
     """The image (H, W, 3) uint8 and one overlay per (H, W) bool mask, reduced to ≤ `panel_px` px a side."""
-    from samgis.predict import overlay
+    from samgis.imaging.render import overlay
 
     f = _factor(*image.shape[:2], panel_px)
     small = reduce_image(image, f)
@@ -597,7 +598,7 @@ OVERVIEW_WINDOWS = 2
 def _map_panels(mm: MapMasks, objects: list[ObjectMask], panel_px: int):
     """The mosaic of every window used, and per object (best scores first, ≤ MAX_PANELS) its windows with
     its mask overlaid."""
-    from samgis.predict import overlay
+    from samgis.imaging.render import overlay
 
     g = mm.grid
     if not mm.windows:

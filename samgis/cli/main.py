@@ -1,4 +1,4 @@
-"""`samgis serve | predict | evaluate | batch | fetch-weights | models` — the command line.
+"""`samgis serve | predict | evaluate | batch | fetch-weights | models | export-onnx` — the command line.
 
 One module per command; each adds its sub-parser. Commands import `samgis.cli.options`, never each other.
 """
@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from samgis.cli.batch import add_batch_parser
+from samgis.cli.export_onnx import add_export_onnx_parser
 from samgis.cli.models import add_models_parsers
 from samgis.cli.predict import add_predict_parsers
 from samgis.cli.serve import add_serve_parser
@@ -21,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     add_models_parsers(sub)
     add_predict_parsers(sub)
     add_batch_parser(sub)
+    add_export_onnx_parser(sub)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +34,15 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from samgis.engine.registry import get_model_spec, model_ids
+    from samgis.engine.registry import get_model_spec, load_models_file, model_ids
 
+    models_file = args.models_file or os.environ.get("SAMGIS_MODELS_FILE")
+    if models_file:
+        try:
+            load_models_file(models_file)
+        except ValueError as exc:
+            print(f"samgis models: {exc}", file=sys.stderr)
+            return 2
     print(f"{'model':20s} {'backend':8s} {'weights':>9s}  description")
     for m in model_ids():
         s = get_model_spec(m)
@@ -51,4 +59,5 @@ def add_models_parsers(sub) -> None:
     f.set_defaults(func=run_fetch_weights)
 
     m = sub.add_parser("models", help="list known models")
+    m.add_argument("--models-file", help="JSON file adding models ($SAMGIS_MODELS_FILE)")
     m.set_defaults(func=run_models)

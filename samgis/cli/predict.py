@@ -25,16 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from samgis.engine.protocol import AmgOptions
 from samgis.errors import InvalidRequest, SamgisError
-from samgis.predict import (
-    AmgOptions,
-    PredictLimits,
-    decode_prompts,
-    overlay,
-    parse_instance,
-    read_image,
-    rle_encode,
-)
+from samgis.imaging.images import read_image
+from samgis.imaging.masks import rle_encode
+from samgis.imaging.render import overlay
+from samgis.services.image_predict import PredictLimits, decode_prompts, parse_instance
 
 LOSSLESS = {".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PICTURES = LOSSLESS | {".jpg", ".jpeg"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from samgis.engine.backends import backend_module
 from samgis.engine.protocol import Engine
-from samgis.engine.registry import ModelSpec, get_model_spec
+from samgis.engine.registry import ModelSpec, get_model_spec, load_models_file
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,11 @@ def engine_recipe(settings) -> EngineRecipe:
     download when allowed."""
     from samgis.engine.weights import resolve_weights, storage_checkpoint
 
+    if settings.models_file:
+        load_models_file(settings.models_file)
     spec = get_model_spec(settings.model)
-    explicit = settings.checkpoint or storage_checkpoint(spec, os.environ.get("AIP_STORAGE_URI"))
+    explicit = (settings.checkpoint or spec.extra.get("path")
+                or storage_checkpoint(spec, os.environ.get("AIP_STORAGE_URI")))
     weights = resolve_weights(spec, explicit, cache_dir=settings.resolved_cache_dir() / "weights",
                               allow_download=settings.allow_download)
     return EngineRecipe(spec, str(Path(weights).resolve()), settings.device, settings.precision)

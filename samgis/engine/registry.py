@@ -105,6 +105,36 @@ def model_ids() -> list[str]:
     return sorted(_MODELS)
 
 
+def load_models_file(path) -> list[ModelSpec]:
+    """Register the models of a JSON models file (`Settings.models_file`), replacing same-named entries:
+    `{"id": {"backend": "onnx", "path": "/models/mobile_sam", "description": "…", "options": {…}}}`.
+
+    `path`: the weights (file or folder) the model loads from unless `--checkpoint` names others; `options`:
+    the backend's config (for onnx: `threads`, `quantized`, `verify`). Raises `ValueError` naming the entry.
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    try:
+        entries = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"models file {p}: {exc}") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"models file {p}: expected an object of model id → entry")
+    specs = []
+    for model_id, e in entries.items():
+        if not isinstance(e, dict) or not isinstance(e.get("backend"), str) or not isinstance(e.get("path"), str):
+            raise ValueError(f"models file {p}, entry {model_id!r}: needs \"backend\" and \"path\" strings")
+        weights = Path(e["path"]).expanduser()
+        if not weights.exists():
+            raise ValueError(f"models file {p}, entry {model_id!r}: {weights} does not exist")
+        specs.append(register_model(ModelSpec(model_id, e["backend"], config=e.get("options"),
+                                              description=str(e.get("description", "")),
+                                              extra={"path": str(weights)}), replace=True))
+    return specs
+
+
 def _meta(model_id: str, filename: str, size: int, md5: str, arch: SamArch, description: str) -> None:
     register_model(ModelSpec(
         model_id=model_id, backend="sam1", config=arch,
@@ -119,5 +149,8 @@ _meta("sam_vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607, "0b3195507c641ddb6910d
       SamArch(1024, 24, 16, (5, 11, 17, 23)), "SAM ViT-L (308M parameters), Meta AI")
 _meta("sam_vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879, "4b8939a88964f0f4ff5f5b2642c598a6",
       SamArch(1280, 32, 16, (7, 15, 23, 31)), "SAM ViT-H (636M parameters), Meta AI")
+
+register_model(ModelSpec("onnx", backend="onnx", description="an ONNX Runtime encoder/decoder pair given with "
+                         "--checkpoint DIR (ours from `samgis export-onnx`, or samexporter's)"))
 
 DEFAULT_MODEL = "sam_vit_b"

@@ -1,6 +1,8 @@
 """Plain-image prediction: a base64 image and SAM prompts in → masks (COCO RLE, PNG or pixel polygons) out.
 
-No HTTP here: `api/routers/predict.py` and `samgis predict` are thin layers over these functions.
+No HTTP here: `api/routers/predict.py` (our API, KServe, Vertex, Azure) and `samgis predict` are thin layers
+over this module. `ImagePredictService` runs requests through the shared embedding cache (plain images are
+keyed by the SHA-256 of their pixels) and the model's bounded encoder queue.
 
 Frames:
 
@@ -10,38 +12,27 @@ Frames:
   so a prompt at (x, y) sits at (x + 0.5, y + 0.5) in the polygon frame.
 
 An instance (one image) decodes either its prompts (points shared by every query, one query per box, as
-`Engine.decode`) or, with no prompts at all, runs Meta's automatic mask generator over a point grid.
+`Engine.decode`) or, with no prompts at all, the engine's automatic masks over a point grid.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import io
+import asyncio
+import json
 import math
-import re
 import time
-import warnings
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
-import shapely
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
-from pycocotools import mask as coco_mask
 
+from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
 from samgis.errors import InvalidRequest, LimitExceeded
-from samgis.vector.polygons import geojson_geometry, pixel_polygons
+from samgis.imaging.images import DEFAULT_MAX_PIXELS, decode_image, image_digest
+from samgis.imaging.masks import MASK_FORMATS, decode_array, encode_array, encode_mask
 
-MASK_FORMATS = ("rle", "png", "polygon")
-IMAGE_FORMATS = ("PNG", "JPEG")
 LOW_RES = 256
 """Side of SAM's low-resolution logits (and of `mask_input`)."""
-
-
-class ImageTooLarge(InvalidRequest):
-    """The image has more pixels than the configured limit (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +46,7 @@ class PredictLimits:
     (both None = unbounded; the server sets them, see `check_work`).
     """
 
-    max_pixels: int = 4096 * 4096
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_prompts: int = 100
     max_instances: int = 16
     max_points_per_side: int = 32
@@ -80,174 +71,6 @@ class Instance:
 
 OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)))
 PROMPT_KEYS = ("points", "labels", "boxes", "mask_input")
-
-
-# --- images -------------------------------------------------------------------------------------------
-
-def image_bytes(data, field_name: str = "image") -> bytes:
-    """The bytes of a base64 image: a string, a `data:` URL or `{"b64": "..."}`; whitespace is ignored."""
-    if isinstance(data, dict) and set(data) == {"b64"}:
-        data = data["b64"]
-    if not isinstance(data, str):
-        raise InvalidRequest(field_name, "expected a base64 string (or {\"b64\": \"...\"})")
-    text = data.strip()
-    if text.startswith("data:"):
-        _, _, text = text.partition(",")
-    if text.startswith(("http://", "https://")):
-        raise InvalidRequest(field_name, "image URLs are not fetched; send the image itself, base64-encoded")
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest(field_name, f"not valid base64 ({exc})") from None
-
-
-def decode_image(data, field_name: str = "image", max_pixels: int = PredictLimits.max_pixels) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a base64 PNG/JPEG, rows top to bottom, EXIF orientation applied.
-
-    Raises `InvalidRequest(field_name, …)` for anything undecodable and `ImageTooLarge` when W × H is over
-    `max_pixels` (checked from the header, before any pixel is decoded).
-    """
-    return read_image(image_bytes(data, field_name), field_name, max_pixels)
-
-
-def read_image(raw: bytes, field_name: str = "image", max_pixels: int = PredictLimits.max_pixels) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of PNG/JPEG file bytes; as `decode_image` without the base64 step."""
-    try:
-        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageTooLarge(field_name, f"the image is {w} × {h} = {w * h} pixels, over the limit of "
-                                                f"{max_pixels} pixels; send a smaller image")
-            im.load()
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-    except ImageTooLarge:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(field_name, str(exc)) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidRequest(field_name, f"not a decodable PNG or JPEG image ({_no_reprs(exc)})") from None
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _no_reprs(exc: Exception) -> str:
-    """An exception's message without object reprs such as "<_io.BytesIO object at 0x7f…>"."""
-    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc)) or type(exc).__name__
-
-
-def image_digest(image: np.ndarray) -> str:
-    """SHA-256 of an (H, W, C) uint8 image's shape and pixels: the embedding cache key of plain images."""
-    h = hashlib.sha256(repr(image.shape).encode())
-    h.update(np.ascontiguousarray(image).data)
-    return h.hexdigest()
-
-
-# --- pictures -----------------------------------------------------------------------------------------
-
-PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], np.uint8)
-
-
-def overlay(image: np.ndarray, masks: list[np.ndarray], points: np.ndarray | None = None,
-            labels: np.ndarray | None = None, boxes: np.ndarray | None = None, alpha: float = 0.5) -> Image.Image:
-    """RGB picture of `image` (H, W, 3) uint8 with each (H, W) bool mask tinted and outlined in its colour,
-    points (image px, SAM convention) as green (include) / red (exclude) dots and boxes as rectangles."""
-    out = image.astype(np.float32)
-    edges = np.zeros(image.shape[:2], np.int32) - 1
-    for k, mask in enumerate(masks):
-        colour = PALETTE[k % len(PALETTE)].astype(np.float32)
-        out[mask] = (1 - alpha) * out[mask] + alpha * colour
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        edges[mask & ~inner] = k
-    picture = out.round().astype(np.uint8)
-    on_edge = edges >= 0
-    picture[on_edge] = PALETTE[edges[on_edge] % len(PALETTE)]
-    pil = Image.fromarray(picture)
-    draw = ImageDraw.Draw(pil)
-    r = max(3, round(max(image.shape[:2]) / 150))
-    for (x0, y0, x1, y1) in ([] if boxes is None else boxes):
-        draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 0), width=max(1, r // 2))
-    for (x, y), lab in zip([] if points is None else points, [] if labels is None else labels):
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 200, 0) if lab == 1 else (220, 0, 0),
-                     outline=(255, 255, 255))
-    return pil
-
-
-# --- masks and arrays out -------------------------------------------------------------------------------
-
-def rle_encode(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of an (H, W) bool mask: `{"size": [H, W], "counts": str}` (pycocotools' own
-    encoding, column-major, as `SamAutomaticMaskGenerator(output_mode="coco_rle")` returns)."""
-    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def rle_decode(rle: dict) -> np.ndarray:
-    """(H, W) bool mask of a COCO RLE (compressed string counts, or uncompressed list counts)."""
-    with warnings.catch_warnings(action="ignore", category=DeprecationWarning):  # pycocotools vs numpy 2
-        if isinstance(rle.get("counts"), list):
-            rle = coco_mask.frPyObjects(rle, *rle["size"])
-        else:
-            rle = {"size": list(rle["size"]), "counts": rle["counts"].encode("ascii")}
-        return coco_mask.decode(rle).astype(bool)
-
-
-def png_encode(mask: np.ndarray) -> str:
-    """Base64 of an 8-bit grayscale PNG of an (H, W) bool mask: 255 foreground, 0 background."""
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(buf, format="PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def png_decode(data: str | bytes) -> np.ndarray:
-    """(H, W) bool mask (nonzero = foreground) of a base64 string or raw bytes of a PNG."""
-    raw = base64.b64decode(data) if isinstance(data, str) else data
-    with Image.open(io.BytesIO(raw)) as im:
-        return np.asarray(im.convert("L")) > 0
-
-
-def polygon_encode(mask: np.ndarray) -> dict | None:
-    """GeoJSON-style Polygon/MultiPolygon of an (H, W) bool mask's foreground, in pixel-edge coordinates
-    (rasterio convention: pixel (i, j) spans x in [j, j+1), y in [i, i+1)), holes kept; None if empty."""
-    parts = pixel_polygons(mask)
-    if len(parts) == 0:
-        return None
-    return geojson_geometry(parts[0] if len(parts) == 1 else shapely.multipolygons(parts))
-
-
-def encode_mask(mask: np.ndarray, mask_format: str):
-    """An (H, W) bool mask as `mask_format`: "rle" → dict, "png" → base64 str, "polygon" → dict | None."""
-    if mask_format == "rle":
-        return rle_encode(mask)
-    if mask_format == "png":
-        return png_encode(mask)
-    if mask_format == "polygon":
-        return polygon_encode(mask)
-    raise ValueError(f"unknown mask format {mask_format!r}")
-
-
-def encode_array(a: np.ndarray) -> dict:
-    """A float array as `{"shape", "dtype": "float32", "data": base64 of little-endian bytes}`:
-    `np.frombuffer(base64.b64decode(data), "<f4").reshape(shape)` reads it back."""
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {"shape": list(a.shape), "dtype": "float32", "data": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def decode_array(obj, field_name: str) -> np.ndarray:
-    """float32 array of `encode_array`'s dict or of nested lists; `InvalidRequest(field_name)` otherwise."""
-    try:
-        if isinstance(obj, dict):
-            if obj.get("dtype", "float32") != "float32":
-                raise ValueError(f"dtype must be float32, not {obj.get('dtype')!r}")
-            flat = np.frombuffer(base64.b64decode(obj["data"], validate=True), dtype="<f4")
-            return flat.reshape(obj["shape"]).astype(np.float32)
-        return np.asarray(obj, dtype=np.float32)
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise InvalidRequest(field_name, f"expected {{shape, dtype: float32, data: base64}} or nested lists "
-                                         f"of numbers ({exc})") from None
 
 
 # --- parsing an instance --------------------------------------------------------------------------------
@@ -500,3 +323,103 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     timings["total"] = _ms(t_start)
     out["timings_ms"] = timings
     return out
+
+
+# --- the service ----------------------------------------------------------------------------------------
+
+def limits_from_settings(settings) -> PredictLimits:
+    """The limits a `samgis.settings.Settings` sets."""
+    return PredictLimits(max_pixels=settings.max_image_pixels, max_prompts=settings.max_prompts,
+                         max_instances=settings.max_instances, max_points_per_side=settings.max_points_per_side,
+                         max_grid_points=settings.max_grid_points, max_mask_pixels=settings.max_mask_pixels,
+                         max_answer_bytes=settings.max_answer_bytes)
+
+
+def add_mask_pixels(total: int, cost: int, field: str, limits: PredictLimits) -> int:
+    """`total` + `cost` decoded mask pixels of one request, refused (before decoding) over the limit."""
+    total += cost
+    if limits.max_mask_pixels is not None and total > limits.max_mask_pixels:
+        raise LimitExceeded(field, f"the request would decode {total} mask pixels in all, over the limit of "
+                                   f"{limits.max_mask_pixels}; split it", "max_mask_pixels")
+    return total
+
+
+def answer_bytes(content, limits: PredictLimits, field: str = "instances") -> bytes:
+    """`content` as compact UTF-8 JSON, refused when over `limits.max_answer_bytes`."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    if limits.max_answer_bytes is not None and len(body) > limits.max_answer_bytes:
+        raise LimitExceeded(field, f"the answer would be {len(body)} bytes, over the limit of "
+                                   f"{limits.max_answer_bytes}; ask for fewer masks, rle masks or no logits",
+                            "max_answer_bytes")
+    return body
+
+
+class ImagePredictService:
+    """Plain images through one engine, the shared embedding cache and the model's encoder queue.
+
+    `encoder_queue`: a `samgis.encoder_queue.EncoderQueue` (bounded; 503 when full), or None to run encoder
+    passes straight on a worker thread (CLI, tests).
+    """
+
+    def __init__(self, engine: Engine, cache: EmbeddingCache, limits: PredictLimits = PredictLimits(),
+                 encoder_queue=None):
+        self.engine = engine
+        self.cache = cache
+        self.limits = limits
+        self.encoder_queue = encoder_queue
+        self._version = engine.describe().embedding_version
+
+    async def embedding_for(self, image: np.ndarray) -> tuple[Embedding, bool]:
+        """The embedding of (H, W, 3) uint8 `image` and whether it was cached (key: SHA-256 of the pixels,
+        model, embedding version)."""
+        key = ("image", image_digest(image), self.engine.model_id, self._version)
+
+        async def compute() -> Embedding:
+            if self.encoder_queue is None:
+                return await asyncio.to_thread(self.engine.embed, image)
+            return await self.encoder_queue.run(self.engine.embed, image)
+
+        return await self.cache.get_or_compute(key, compute)
+
+    async def predict_instances(self, instances: list[dict], parameters: dict) -> list[dict]:
+        """One prediction per instance dict (`image` base64 + prompts/options), in order; see `predict`.
+        Each also gets `cache` (hit/miss), `model` and `timings_ms` with `image` and `embed`."""
+        limits = self.limits
+        if len(instances) > limits.max_instances:
+            raise InvalidRequest("instances", f"{len(instances)} instances is over the limit of "
+                                              f"{limits.max_instances} per request")
+        out = []
+        mask_pixels = 0
+        for i, obj in enumerate(instances):
+            field_name = f"instances[{i}]"
+            t_start = time.perf_counter()
+            if "image" not in obj:
+                raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG or JPEG is required")
+            image = await asyncio.to_thread(decode_image, obj["image"], f"{field_name}.image", limits.max_pixels)
+            t_image = _ms(t_start)
+            inst = parse_instance(obj, field_name, parameters, limits, image=image)
+            cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
+                              inst.return_logits)
+            mask_pixels = add_mask_pixels(mask_pixels, cost, field_name, limits)
+            t0 = time.perf_counter()
+            embedding, hit = await self.embedding_for(image)
+            t_embed = _ms(t0)
+            pred = await asyncio.to_thread(predict, self.engine, inst, embedding, limits)
+            timings = {"image": t_image, "embed": t_embed, **pred["timings_ms"]}
+            timings["total"] = _ms(t_start)
+            pred.update(cache="hit" if hit else "miss", model=self.engine.model_id, timings_ms=timings)
+            out.append(pred)
+        return out
+
+    def masks_for(self, image: np.ndarray, embedding: Embedding, queries: list[Prompts],
+                  multimask: bool) -> list[tuple[list[np.ndarray], list[float]]]:
+        """Per query, its masks ((H, W) bool, image px) and scores; no queries → every automatic mask
+        (default options) as its own one-mask entry. Blocks (decodes)."""
+        if not queries:
+            records = self.engine.generate(embedding, AmgOptions(), image)
+            return [([r["segmentation"]], [float(r["predicted_iou"])]) for r in records]
+        out = []
+        for prompts in queries:
+            result = decode_prompts(self.engine, embedding, prompts, multimask, self.limits.decode_bytes)
+            out.append((list(result.masks[0]), [float(s) for s in result.scores[0]]))
+        return out

@@ -1,0 +1,1 @@
+"""Images and masks: decoding, codecs and pictures (no model, no HTTP)."""
