@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.request_id import request_id_of
 from samgis.errors import (
+    DeadlineExceeded,
     ImageTooLarge,
     InvalidRequest,
     LimitExceeded,
@@ -42,7 +44,7 @@ def status_for(exc: SamgisError) -> int:
         return 413
     if isinstance(exc, InvalidRequest):
         return 422
-    if isinstance(exc, UpstreamTimeout):
+    if isinstance(exc, (UpstreamTimeout, DeadlineExceeded)):
         return 504
     if isinstance(exc, UpstreamError):
         return 502
@@ -88,6 +90,8 @@ def json_safe(value, depth: int = 0):
         return [json_safe(v, depth + 1) for v in list(value)[:20]]
     return value
 
+
+_STATUSES = {s.value for s in HTTPStatus}
 
 INTERNAL_DETAIL = "internal error; the server log has the details"
 
@@ -147,7 +151,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "request_id": request_id_of(request)},
+        # Starlette's / FastAPI's own refusals (404, 405, 400 for a body that is not JSON) in our error body
+        kind = "".join(HTTPStatus(exc.status_code).phrase.title().split()) if exc.status_code in _STATUSES \
+            else "HTTPError"
+        return JSONResponse({"detail": str(exc.detail), "field": None, "error": kind,
+                             "request_id": request_id_of(request)},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -49,7 +49,9 @@ class Resources:
                                       encoder_queue=self.encoder_queue,
                                       max_grid_points=self.settings.max_grid_points,
                                       max_mask_pixels=self.settings.max_mask_pixels,
-                                      max_answer_vertices=self.settings.max_answer_vertices)
+                                      max_answer_vertices=self.settings.max_answer_vertices,
+                                      deadline_s=self.settings.deadline_s,
+                                      everything_deadline_s=self.settings.everything_deadline_s)
         self.predict_service = ImagePredictService(engine, self.cache, limits_from_settings(self.settings),
                                                    self.encoder_queue)
         self.model_status = "ready"

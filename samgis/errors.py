@@ -67,6 +67,10 @@ class UpstreamTimeout(UpstreamError):
     """A tile server or other upstream did not answer in time (HTTP 504)."""
 
 
+class DeadlineExceeded(SamgisError):
+    """The request did not finish within its deadline (HTTP 504); the message names the setting."""
+
+
 class ModelNotReady(SamgisError):
     """The model is still loading or could not be loaded (HTTP 503)."""
 

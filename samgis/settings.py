@@ -26,7 +26,11 @@ class Settings(BaseSettings):
     builtin_sources: bool = Field(True, description="offer xyzservices' providers that need no API key")
     cache_bytes: int = Field(DEFAULT_CACHE_BYTES, description="embedding cache bound in bytes")
     tile_cache: bool = Field(True, description="keep fetched tiles on disk under cache_dir/tiles")
-    tile_timeout_s: float = Field(10.0, gt=0)
+    tile_timeout_s: float = Field(10.0, gt=0, description="seconds one tile request may take (each attempt)")
+    deadline_s: float = Field(30.0, gt=0, description="seconds a map click (/v1/segment, /infer_samgis) or a tile "
+                              "(/v1/tiles) may take in all, tile fetching and retries included; past it → 504")
+    everything_deadline_s: float = Field(120.0, gt=0, description="seconds /v1/segment/everything may take "
+                                         "in all; past it → 504")
     tile_retries: int = Field(3, ge=0)
     window_tiles: int = Field(4, ge=1, le=8, description="window side in tiles (4 × 256 px = 1024 px)")
     max_zoom_steps: int = Field(4, ge=0, description="how far to zoom out when prompts do not fit")

@@ -321,13 +321,53 @@ async def test_unreachable_host_is_an_upstream_error(server):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("per_host, peak", [(2, {2}), (4, {3, 4})])
-async def test_at_most_per_host_requests_in_flight(server, per_host, peak):
+@pytest.mark.parametrize("per_source, per_host, peak", [(2, 8, {2}), (4, 8, {3, 4}), (4, 2, {2})])
+async def test_at_most_per_source_and_per_host_requests_in_flight(server, per_source, per_host, peak):
     server.delay_s = 0.03
-    async with fetcher(per_host=per_host) as f:
+    async with fetcher(per_source=per_source, per_host=per_host) as f:
         await f.fetch_window(server.source("ok"), Window(z=6, x=8, y=8))
     assert server.count("ok") == 16
     assert server.max_in_flight in peak
+
+
+@pytest.mark.asyncio
+async def test_hanging_source_answers_504_within_the_deadline_retries_included(server):
+    server.slow_s = 30.0  # hangs far longer than anyone waits
+    async with fetcher(timeout_s=10.0, retries=3, backoff_s=0.2) as f:
+        start = time.monotonic()
+        with pytest.raises(UpstreamTimeout) as e:
+            await f.fetch_window(server.source("slow"), Window(z=6, x=8, y=8), deadline=start + 1.0)
+        elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed < 1.4, elapsed  # not 4 attempts × 10 s
+    assert "deadline" in str(e.value) and "tile 6/" in str(e.value)
+    assert server.count("slow") == 2  # the source's two slots; the other tiles never got one
+
+
+@pytest.mark.asyncio
+async def test_deadline_leaves_no_time_for_a_retry(server):
+    async with fetcher(timeout_s=5.0, retries=3, backoff_s=1.0) as f:
+        start = time.monotonic()
+        with pytest.raises(UpstreamError, match="answered 500.*no time to retry.*after 1 attempt") as e:
+            await f.fetch_tile(server.source("down"), 4, 5, 6, deadline=start + 0.5)
+        assert time.monotonic() - start < 0.4  # the 1 s backoff would pass the deadline: give up at once
+    assert not isinstance(e.value, UpstreamTimeout)  # the source failed; it did not hang
+    with pytest.raises(UpstreamTimeout, match="deadline passed before tile 4/5/6"):
+        await fetcher().fetch_tile(server.source("ok"), 4, 5, 6, deadline=time.monotonic() - 1)
+    assert server.count("ok") == 0
+
+
+@pytest.mark.asyncio
+async def test_slow_source_does_not_hold_the_slots_of_another_source_on_the_same_host(server):
+    server.slow_s = 3.0
+    async with fetcher(timeout_s=10.0, retries=0) as f:  # default slots: 2 per source, 8 per host
+        slow = asyncio.create_task(f.fetch_window(server.source("slow"), Window(z=6, x=8, y=8)))
+        await asyncio.sleep(0.2)  # the slow source now holds its connections
+        start = time.monotonic()
+        image = await f.fetch_window(server.source("ok"), Window(z=6, x=12, y=12))
+        healthy_s = time.monotonic() - start
+        slow.cancel()
+    assert image.shape == (1024, 1024, 3)
+    assert healthy_s < 1.0, healthy_s  # before: queued behind the slow source's requests (minutes)
 
 
 @pytest.mark.asyncio

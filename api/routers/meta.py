@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from api.openapi import HealthOut
 from api.resources import Resources, get_resources
 from samgis.engine.registry import get_model_spec, model_ids
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/health", summary="200 once the model is loaded, 503 with the reason before")
+@router.get("/health", summary="200 once the model is loaded, 503 with the reason before",
+            response_model=HealthOut, responses={503: {"model": HealthOut, "description": "model not ready"}})
 async def health(res: Resources = Depends(get_resources)) -> JSONResponse:
     if res.model_status == "ready":
         return JSONResponse({"status": "ok", "model": res.engine.model_id})

@@ -7,6 +7,7 @@ stay on the server.
 from __future__ import annotations
 
 import re
+import time
 
 from fastapi import APIRouter, Depends, Response
 
@@ -30,7 +31,12 @@ def media_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-@router.get("/v1/tiles/{source}/{z}/{x}/{y}", summary="One tile of a configured source")
+TILE_MEDIA = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
+
+
+@router.get("/v1/tiles/{source}/{z}/{x}/{y}", summary="One tile of a configured source", response_class=Response,
+            responses={200: {"description": "the tile's bytes as the source sent them",
+                             "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in TILE_MEDIA}}})
 async def tile(source: str, z: int, x: int, y: str, res: Resources = Depends(get_resources)) -> Response:
     src = res.sources.get(source)
     m = _ROW.fullmatch(y)
@@ -41,5 +47,5 @@ async def tile(source: str, z: int, x: int, y: str, res: Resources = Depends(get
     n = 1 << z if 0 <= z <= 30 else 0
     if not (0 <= x < n and 0 <= yi < n):
         raise InvalidRequest("x", f"tile {z}/{x}/{yi} does not exist")
-    data = await res.fetcher.fetch_tile(src, z, x, yi)
+    data = await res.fetcher.fetch_tile(src, z, x, yi, deadline=time.monotonic() + res.settings.deadline_s)
     return Response(data, media_type=media_type(data), headers={"Cache-Control": "public, max-age=86400"})

@@ -1,7 +1,10 @@
 """Embedding cache: an LRU bounded by bytes, with single-flight computation.
 
 Entries stay where the engine put them (on the model device). Two requests that miss on the same key at
-the same time share one computation: the second awaits the first's result (or its error).
+the same time share one computation: the second awaits the first's result (or its error). A caller that
+stops waiting (its client went away, its deadline passed) cancels only its own wait, unless it was the last
+one waiting: then the computation is cancelled too (it gives up its place in the encoder queue, its tile
+requests stop). An encoder pass already running on its thread finishes there, unused.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class EmbeddingCache:
         self._lru = _BytesLRU(max_bytes, self.stats)
         self._lock = threading.Lock()
         self._inflight: dict[Hashable, asyncio.Future] = {}
+        self._waiters: dict[Hashable, int] = {}  # callers awaiting each in-flight computation
 
     def get(self, key: Hashable) -> Embedding | None:
         with self._lock:
@@ -89,13 +93,25 @@ class EmbeddingCache:
         pending = self._inflight.get(key)
         if pending is None:
             self.stats.misses += 1
-            # An independent task: a caller that goes away (client disconnect) cancels only its own wait.
+            # An independent task: a caller that goes away cancels only its own wait (see the module docstring).
             pending = asyncio.ensure_future(self._compute_and_store(key, compute))
             pending.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._inflight[key] = pending
         else:
             self.stats.shared += 1
-        return await asyncio.shield(pending), False
+        self._waiters[key] = self._waiters.get(key, 0) + 1
+        try:
+            return await asyncio.shield(pending), False
+        except asyncio.CancelledError:
+            if self._waiters.get(key) == 1 and not pending.done():
+                pending.cancel()  # nobody else wants it: stop queued work
+            raise
+        finally:
+            left = self._waiters.get(key, 1) - 1
+            if left:
+                self._waiters[key] = left
+            else:
+                self._waiters.pop(key, None)
 
     async def _compute_and_store(self, key: Hashable, compute: Callable[[], Awaitable[Embedding]]) -> Embedding:
         try:

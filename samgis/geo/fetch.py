@@ -1,9 +1,15 @@
 """Fetch tiles and mosaic a window into an RGB array.
 
-One shared httpx.AsyncClient with a real User-Agent; at most `per_host` requests in flight per
-host; retries with exponential backoff on connect errors, timeouts, 5xx and 429; the disk tile
-cache is read before the network and written with the expiry the server asked for. Folder and
-MBTiles sources are read from disk in worker threads.
+One shared httpx.AsyncClient with a real User-Agent; at most `per_source` requests in flight per
+source and `per_host` per host, so a slow source holds only its own connection slots, never those
+of other sources on the same host; retries with exponential backoff on connect errors, timeouts,
+5xx and 429; the disk tile cache is read before the network and written with the expiry the
+server asked for. Folder and MBTiles sources are read from disk in worker threads.
+
+Deadlines: every fetch may carry `deadline`, a `time.monotonic()` instant. Waiting for a
+connection slot, each attempt's timeout and the backoff between attempts all fit in what is left
+of it; when nothing is left the fetch fails with `UpstreamTimeout` (HTTP 504) at once, instead of
+after `retries + 1` full timeouts.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import io
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,16 +61,18 @@ class TileFetcher:
         timeout_s: float = 10.0,
         retries: int = 3,
         backoff_s: float = 0.2,
-        per_host: int = 2,
+        per_source: int = 2,
+        per_host: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        if per_host < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0:
-            raise ValueError("need per_host >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0")
+        if per_source < 1 or per_host < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0:
+            raise ValueError("need per_source >= 1, per_host >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0")
         self.cache = cache
         self.user_agent = user_agent
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.per_source = per_source  # 2: OpenStreetMap's tile policy, one source per host there
         self.per_host = per_host
         self.stats: dict[str, int] = dict.fromkeys(
             ("network", "retries", "cache_hits", "local", "errors"), 0
@@ -72,6 +81,7 @@ class TileFetcher:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._per_host: dict[str, asyncio.Semaphore] = {}
+        self._per_source: dict[tuple[str, str], asyncio.Semaphore] = {}
 
     async def __aenter__(self) -> TileFetcher:
         return self
@@ -89,16 +99,21 @@ class TileFetcher:
         if client is not None and self._loop is asyncio.get_running_loop():
             await client.aclose()
 
-    async def fetch_tile(self, source: TileSource, z: int, x: int, y: int) -> bytes:
-        """The encoded bytes of tile (z, x, y), checked to decode as a source.tile_size image."""
-        data, _ = await self._tile(source, z, x, y)
+    async def fetch_tile(self, source: TileSource, z: int, x: int, y: int,
+                         deadline: float | None = None) -> bytes:
+        """The encoded bytes of tile (z, x, y), checked to decode as a source.tile_size image.
+
+        `deadline`: `time.monotonic()` instant by which to answer or fail (`UpstreamTimeout`)."""
+        data, _ = await self._tile(source, z, x, y, deadline)
         return data
 
-    async def fetch_window(self, source: TileSource, window: Window) -> np.ndarray:
+    async def fetch_window(self, source: TileSource, window: Window, deadline: float | None = None) -> np.ndarray:
         """The window's pixels: (size, size, 3) uint8 RGB, row 0 = north, window px frame.
 
         Tiles are fetched concurrently. Transparent pixels come out white; so do tiles missing
         from a local source, as long as the source has at least one tile of the window.
+        `deadline`: `time.monotonic()` instant by which to answer or fail (`UpstreamTimeout`); the
+        first failing tile cancels the others.
         """
         check_zoom(source, window.z)
         if window.tile_size != source.tile_size:
@@ -110,7 +125,7 @@ class TileFetcher:
         tiles = window.tiles_list()
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._window_tile(source, t.z, t.x, t.y)) for t in tiles]
+                tasks = [group.create_task(self._window_tile(source, t.z, t.x, t.y, deadline)) for t in tiles]
         except ExceptionGroup as eg:
             raise eg.exceptions[0] from None
         arrays = [task.result() for task in tasks]
@@ -127,27 +142,30 @@ class TileFetcher:
             out[j * ts : (j + 1) * ts, i * ts : (i + 1) * ts] = BLANK_RGB if rgb is None else rgb
         return out
 
-    async def _window_tile(self, source: TileSource, z: int, x: int, y: int) -> np.ndarray | None:
+    async def _window_tile(self, source: TileSource, z: int, x: int, y: int,
+                           deadline: float | None) -> np.ndarray | None:
         try:
-            _, rgb = await self._tile(source, z, x, y)
+            _, rgb = await self._tile(source, z, x, y, deadline)
         except TileNotFound:
             if source.is_local:
                 return None
             raise
         return rgb
 
-    async def _tile(self, source: TileSource, z: int, x: int, y: int) -> tuple[bytes, np.ndarray]:
+    async def _tile(self, source: TileSource, z: int, x: int, y: int,
+                    deadline: float | None = None) -> tuple[bytes, np.ndarray]:
         """(bytes, (tile_size, tile_size, 3) uint8 RGB) of one tile: cache, disk or network."""
         check_zoom(source, z)
         if not (0 <= x < 2**z and 0 <= y < 2**z):
             raise InvalidRequest("tile", f"tile {z}/{x}/{y} is outside the tile grid")
         try:
-            return await self._load(source, z, x, y)
+            return await self._load(source, z, x, y, deadline)
         except SamgisError:
             self.stats["errors"] += 1
             raise
 
-    async def _load(self, source: TileSource, z: int, x: int, y: int) -> tuple[bytes, np.ndarray]:
+    async def _load(self, source: TileSource, z: int, x: int, y: int,
+                    deadline: float | None) -> tuple[bytes, np.ndarray]:
         where = f"tile source {source.id!r} tile {z}/{x}/{y}"  # no URL or path: messages reach clients
         if source.is_local:
             data = await asyncio.to_thread(read_local_tile, source, z, x, y)
@@ -163,7 +181,7 @@ class TileFetcher:
                 else:
                     self.stats["cache_hits"] += 1
                     return data, rgb
-        data, ttl = await self._download(source, z, x, y)
+        data, ttl = await self._download(source, z, x, y, deadline)
         rgb = await asyncio.to_thread(decode_tile, data, source.tile_size, where)
         if self.cache is not None:
             try:
@@ -183,33 +201,55 @@ class TileFetcher:
                 transport=self._transport,
             )
             self._loop = loop
-            self._per_host = {}
+            self._per_host, self._per_source = {}, {}
         return self._client
 
+    def _slots(self, host: str, source: TileSource) -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+        """(this source's, this host's) connection slots; a request holds one of each, source first."""
+        mine = self._per_source.setdefault((host, source.cache_id), asyncio.Semaphore(self.per_source))
+        return mine, self._per_host.setdefault(host, asyncio.Semaphore(self.per_host))
+
     async def _download(
-        self, source: TileSource, z: int, x: int, y: int
+        self, source: TileSource, z: int, x: int, y: int, deadline: float | None = None
     ) -> tuple[bytes, float | None]:
-        """(body, cache ttl from headers) of a 2xx answer, retrying transient failures."""
+        """(body, cache ttl from headers) of a 2xx answer, retrying transient failures while the
+        deadline (a `time.monotonic()` instant, None = none) leaves time."""
         url = source.tile_url(z, x, y)
         shown = source.tile_url(z, x, y, redact=True)  # for the log only (`detail`), key redacted
         what = f"tile source {source.id!r}"
         tile = f"tile {z}/{x}/{y}"
         client = self._http()
-        host = urlsplit(url).netloc
-        limit = self._per_host.setdefault(host, asyncio.Semaphore(self.per_host))
+        source_slots, host_slots = self._slots(urlsplit(url).netloc, source)
         attempts = self.retries + 1
         problem, timed_out, delay, detail = "", False, 0.0, shown
+        tried = 0
         for attempt in range(attempts):
             if attempt:
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    break  # no time left for another attempt
                 self.stats["retries"] += 1
                 await asyncio.sleep(delay)
             delay = self.backoff_s * 2**attempt
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            tried += 1
             try:
-                async with limit:
-                    self.stats["network"] += 1
-                    status, headers, body = await _get(client, url)
-            except httpx.TimeoutException:
-                problem, timed_out = f"timed out: no answer within {self.timeout_s:g} s", True
+                # waiting for a connection slot counts against the deadline only; the request itself gets
+                # tile_timeout_s, or what is left of the deadline when that is less
+                async with asyncio.timeout(left):
+                    async with source_slots, host_slots:
+                        budget = self.timeout_s if deadline is None else min(self.timeout_s,
+                                                                             deadline - time.monotonic())
+                        async with asyncio.timeout(budget):
+                            self.stats["network"] += 1
+                            status, headers, body = await _get(client, url)
+            except (TimeoutError, httpx.TimeoutException):
+                if deadline is not None and time.monotonic() >= deadline - 0.01:
+                    problem = "gave no answer within the request's deadline"
+                else:
+                    problem = f"timed out: no answer within {self.timeout_s:g} s"
+                timed_out = True
                 continue
             except httpx.TransportError as e:
                 problem, timed_out = "could not be reached", False
@@ -228,8 +268,14 @@ class TileFetcher:
                 continue
             error = TileNotFound if status == 404 else UpstreamError
             raise error(f"{what} answered {status} for {tile}", detail=shown)
+        if tried == 0:
+            raise UpstreamTimeout(f"{what}: the request's deadline passed before {tile} could be fetched",
+                                  detail=detail)
+        if tried < attempts and "deadline" not in problem:
+            problem += "; the request's deadline left no time to retry"
         error = UpstreamTimeout if timed_out else UpstreamError
-        raise error(f"{what} {problem} for {tile}; gave up after {attempts} attempts", detail=detail)
+        raise error(f"{what} {problem} for {tile}; gave up after {tried} attempt{'s' if tried != 1 else ''}",
+                    detail=detail)
 
 
 async def _get(client: httpx.AsyncClient, url: str) -> tuple[int, httpx.Headers, bytes]:

@@ -12,6 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from samgis.encoder_queue import EncoderQueue
 from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts, require
-from samgis.errors import InvalidRequest, LimitExceeded
+from samgis.errors import DeadlineExceeded, InvalidRequest, LimitExceeded
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
@@ -118,8 +119,11 @@ class SegmentService:
                  *, window_tiles: int = 4, max_zoom_steps: int = 4, max_prompts: int = 100,
                  max_points_per_side: int = 32, max_grid_points: int | None = None,
                  max_mask_pixels: int | None = None, max_answer_vertices: int | None = None,
-                 encoder_queue: EncoderQueue | None = None):
-        """`max_grid_points` (automatic-mask grid points per 1024² px of window), `max_mask_pixels` (prompted
+                 encoder_queue: EncoderQueue | None = None, deadline_s: float | None = None,
+                 everything_deadline_s: float | None = None):
+        """`deadline_s` / `everything_deadline_s`: seconds a click / an automatic-mask request may take in all
+        (None = no deadline); tile fetching fits in what is left of it, past it → `DeadlineExceeded`.
+        `max_grid_points` (automatic-mask grid points per 1024² px of window), `max_mask_pixels` (prompted
         masks × window px) and `max_answer_vertices` (polygon vertices of one answer) bound one request's
         work; None = unbounded."""
         self.engine = engine
@@ -134,6 +138,8 @@ class SegmentService:
         self.max_grid_points = max_grid_points
         self.max_mask_pixels = max_mask_pixels
         self.max_answer_vertices = max_answer_vertices
+        self.deadline_s = deadline_s
+        self.everything_deadline_s = everything_deadline_s
         self._prep = engine.describe().embedding_version
 
     # -- validation ---------------------------------------------------------------------------
@@ -222,10 +228,12 @@ class SegmentService:
         """Embedding cache key: (source id, z, x0, y0, window size, model id, embedding version)."""
         return (source.id, window.z, window.x, window.y, window.size, self.engine.model_id, self._prep)
 
-    async def embedding_for(self, source: TileSource, window: Window, timer: _Timer) -> tuple[Embedding, bool]:
+    async def embedding_for(self, source: TileSource, window: Window, timer: _Timer,
+                            deadline: float | None = None) -> tuple[Embedding, bool]:
+        """(embedding, cache hit) of the window; `deadline`: `time.monotonic()` instant for the tile fetch."""
         async def fetch() -> np.ndarray:
             t0 = time.perf_counter()
-            image = await self.fetcher.fetch_window(source, window)
+            image = await self.fetcher.fetch_window(source, window, deadline)
             timer.add("tiles", t0)
             return image
 
@@ -243,9 +251,32 @@ class SegmentService:
 
         return await self.cache.get_or_compute(self._key(source, window), compute)
 
+    # -- deadlines ----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _deadline(self, seconds: float | None, setting: str):
+        """Yields the `time.monotonic()` instant tile fetching must keep to (None without a deadline); work
+        still running `seconds` after entering is cancelled and `DeadlineExceeded` raised. Tile fetching gets
+        a little less time, so that a hanging tile source is named in the 504 rather than the deadline."""
+        if seconds is None:
+            yield None
+            return
+        start = time.monotonic()
+        try:
+            async with asyncio.timeout(seconds) as scope:
+                yield start + seconds - min(0.1, seconds / 10)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise DeadlineExceeded(f"the request did not finish within its deadline of {seconds:g} s "
+                                   f"(this server's {setting}, SAMGIS_{setting.upper()})") from None
+
     # -- the click ----------------------------------------------------------------------------
     async def segment(self, q: SegmentQuery) -> dict:
         """Run one query; returns an RFC 7946 FeatureCollection with a `samgis` foreign member."""
+        async with self._deadline(self.deadline_s, "deadline_s") as deadline:
+            return await self._segment(q, deadline)
+
+    async def _segment(self, q: SegmentQuery, deadline: float | None) -> dict:
         t_start = time.perf_counter()
         timer = _Timer()
         source = self._validate(q)
@@ -256,7 +287,7 @@ class SegmentService:
         window = self.choose_window(source, np.vstack([pts, corners]), q.zoom)
         t0 = timer.add("validate", t_start)
 
-        embedding, hit = await self.embedding_for(source, window, timer)
+        embedding, hit = await self.embedding_for(source, window, timer, deadline)
         t0 = time.perf_counter()
 
         # continuous window px (rasterio) → SAM convention (integer = pixel centre)
@@ -345,6 +376,10 @@ class SegmentService:
         score first, with the `samgis` foreign member of `segment` plus `n_masks`, `n_generated` (masks
         before the area filters and deduplication) and `generator` (the options used).
         """
+        async with self._deadline(self.everything_deadline_s, "everything_deadline_s") as deadline:
+            return await self._segment_everything(q, deadline)
+
+    async def _segment_everything(self, q: EverythingQuery, deadline: float | None) -> dict:
         t_start = time.perf_counter()
         timer = _Timer()
         source = self._validate_everything(q)
@@ -356,7 +391,7 @@ class SegmentService:
                                         "move it inside") from None
         timer.add("validate", t_start)
 
-        embedding, hit = await self.embedding_for(source, window, timer)
+        embedding, hit = await self.embedding_for(source, window, timer, deadline)
         t0 = time.perf_counter()
         options = q.amg_options()
         records = await asyncio.to_thread(self.engine.generate, embedding, options)
