@@ -8,13 +8,12 @@ import threading
 import numpy as np
 import pytest
 import torch
+from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from samgis.engine.backends.sam2 import MODELS, Sam2Engine, Sam2Features, build_model, load
 from samgis.engine.protocol import Embedding, Engine, Prompts
 from samgis.engine.threads import is_torch_thread
 from tests.conftest import textured_image
-
-sam2_predictor = pytest.importorskip("sam2.sam2_image_predictor")
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -31,7 +30,7 @@ class Case:
         self.engine = Sam2Engine(self.model, model_id, device="cpu")
         self.image = image
         self.embedding = self.engine.embed(image)
-        self.predictor = sam2_predictor.SAM2ImagePredictor(self.model)
+        self.predictor = SAM2ImagePredictor(self.model)
         self.predictor.set_image(image)
 
 
