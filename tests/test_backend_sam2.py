@@ -246,6 +246,8 @@ def test_generate_records_have_sam1_form(tiny, tiny_engine):
         assert rec.keys() == ref.keys()
         for key in rec:
             assert type(rec[key]) is type(ref[key]), key
+        for key in ("bbox", "crop_box", "point_coords"):
+            assert [type(v) for v in np.ravel(rec[key])] == [type(v) for v in np.ravel(ref[key])], key
         seg = rec["segmentation"]
         assert seg.dtype == bool and seg.shape == (600, 800) and rec["area"] == int(seg.sum())
         x, y, w, h = rec["bbox"]

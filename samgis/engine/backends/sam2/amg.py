@@ -11,8 +11,9 @@ The generator's grid, filters, NMS, crop handling and records are the package's;
   then NMS at max(box_nms_thresh, crop_nms_thresh). With 0 (the default) the records are exactly the
   package generator's.
 - Records are SAM 1's form (`SamAutomaticMaskGenerator`, output_mode "binary_mask"): `segmentation` (H, W)
-  bool, `area` px, `bbox` and `crop_box` [x, y, w, h] px, `predicted_iou`, `point_coords` [[x, y]] (image
-  px, SAM convention), `stability_score`.
+  bool, `area` px, `bbox` and `crop_box` [x, y, w, h] int px, `predicted_iou`, `point_coords` [[x, y]]
+  (image px, SAM convention), `stability_score`. SAM 2's `MaskData.to_numpy` turns every tensor to float, so
+  its generator gives `bbox` / `crop_box` as floats (whole numbers); they are handed back as ints, as SAM 1's.
 """
 
 from __future__ import annotations
@@ -139,4 +140,7 @@ def generate(engine: "Sam2Engine", embedding: Embedding, options, image: np.ndar
     records = in_fresh_thread(gen.generate, image)  # see `samgis.engine.threads`
     if options.crop_n_layers == 0 and predictor.embeds:
         raise RuntimeError("the mask generator embedded its image instead of reusing the embedding")
+    for rec in records:  # whole pixel numbers, as SAM 1 gives them (see the module docstring)
+        rec["bbox"] = [int(round(v)) for v in rec["bbox"]]
+        rec["crop_box"] = [int(round(v)) for v in rec["crop_box"]]
     return records
