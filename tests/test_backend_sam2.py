@@ -29,7 +29,13 @@ class Case:
         self.model = build_model(MODELS[model_id].config)
         self.engine = Sam2Engine(self.model, model_id, device="cpu")
         self.image = image
-        self.embedding = self.engine.embed(image)
+        self.encoder_threads = []  # (on the torch thread?, thread name) of each encoder pass
+        hook = self.model.image_encoder.register_forward_pre_hook(
+            lambda *_: self.encoder_threads.append((is_torch_thread(), threading.current_thread().name)))
+        try:
+            self.embedding = self.engine.embed(image)
+        finally:
+            hook.remove()
         self.predictor = SAM2ImagePredictor(self.model)
         self.predictor.set_image(image)
 
@@ -136,7 +142,7 @@ def test_point_batch_rows_equal_decode_rows(tiny):
     assert up.shape == (5, 1, h, w) and up.dtype == torch.float32
 
 
-def test_decodes_run_on_the_torch_thread(tiny):
+def test_threads_policy(tiny):
     seen = []
     handle = tiny.model.sam_mask_decoder.register_forward_pre_hook(
         lambda *_: seen.append((is_torch_thread(), threading.current_thread() is threading.main_thread())))
@@ -146,6 +152,8 @@ def test_decodes_run_on_the_torch_thread(tiny):
     finally:
         handle.remove()
     assert seen == [(True, False), (True, False)]
+    # the encoder pass ran on a thread of its own (it ended with the pass), not on the torch thread
+    assert tiny.encoder_threads == [(False, "samgis-_embed")]
 
 
 def test_embedding_of_another_model_is_refused(tiny):
