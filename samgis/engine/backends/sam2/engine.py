@@ -144,8 +144,9 @@ class Sam2Engine:
                                          max_hole_area=0.0, max_sprinkle_area=0.0)
         n = self.image_size
         self._feat_sizes = ((n // 4, n // 4), (n // 8, n // 8), (n // 16, n // 16))  # predictor's _bb_feat_sizes
-        # Queries per decoder pass in `decode_point_batch` and the automatic masks.
-        self.point_batch_rows = 16 if self.device.type == "cuda" else 4
+        # Queries per decoder pass in `decode_point_batch` and the automatic masks. On CPU two rows per pass
+        # measured fastest per query (bench/bench_sam2.py, 2 cores; 4 and more rows leave the cache).
+        self.point_batch_rows = 16 if self.device.type == "cuda" else 2
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
         self.card_fields = {
             "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
