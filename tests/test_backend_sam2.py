@@ -3,17 +3,24 @@ weights of the real architectures built by the package's `build_sam2` (no checkp
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from samgis.engine.backends.sam2 import MODELS, Sam2Engine, Sam2Features, build_model, load
+from samgis.engine.backends.sam2 import MODELS, Sam2Engine, Sam2Features, build_model, load, load_engine
 from samgis.engine.protocol import Embedding, Engine, Prompts
 from samgis.engine.threads import is_torch_thread
 from tests.conftest import textured_image
+
+try:
+    from samgis.engine.protocol import AmgOptions
+except ImportError:  # before issue 9's protocol
+    from samgis.predict import AmgOptions
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -138,7 +145,7 @@ def test_point_batch_rows_equal_decode_rows(tiny):
             one = tiny.engine.decode(tiny.embedding, Prompts(points[b], labels[b]), multimask)
             np.testing.assert_allclose(low[b].numpy(), one.logits[0], atol=1e-4)
             np.testing.assert_allclose(scores[b].numpy(), one.scores[0], atol=1e-5)
-    up = tiny.engine.upscale(low, tiny.embedding)
+    up = tiny.engine.upscale_logits(low, tiny.embedding)
     assert up.shape == (5, 1, h, w) and up.dtype == torch.float32
 
 
@@ -167,10 +174,24 @@ def test_describe_card(tiny):
     card = tiny.engine.describe()
     assert (card.model_id, card.backend, card.device, card.dtype, card.image_size) == \
         ("sam2.1_hiera_tiny", "sam2", "cpu", "fp32", 1024)
-    assert card.extra["capabilities"] == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                                          "automatic": True, "text": False}
-    assert card.extra["embedding_version"] == "sam2.1-sq1024-1" and card.extra["resize"] == "square"
-    assert card.extra["low_res_size"] == 256 and card.extra["input_size"] == 1024
+    if hasattr(card, "capabilities"):
+        fields = {"capabilities": card.capabilities.as_dict(), "embedding_version": card.embedding_version,
+                  "resize": card.resize, "low_res_size": card.low_res_size, "input_size": card.input_size}
+    else:  # the card before issue 9 carries them in `extra`
+        fields = {k: card.extra[k] for k in ("capabilities", "embedding_version", "resize", "low_res_size",
+                                             "input_size")}
+    assert fields == {"capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                                       "automatic": True, "text": False},
+                      "embedding_version": "sam2.1-sq1024-1/fp32", "resize": "square", "low_res_size": 256,
+                      "input_size": 1024}
+
+
+def test_adecode_equals_decode(tiny):
+    prompts = Prompts(np.array([[300.0, 200.0]]), np.array([1]))
+    a = asyncio.run(tiny.engine.adecode(tiny.embedding, prompts, True))
+    b = tiny.engine.decode(tiny.embedding, prompts, True)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.scores, b.scores)
 
 
 def test_models_table():
@@ -186,7 +207,7 @@ def test_models_table():
 def test_checkpoint_round_trip(tiny, tmp_path):
     path = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": tiny.model.state_dict()}, path)  # the official checkpoints' layout
-    engine = load("sam2.1_hiera_tiny", MODELS["sam2.1_hiera_tiny"].config, path, device="cpu")
+    engine = load_engine("sam2.1_hiera_tiny", MODELS["sam2.1_hiera_tiny"].config, path, device="cpu")
     assert engine.describe().checkpoint == str(path)
     ours, ref = engine.model.state_dict(), tiny.model.state_dict()
     assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
@@ -200,16 +221,19 @@ def test_checkpoint_round_trip(tiny, tmp_path):
 def test_mismatched_checkpoints_are_refused(tiny, tmp_path):
     path = tmp_path / "tiny_weights.pt"
     torch.save({"model": tiny.model.state_dict()}, path)
+    # through the factory's entry point, by registry spec (config None: the model's own from MODELS)
     with pytest.raises(ValueError, match="tiny_weights.pt does not match sam2.1_hiera_small"):
-        load("sam2.1_hiera_small", MODELS["sam2.1_hiera_small"].config, path, device="cpu")
+        load(SimpleNamespace(model_id="sam2.1_hiera_small", config=None), path, device="cpu")
     bare = tmp_path / "bare_state_dict.pt"
     torch.save(tiny.model.state_dict(), bare)  # no "model" entry
     with pytest.raises(ValueError, match="bare_state_dict.pt is not a SAM 2 checkpoint"):
-        load("sam2.1_hiera_tiny", MODELS["sam2.1_hiera_tiny"].config, bare, device="cpu")
+        load_engine("sam2.1_hiera_tiny", MODELS["sam2.1_hiera_tiny"].config, bare, device="cpu")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt is not a readable SAM 2 checkpoint"):
-        load("sam2.1_hiera_tiny", MODELS["sam2.1_hiera_tiny"].config, junk, device="cpu")
+        load_engine("sam2.1_hiera_tiny", MODELS["sam2.1_hiera_tiny"].config, junk, device="cpu")
+    with pytest.raises(ValueError, match="names no sam2 config"):
+        load(SimpleNamespace(model_id="sam_vit_b", config=None), path, device="cpu")
 
 
 # --- automatic masks --------------------------------------------------------------------------------------
@@ -223,8 +247,6 @@ AMG = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, s
 @pytest.mark.slow
 def test_generate_equals_the_packages_generator(tiny, monkeypatch):
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-
-    from samgis.predict import AmgOptions
 
     ours = tiny.engine.generate(tiny.embedding, AmgOptions(**AMG))
     gen = SAM2AutomaticMaskGenerator(tiny.model, output_mode="binary_mask", **AMG)
@@ -244,10 +266,10 @@ def test_generate_equals_the_packages_generator(tiny, monkeypatch):
 
 
 def test_generate_records_have_sam1_form(tiny, tiny_engine):
-    from samgis.predict import AmgOptions, generate_masks_for_embedding
+    from segment_anything import SamAutomaticMaskGenerator
 
     opts = {**AMG, "points_per_side": 2}
-    sam1 = generate_masks_for_embedding(tiny_engine, tiny_engine.embed(tiny.image), AmgOptions(**opts))
+    sam1 = SamAutomaticMaskGenerator(tiny_engine.model, output_mode="binary_mask", **opts).generate(tiny.image)
     ours = tiny.engine.generate(tiny.embedding, AmgOptions(**opts, min_mask_region_area=40))
     assert sam1 and ours
     for rec, ref in ((ours[0], sam1[0]), (ours[-1], sam1[-1])):
@@ -265,7 +287,5 @@ def test_generate_records_have_sam1_form(tiny, tiny_engine):
 
 
 def test_generate_with_crops_needs_the_image(tiny):
-    from samgis.predict import AmgOptions
-
     with pytest.raises(ValueError, match="crops need the image"):
         tiny.engine.generate(tiny.embedding, AmgOptions(crop_n_layers=1))

@@ -25,11 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samgis.engine import protocol
 from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
-from samgis.engine.threads import in_fresh_thread, on_torch_thread
+from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
 BACKEND = "sam2"
 EMBEDDING_VERSION = "sam2.1-sq1024-1"
+"""Part of the embedding version: `SAM2Transforms` (stretch to 1024², ImageNet normalisation), + no_mem_embed."""
 MASK_THRESHOLD = 0.0  # SAM2ImagePredictor's default
 LOW_RES_CLAMP = 32.0  # SAM2ImagePredictor._predict clamps the low-res logits it returns to ±32
 LOW_RES_SIZE = 256
@@ -94,12 +96,25 @@ def load_model(model_id: str, config_name: str, checkpoint: Path) -> torch.nn.Mo
     return model.eval()
 
 
-def load(model_id: str, config_name: str, checkpoint: Path, device: str = "auto",
-         precision: str = "auto") -> "Sam2Engine":
+def load_engine(model_id: str, config_name: str, checkpoint: Path, device: str = "auto",
+                precision: str = "auto") -> "Sam2Engine":
     """A `Sam2Engine` of `config_name` with the weights in `checkpoint` (see `load_model`); loading runs on
     a thread of its own (`in_fresh_thread`)."""
     model = in_fresh_thread(load_model, model_id, config_name, checkpoint)
     return Sam2Engine(model, model_id, device=device, precision=precision, checkpoint=str(checkpoint))
+
+
+def load(spec, weights: Path, device: str = "auto", precision: str = "auto") -> "Sam2Engine":
+    """The backend entry point `samgis.engine.factory` calls: `spec` a registry `ModelSpec` whose `config`
+    is the package config name (or None for one of `MODELS`), `weights` the official-format checkpoint."""
+    from samgis.engine.backends.sam2.models import MODELS
+
+    config = getattr(spec, "config", None)
+    if not isinstance(config, str):
+        if spec.model_id not in MODELS:
+            raise ValueError(f"model {spec.model_id!r} names no sam2 config; known: {', '.join(MODELS)}")
+        config = MODELS[spec.model_id].config
+    return load_engine(spec.model_id, config, Path(weights), device=device, precision=precision)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -151,11 +166,16 @@ class Sam2Engine:
         self.card_fields = {
             "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
                              "automatic": True, "text": False},
-            "embedding_version": EMBEDDING_VERSION,
+            # bf16 / fp16 features differ from fp32 ones: the precision is part of the version
+            "embedding_version": f"{EMBEDDING_VERSION}/{precision}",
             "low_res_size": LOW_RES_SIZE,
             "input_size": self.image_size,
             "resize": "square",  # to input_size × input_size, aspect ratio not kept, no padding
         }
+
+    def set_threads(self, n: int) -> int:
+        """Intra-op threads for this process's torch work (the torch thread included); returns the old count."""
+        return set_torch_threads(n)
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -215,6 +235,11 @@ class Sam2Engine:
         """
         self._check(embedding)
         return on_torch_thread(self._decode, embedding, prompts, multimask)
+
+    async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """`decode` from an event loop: one hop to the torch thread."""
+        self._check(embedding)
+        return await to_torch_thread(self._decode, embedding, prompts, multimask)
 
     def _decode(self, embedding: Embedding, prompts: Prompts, multimask: bool) -> DecodeResult:
         size = embedding.original_size
@@ -319,7 +344,7 @@ class Sam2Engine:
 
     # --- upscale ------------------------------------------------------------------------------------
 
-    def upscale(self, low_res, embedding: Embedding) -> torch.Tensor:
+    def upscale_logits(self, low_res, embedding: Embedding) -> torch.Tensor:
         """(B, M, 256, 256) low-res logits (torch or numpy) → (B, M, H, W) float32 logits in the embedded
         image's px, (H, W) = `embedding.original_size`, on the input's device (CPU for numpy).
 
@@ -331,6 +356,8 @@ class Sam2Engine:
             raise ValueError(f"low_res must be (B, M, 256, 256), got {tuple(x.shape)}")
         with torch.inference_mode():
             return self._upscale(x, embedding.original_size)
+
+    upscale = upscale_logits
 
     def _upscale(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(low_res.float(), tuple(original_size), mode="bilinear", align_corners=False)
@@ -349,12 +376,17 @@ class Sam2Engine:
     # --- card ---------------------------------------------------------------------------------------
 
     def describe(self) -> ModelCard:
+        card = self.card_fields
+        if hasattr(protocol, "Capabilities"):  # the card with capabilities and versions (issue 9)
+            return ModelCard(
+                model_id=self.model_id, backend=self.backend, device=str(self.device), dtype=self.precision,
+                input_size=self.image_size, embedding_version=card["embedding_version"],
+                capabilities=protocol.Capabilities(**card["capabilities"]), resize=card["resize"],
+                low_res_size=card["low_res_size"], checkpoint=self.checkpoint,
+            )
+        # TRANSITIONAL: the older card (image_size + extra); drop this branch once merged with issue 9's card
         return ModelCard(
-            model_id=self.model_id,
-            backend=self.backend,
-            device=str(self.device),
-            dtype=self.precision,
-            image_size=self.image_size,
-            checkpoint=self.checkpoint,
-            extra={"preprocessing": EMBEDDING_VERSION, **self.card_fields},
+            model_id=self.model_id, backend=self.backend, device=str(self.device), dtype=self.precision,
+            image_size=self.image_size, checkpoint=self.checkpoint,
+            extra={"preprocessing": card["embedding_version"], **card},
         )
