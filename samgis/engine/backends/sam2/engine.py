@@ -25,8 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samgis.engine import protocol
-from samgis.engine.protocol import DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.protocol import Capabilities, DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
 BACKEND = "sam2"
@@ -357,7 +356,6 @@ class Sam2Engine:
         with torch.inference_mode():
             return self._upscale(x, embedding.original_size)
 
-    upscale = upscale_logits
 
     def _upscale(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(low_res.float(), tuple(original_size), mode="bilinear", align_corners=False)
@@ -377,16 +375,9 @@ class Sam2Engine:
 
     def describe(self) -> ModelCard:
         card = self.card_fields
-        if hasattr(protocol, "Capabilities"):  # the card with capabilities and versions (issue 9)
-            return ModelCard(
-                model_id=self.model_id, backend=self.backend, device=str(self.device), dtype=self.precision,
-                input_size=self.image_size, embedding_version=card["embedding_version"],
-                capabilities=protocol.Capabilities(**card["capabilities"]), resize=card["resize"],
-                low_res_size=card["low_res_size"], checkpoint=self.checkpoint,
-            )
-        # TRANSITIONAL: the older card (image_size + extra); drop this branch once merged with issue 9's card
         return ModelCard(
             model_id=self.model_id, backend=self.backend, device=str(self.device), dtype=self.precision,
-            image_size=self.image_size, checkpoint=self.checkpoint,
-            extra={"preprocessing": card["embedding_version"], **card},
+            input_size=self.image_size, embedding_version=card["embedding_version"],
+            capabilities=Capabilities(**card["capabilities"]), resize=card["resize"],
+            low_res_size=card["low_res_size"], checkpoint=self.checkpoint,
         )
