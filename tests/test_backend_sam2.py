@@ -13,14 +13,9 @@ import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from samgis.engine.backends.sam2 import MODELS, Sam2Engine, Sam2Features, build_model, load, load_engine
-from samgis.engine.protocol import Embedding, Engine, Prompts
+from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts
 from samgis.engine.threads import is_torch_thread
 from tests.conftest import textured_image
-
-try:
-    from samgis.engine.protocol import AmgOptions
-except ImportError:  # before issue 9's protocol
-    from samgis.predict import AmgOptions
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -52,8 +52,10 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def add_models_parsers(sub) -> None:
+    from samgis.engine.registry import DEFAULT_MODEL
+
     f = sub.add_parser("fetch-weights", help="download and verify a model's official weights")
-    f.add_argument("model", nargs="?", default="sam_vit_b")
+    f.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     f.add_argument("--cache-dir")
     f.add_argument("--force", action="store_true", help="download again even if present")
     f.set_defaults(func=run_fetch_weights)

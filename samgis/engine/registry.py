@@ -166,4 +166,6 @@ _sam2()
 register_model(ModelSpec("onnx", backend="onnx", description="an ONNX Runtime encoder/decoder pair given with "
                          "--checkpoint DIR (ours from `samgis export-onnx`, or samexporter's)"))
 
-DEFAULT_MODEL = "sam_vit_b"
+DEFAULT_MODEL = "sam2.1_hiera_tiny"
+"""The default: on a CPU its encoder takes about a third of sam_vit_b's time, so a cold window answers ~3× sooner
+(bench/bench_models.py; README "Models"). `--model sam_vit_b` keeps SAM 1."""
