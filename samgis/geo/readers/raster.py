@@ -152,13 +152,13 @@ class RasterWindow:
     def affine(self) -> Affine:
         """Window px (col, row; rasterio convention) → the raster's CRS."""
         f = self.level
-        return self.transform * Affine.translation(self.col * f, self.row * f) * Affine.scale(f)
+        return self.transform @ Affine.translation(self.col * f, self.row * f) @ Affine.scale(f)
 
     def lnglat_to_px(self, lnglat: np.ndarray) -> np.ndarray:
         """(N, 2) float64 lng/lat degrees EPSG:4326 → (N, 2) float64 continuous window px (col, row)."""
         pts = np.asarray(lnglat, np.float64).reshape(-1, 2)
         x, y = _transformer(4326, self.crs).transform(pts[:, 0], pts[:, 1])
-        col, row = ~self.affine() * (np.asarray(x), np.asarray(y))
+        col, row = ~self.affine() @ (np.asarray(x), np.asarray(y))
         return np.column_stack([col, row]).astype(np.float64)
 
     def native_window(self) -> rasterio.windows.Window:
@@ -212,8 +212,8 @@ class RasterReader:
     def native_res_m(self, lng: float, lat: float) -> float:
         """Ground size (m, geometric mean of width and height) of the native pixel at (lng, lat)."""
         x, y = _transformer(4326, self.source.crs_wkt).transform(lng, lat)
-        col, row = ~self.transform * (x, y)
-        corners = [self.transform * (col, row), self.transform * (col + 1, row), self.transform * (col, row + 1)]
+        col, row = ~self.transform @ (x, y)
+        corners = [self.transform @ (col, row), self.transform @ (col + 1, row), self.transform @ (col, row + 1)]
         lngs, lats = _transformer(self.source.crs_wkt, 4326).transform([c[0] for c in corners],
                                                                        [c[1] for c in corners])
         geod = pyproj.Geod(ellps="WGS84")
@@ -237,7 +237,7 @@ class RasterReader:
         if not np.isfinite(pts).all():
             raise InvalidRequest("prompts", "coordinates must be finite numbers")
         x, y = _transformer(4326, self.source.crs_wkt).transform(pts[:, 0], pts[:, 1])
-        native = np.column_stack(~self.transform * (np.asarray(x, np.float64), np.asarray(y, np.float64)))
+        native = np.column_stack(~self.transform @ (np.asarray(x, np.float64), np.asarray(y, np.float64)))
         if not np.isfinite(native).all():
             raise InvalidRequest("prompts", f"the prompts are outside the area raster source {self.source.id!r} "
                                             "can be projected to")
@@ -372,7 +372,7 @@ class RasterReader:
         # the tile's footprint in native px, read at about the tile's resolution (windowed, overviews used)
         xs, ys = _transformer("EPSG:3857", self.source.crs_wkt).transform(
             [b.left, b.right, b.left, b.right], [b.top, b.top, b.bottom, b.bottom])
-        cols, rows = ~self.transform * (np.asarray(xs), np.asarray(ys))
+        cols, rows = ~self.transform @ (np.asarray(xs), np.asarray(ys))
         c0, c1 = max(0, math.floor(np.min(cols))), min(self.width, math.ceil(np.max(cols)))
         r0, r1 = max(0, math.floor(np.min(rows))), min(self.height, math.ceil(np.max(rows)))
         rgba = np.zeros((4, ts, ts), np.uint8)
@@ -386,7 +386,7 @@ class RasterReader:
             except RasterioError as e:
                 raise UpstreamError(f"raster source {self.source.id!r} is unreadable", detail=str(e)) from None
             src = np.concatenate([self._to_rgb(data, valid).transpose(2, 0, 1), (valid * 255).astype(np.uint8)[None]])
-            src_transform = self.transform * Affine.translation(c0, r0) * Affine.scale((c1 - c0) / out[1],
+            src_transform = self.transform @ Affine.translation(c0, r0) @ Affine.scale((c1 - c0) / out[1],
                                                                                        (r1 - r0) / out[0])
             reproject(src, rgba, src_transform=src_transform, src_crs=self.source.crs_wkt,
                       dst_transform=dst_transform, dst_crs="EPSG:3857", resampling=Resampling.nearest,
