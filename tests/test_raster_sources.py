@@ -8,6 +8,7 @@ import io
 import json
 
 import httpx
+import mercantile
 import numpy as np
 import pytest
 import shapely
@@ -137,9 +138,33 @@ def test_clicks_in_nodata_are_refused(client, rasters):
     assert r.status_code == 422 and "outside raster source" in r.text
 
 
-def test_display_tiles_show_the_raster(client, rasters):
-    import mercantile
+def test_alpha_band_marks_nodata(tmp_path, engine):
+    o, r = (500000.0, 5000000.0), 0.5
+    rgba = write_raster(tmp_path / "rgba.tif", crs="EPSG:32632", origin=o, res=r, width=1024, height=1024,
+                        background=(90, 90, 90, 255), alpha=True,
+                        shapes=[("hole", shapely.box(*_at(o, r, 0, 1024), *_at(o, r, 300, 0)), (90, 90, 90, 0)),
+                                ("patch", shapely.box(*_at(o, r, 500, 700), *_at(o, r, 800, 300)), (10, 250, 10, 255))])
+    settings = Settings(builtin_sources=False, cache_dir=tmp_path / "cache", rasters=[rgba.path])
+    with LiveServer(create_app(settings, engine=engine)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        r1 = c.post("/v1/segment", json=click("rgba", *rgba.px_to_lnglat(100, 500)))  # alpha 0: no data
+        assert r1.status_code == 422 and "nodata pixel" in r1.text
+        fc = c.post("/v1/segment", json=click("rgba", *rgba.shape("patch").inside_lnglat())).json()
+        assert iou(union_geometry(fc), rgba.shape("patch").lnglat()) >= 0.97
+        # the grey background region stops where alpha is 0, although the colours there are the same
+        fc = c.post("/v1/segment", json=click("rgba", *rgba.px_to_lnglat(900, 900))).json()
+        hole, got = rgba.shape("hole").lnglat(), union_geometry(fc)
+        assert got.intersection(hole).area < 0.002 * hole.area
+        expected = rgba.data_area_lnglat(0, 0, 1024, 1024).difference(hole).difference(rgba.shape("patch").lnglat())
+        assert iou(got, expected) >= 0.97
+        rgba.path.unlink()  # a source that became unreadable: 502 naming it, no path (cached windows still answer)
+        t = mercantile.tile(*rgba.px_to_lnglat(500, 500), 18)  # display tiles always read the file
+        r2 = c.get(f"/v1/tiles/rgba/{t.z}/{t.x}/{t.y}.png")
+        assert r2.status_code == 502, r2.text
+        assert "'rgba'" in r2.text and "unreadable" in r2.text
+        assert str(tmp_path) not in r2.text
 
+
+def test_display_tiles_show_the_raster(client, rasters):
     lng, lat = rasters["Ortho"].shape("pond").inside_lnglat()
     t = mercantile.tile(lng, lat, 18)
     r = client.get(f"/v1/tiles/Ortho/{t.z}/{t.x}/{t.y}.png")

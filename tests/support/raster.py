@@ -80,13 +80,14 @@ def write_raster(path: Path, *, crs: str, origin: tuple[float, float], res: floa
                  shapes: list[tuple[str, BaseGeometry, tuple[float, ...]]], background: tuple[float, ...],
                  dtype: str = "uint8", nodata: float | None = None,
                  valid_px: tuple[int, int, int, int] | None = None, overviews: tuple[int, ...] = (),
-                 georeferenced: bool = True) -> SyntheticRaster:
+                 georeferenced: bool = True, alpha: bool = False) -> SyntheticRaster:
     """Write a tiled GeoTIFF and describe it.
 
     `origin`: (x, y) of the top-left corner in `crs` units; `res`: px size in those units (north up).
     `shapes`: (name, polygon in `crs`, values per band), painted in order. `valid_px`: (col0, row0, col1,
     row1): px outside it are set to `nodata` in every band (the margins). `overviews`: factors built with
-    nearest resampling. `georeferenced=False` writes no CRS (a broken file for configuration tests).
+    nearest resampling. `alpha`: the last of 4 bands is an alpha band (GTiff ALPHA=YES,
+    PHOTOMETRIC=RGB). `georeferenced=False` writes no CRS (a broken file for configuration tests).
     """
     count = len(background)
     transform = Affine(res, 0.0, origin[0], 0.0, -res, origin[1])
@@ -110,6 +111,8 @@ def write_raster(path: Path, *, crs: str, origin: tuple[float, float], res: floa
         profile["crs"] = crs
     if nodata is not None:
         profile["nodata"] = nodata
+    if alpha:
+        profile.update(photometric="RGB", alpha="YES")
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
         if overviews:

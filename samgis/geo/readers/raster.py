@@ -176,8 +176,8 @@ _TRANSFORMERS_LOCK = threading.Lock()
 
 
 def _transformer(src: Any, dst: Any) -> pyproj.Transformer:
-    """Cached always-xy transformer (pyproj transformers are not thread-safe to share; ours are used under the
-    GIL from one thread at a time per call site, as pyproj ≥ 3.1 allows for `transform`)."""
+    """Cached always-xy transformer, shared between threads: pyproj's Transformer is thread-safe since 3.1
+    ("REF: Multithread safe CRS, Proj, & Transformer", pyproj 3.1.0 release notes, issue #782)."""
     with _TRANSFORMERS_LOCK:
         t = _TRANSFORMERS.get((src, dst))
         if t is None:
@@ -346,8 +346,11 @@ class RasterReader:
                 return self._stretch
         scale = max(1.0, max(self.width, self.height) / STATS_PX)
         out = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
-        with rasterio.open(self.source.path) as ds:
-            data, valid = self._read(ds, rasterio.windows.Window(0, 0, self.width, self.height), out)
+        try:
+            with rasterio.open(self.source.path) as ds:
+                data, valid = self._read(ds, rasterio.windows.Window(0, 0, self.width, self.height), out)
+        except RasterioError as e:
+            raise UpstreamError(f"raster source {self.source.id!r} is unreadable", detail=str(e)) from None
         ranges = []
         for band in data:
             values = band[valid]
