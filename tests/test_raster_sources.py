@@ -12,6 +12,7 @@ import mercantile
 import numpy as np
 import pytest
 import shapely
+import shapely.geometry
 from PIL import Image
 
 from api.app import create_app
@@ -126,6 +127,21 @@ def test_second_click_in_the_same_raster_window_is_a_cache_hit(client, rasters, 
     assert second["cache"] == "hit" and engine.embed_calls == calls
     assert second["window"] == first["window"]
     assert "tiles" not in second["timings_ms"] and "embed" not in second["timings_ms"]
+
+
+def test_everything_on_a_raster_window_finds_its_shapes_clipped_to_valid_pixels(client, rasters):
+    scene = rasters["Scene"]
+    lng, lat = scene.px_to_lnglat(1750, 450)  # the roof's window: cols 1024..2048, rows 0..1024
+    r = client.post("/v1/segment/everything", json={"lng": lng, "lat": lat, "zoom": 18, "source": "Scene",
+                                                    "points_per_side": 8})
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    assert fc["samgis"]["window"]["level"] == 1 and fc["samgis"]["window"]["crs"] == "EPSG:4326"
+    geoms = [shapely.geometry.shape(f["geometry"]) for f in fc["features"]]
+    roof = scene.shape("roof").lnglat()
+    assert max(iou(g, roof) for g in geoms) >= 0.97
+    valid = scene.data_area_lnglat(1400, 100, 2460, 924)
+    assert all(g.difference(valid).area < 1e-3 * g.area for g in geoms)  # nothing in the nodata margins
 
 
 def test_clicks_in_nodata_are_refused(client, rasters):
