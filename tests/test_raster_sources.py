@@ -11,6 +11,7 @@ import httpx
 import mercantile
 import numpy as np
 import pytest
+import rasterio.shutil
 import shapely
 import shapely.geometry
 from PIL import Image
@@ -22,6 +23,7 @@ from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.geometry import iou, union_geometry
+from tests.support.range_server import RangeFileServer
 from tests.support.raster import RasterShape, write_raster
 
 
@@ -178,6 +180,25 @@ def test_alpha_band_marks_nodata(tmp_path, engine):
         assert r2.status_code == 502, r2.text
         assert "'rgba'" in r2.text and "unreadable" in r2.text
         assert str(tmp_path) not in r2.text
+
+
+def test_a_cog_over_http_range_requests_works_like_the_local_file(rasters, engine, client, tmp_path):
+    utm = rasters["Ortho"]
+    cog = tmp_path / "utm_cog.tif"
+    rasterio.shutil.copy(utm.path, cog, driver="COG", overview_resampling="nearest", blocksize=256)
+    with RangeFileServer(tmp_path) as files:
+        providers = tmp_path / "remote.json"
+        providers.write_text(json.dumps({"Remote": {"raster": files.url("utm_cog.tif")}}))
+        settings = Settings(providers=providers, builtin_sources=False, cache_dir=tmp_path / "cache")
+        with LiveServer(create_app(settings, engine=engine)) as server, \
+                httpx.Client(base_url=server.url, timeout=60) as c:
+            for name, zoom in (("pond", 18), ("field", 16)):
+                req = click("Remote", *utm.shape(name).inside_lnglat(), zoom=zoom)
+                remote = c.post("/v1/segment", json=req).json()
+                local = client.post("/v1/segment", json={**req, "source": "Ortho"}).json()
+                assert remote["samgis"]["window"] == local["samgis"]["window"]
+                assert iou(union_geometry(remote), utm.shape(name).lnglat()) >= 0.97
+    assert files.requests > 0 and files.whole_files == 0  # range requests only, never the whole file
 
 
 def test_display_tiles_show_the_raster(client, rasters):

@@ -21,14 +21,17 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mercantile
 import numpy as np
 import pyproj
 import rasterio
+import rasterio.io
 import rasterio.windows
 from affine import Affine
 from PIL import Image
@@ -48,12 +51,28 @@ MASK_CACHE_WINDOWS = 64
 #: Equatorial circumference of the WGS84 ellipsoid (EPSG:3857's sphere), metres.
 _EARTH_M = 2 * math.pi * 6378137.0
 
+#: GDAL settings for rasters read over HTTP (/vsicurl/ range requests): no directory listing on open, bounded
+#: timeouts and retries. See https://gdal.org/user/configoptions.html.
+HTTP_GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_TIMEOUT": "10",
+                     "GDAL_HTTP_CONNECTTIMEOUT": "5", "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+
 _ENTRY_KEYS = {"raster", "bands", "rescale", "nodata", "attribution", "min_zoom", "max_zoom"}
+
+
+@contextmanager
+def open_raster(path: str) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a local raster file, or an http(s) COG through GDAL's range requests (`HTTP_GDAL_OPTIONS`)."""
+    if "://" in path:
+        with rasterio.Env(**HTTP_GDAL_OPTIONS), rasterio.open(path) as ds:
+            yield ds
+    else:
+        with rasterio.open(path) as ds:
+            yield ds
 
 
 @dataclass(frozen=True)
 class RasterSource:
-    """One configured raster: `path` (local file), `bands` (1-based, 1 or 3 of them), `rescale` ("auto" or one
+    """One configured raster: `path` (local file, or an http(s) URL the operator configured), `bands` (1-based, 1 or 3 of them), `rescale` ("auto" or one
     (min, max) per band), `nodata` (overrides the file's), `crs_wkt` (the file's CRS, checked at start-up)."""
 
     id: str
@@ -75,7 +94,7 @@ class RasterSource:
 
 
 def raster_source(name: str, entry: Any, base: Path | None = None) -> RasterSource:
-    """A RasterSource from a providers-file entry `{"raster": PATH, "bands": [..], "rescale": "auto" |
+    """A RasterSource from a providers-file entry `{"raster": PATH or http(s) URL, "bands": [..], "rescale": "auto" |
     [[min, max], ..], "nodata": N, "attribution": "..", "min_zoom": .., "max_zoom": ..}`, checked by opening
     the file (its header only). Raises ValueError with one line saying what is wrong."""
     if not isinstance(entry, dict) or not isinstance(entry.get("raster"), str) or not entry["raster"]:
@@ -84,14 +103,17 @@ def raster_source(name: str, entry: Any, base: Path | None = None) -> RasterSour
     if unknown:
         raise ValueError(f"unknown keys {unknown} for a raster entry; allowed: {sorted(_ENTRY_KEYS)}")
     path = entry["raster"]
-    if "://" in path:
-        raise ValueError("only local raster files are supported so far, got a URL")
-    if base is not None and not os.path.isabs(path):
-        path = str(base / path)
-    if not Path(path).is_file():
-        raise ValueError(f"raster file {path!r} does not exist")
+    remote = "://" in path
+    if remote:
+        if urlsplit(path).scheme not in ("http", "https"):
+            raise ValueError(f"a raster URL must be http(s), got {urlsplit(path).scheme!r}")
+    else:
+        if base is not None and not os.path.isabs(path):
+            path = str(base / path)
+        if not Path(path).is_file():
+            raise ValueError(f"raster file {path!r} does not exist")
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             count, crs = ds.count, ds.crs
             try:
                 crs_wkt = pyproj.CRS.from_user_input(crs.to_wkt()).to_wkt() if crs else ""
@@ -194,7 +216,7 @@ class RasterReader:
         self.stride = max(1, window_px // 2)
         what = f"raster source {source.id!r}"
         try:
-            with rasterio.open(source.path) as ds:
+            with open_raster(source.path) as ds:
                 self.width, self.height = ds.width, ds.height
                 self.transform = ds.transform
                 self.dtype = np.dtype(ds.dtypes[source.bands[0] - 1])
@@ -307,7 +329,7 @@ class RasterReader:
     def _read_window(self, window: RasterWindow, mask_only: bool = False) -> WindowImage:
         what = f"raster source {self.source.id!r}"
         try:
-            with rasterio.open(self.source.path) as ds:
+            with open_raster(self.source.path) as ds:
                 if mask_only:
                     data = None
                     _, valid = self._read(ds, window.native_window(), (window.size, window.size))
@@ -347,7 +369,7 @@ class RasterReader:
         scale = max(1.0, max(self.width, self.height) / STATS_PX)
         out = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
         try:
-            with rasterio.open(self.source.path) as ds:
+            with open_raster(self.source.path) as ds:
                 data, valid = self._read(ds, rasterio.windows.Window(0, 0, self.width, self.height), out)
         except RasterioError as e:
             raise UpstreamError(f"raster source {self.source.id!r} is unreadable", detail=str(e)) from None
@@ -384,7 +406,7 @@ class RasterReader:
             scale = max(1.0, max(c1 - c0, r1 - r0) / (2 * ts))
             out = (max(1, round((r1 - r0) / scale)), max(1, round((c1 - c0) / scale)))
             try:
-                with rasterio.open(self.source.path) as ds:
+                with open_raster(self.source.path) as ds:
                     data, valid = self._read(ds, read_w, out, Resampling.average)
             except RasterioError as e:
                 raise UpstreamError(f"raster source {self.source.id!r} is unreadable", detail=str(e)) from None
