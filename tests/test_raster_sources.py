@@ -24,7 +24,7 @@ from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.geometry import iou, union_geometry
 from tests.support.range_server import RangeFileServer
-from tests.support.raster import RasterShape, write_raster
+from tests.support.raster import RasterShape, write_big_sparse_raster, write_raster
 
 
 def _rotated_rect(cx: float, cy: float, w: float, h: float, deg: float):
@@ -249,3 +249,38 @@ def test_serve_with_a_bad_raster_exits_with_one_line(rasters, capsys):
 def test_serve_raster_option_names_the_source_by_stem(rasters):
     registry = SourceRegistry.from_config(None, builtins=False, rasters=[rasters["Ortho"].path])
     assert registry.names() == ["utm"] and registry.get("utm").crs_wkt
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.slow
+def test_a_20000_px_cog_serves_clicks_and_tiles_in_bounded_memory(tmp_path, engine):
+    big = write_big_sparse_raster(tmp_path / "big.tif")
+    settings = Settings(builtin_sources=False, cache_dir=tmp_path / "cache", rasters=[big.path],
+                        cache_bytes=64 * 2**20)
+    with LiveServer(create_app(settings, engine=engine)) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        c.post("/v1/segment", json=click("big", *big.px_to_lnglat(500, 500)))  # warm: imports, GDAL, first reads
+        before = _rss_bytes()
+        for shp in big.shapes:  # segmented at native resolution, found where they are
+            fc = c.post("/v1/segment", json=click("big", *shp.inside_lnglat())).json()
+            assert iou(union_geometry(fc), shp.lnglat()) >= 0.97
+        answers = set()
+        for k in range(40):  # clicks all over the raster, at native and overview levels; most land in nodata
+            col, row = (k * 7919) % 19800 + 100, (k * 104729) % 19800 + 100
+            r = c.post("/v1/segment", json=click("big", *big.px_to_lnglat(col, row), zoom=(18, 15, 13)[k % 3]))
+            answers.add(r.status_code)
+            assert r.status_code in (200, 422), r.text
+        lng, lat = big.px_to_lnglat(10000, 10000)
+        for z in range(8, 19, 2):  # display tiles from the whole raster down to native px
+            t = mercantile.tile(lng, lat, z)
+            assert c.get(f"/v1/tiles/big/{t.z}/{t.x}/{t.y}.png").status_code == 200
+        grown = _rss_bytes() - before
+    assert 422 in answers
+    assert grown < 500 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import rasterio
+import rasterio.windows
 import shapely
 from affine import Affine
 from rasterio.enums import Resampling
@@ -118,3 +119,28 @@ def write_raster(path: Path, *, crs: str, origin: tuple[float, float], res: floa
         if overviews:
             ds.build_overviews(list(overviews), Resampling.nearest)
     return SyntheticRaster(Path(path), crs, transform, width, height, out_shapes)
+
+
+def write_big_sparse_raster(path: Path, *, side: int = 20000, block: int = 512,
+                            patches: tuple[tuple[int, int], ...] = ((0, 0), (9472, 9472), (18976, 18976))
+                            ) -> SyntheticRaster:
+    """A `side` × `side` px RGB uint8 tiled GeoTIFF in EPSG:32632 (0.5 m px), sparse (blocks never written are
+    nodata 0 and take no space), with overviews 2..32 (nearest). Each patch (col, row) is a 1024² px block of
+    grey 120 holding a 400² px square "patch@col,row" of red 200 at (300..700, 300..700) of the block."""
+    transform = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 5000000.0)
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "crs": "EPSG:32632",
+               "transform": transform, "tiled": True, "blockxsize": block, "blockysize": block,
+               "compress": "deflate", "sparse_ok": True, "nodata": 0}
+    tile = np.full((3, 1024, 1024), 120, np.uint8)
+    tile[0, 300:700, 300:700] = 200
+    tile[1:, 300:700, 300:700] = 30
+    shapes = []
+    with rasterio.open(path, "w", **profile) as ds:
+        for col, row in patches:
+            ds.write(tile, window=rasterio.windows.Window(col, row, 1024, 1024))
+            x0, y0 = transform @ (col + 300, row + 700)
+            x1, y1 = transform @ (col + 700, row + 300)
+            shapes.append(RasterShape(f"patch@{col},{row}", shapely.box(x0, y0, x1, y1), (200, 30, 30), "EPSG:32632"))
+    with rasterio.open(path, "r+") as ds:
+        ds.build_overviews([2, 4, 8, 16, 32], Resampling.nearest)
+    return SyntheticRaster(Path(path), "EPSG:32632", transform, side, side, shapes)
