@@ -201,6 +201,33 @@ def test_a_cog_over_http_range_requests_works_like_the_local_file(rasters, engin
     assert files.requests > 0 and files.whole_files == 0  # range requests only, never the whole file
 
 
+def test_export_in_the_rasters_crs(client, rasters, tmp_path):
+    import geopandas as gpd
+
+    utm, laea = rasters["Ortho"], rasters["Laea"]
+    fc = client.post("/v1/segment", json=click("Ortho", *utm.shape("pond").inside_lnglat())).json()
+    for crs, expected_epsg, truth in (("source", 32632, utm.shape("pond").polygon),
+                                      ("EPSG:32632", 32632, utm.shape("pond").polygon), (None, 4326, None)):
+        params = {"format": "gpkg", "name": "pond"} | ({"crs": crs} if crs else {})
+        r = client.post("/v1/export", params=params, json=fc)
+        assert r.status_code == 200, r.text
+        (tmp_path / "pond.gpkg").write_bytes(r.content)
+        frame = gpd.read_file(tmp_path / "pond.gpkg", engine="pyogrio")
+        assert frame.crs.to_epsg() == expected_epsg
+        if truth is not None:  # in metres of the raster's grid, where the shape was drawn
+            assert iou(frame.geometry.union_all(), truth) >= 0.97
+    fc = client.post("/v1/segment", json=click("Laea", *laea.shape("wood").inside_lnglat(), zoom=17)).json()
+    r = client.post("/v1/export", params={"format": "gpkg", "crs": "source"}, json=fc)
+    (tmp_path / "wood.gpkg").write_bytes(r.content)
+    frame = gpd.read_file(tmp_path / "wood.gpkg", engine="pyogrio")
+    assert frame.crs.to_epsg() == 3035 and iou(frame.geometry.union_all(), laea.shape("wood").polygon) >= 0.97
+    for crs in ("EPSG:999999", "IAU_2015:30100"):  # unknown; the Moon's
+        bad = client.post("/v1/export", params={"format": "gpkg", "crs": crs}, json=fc)
+        assert bad.status_code == 422 and '"field":"crs"' in bad.text.replace(" ", ""), bad.text
+    bad = client.post("/v1/export", params={"format": "geojson", "crs": "source"}, json=fc)
+    assert bad.status_code == 422 and "RFC 7946" in bad.text
+
+
 def test_display_tiles_show_the_raster(client, rasters):
     lng, lat = rasters["Ortho"].shape("pond").inside_lnglat()
     t = mercantile.tile(lng, lat, 18)

@@ -74,3 +74,8 @@ class Readers:
         if reader is None or reader.source is not source:
             reader = self._readers[source.id] = open_reader(source, self.fetcher, self.window_px)
         return reader
+
+
+def source_crs(source: Any) -> str:
+    """The CRS of a source's own grid: a raster's CRS (WKT), EPSG:3857 for tile sources."""
+    return getattr(source, "crs_wkt", None) or "EPSG:3857"
