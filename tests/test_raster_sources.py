@@ -311,3 +311,16 @@ def test_a_20000_px_cog_serves_clicks_and_tiles_in_bounded_memory(tmp_path, engi
         grown = _rss_bytes() - before
     assert 422 in answers
     assert grown < 500 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def test_auto_stretch_of_a_wide_raster_without_overviews_samples_windows(tmp_path):
+    from samgis.geo.readers.raster import RasterReader, raster_source
+
+    o, r = (500000.0, 5000000.0), 1.0  # 5000 px wide, no overviews: sampled, not read whole
+    wide = write_raster(tmp_path / "wide.tif", crs="EPSG:32632", origin=o, res=r, width=5000, height=64,
+                        dtype="uint16", background=(2000,),
+                        shapes=[("low", shapely.box(*_at(o, r, 0, 64), *_at(o, r, 1000, 0)), (1000,)),
+                                ("high", shapely.box(*_at(o, r, 4000, 64), *_at(o, r, 5000, 0)), (3000,))])
+    reader = RasterReader(raster_source("wide", {"raster": str(wide.path)}))
+    assert reader.levels == [1]
+    assert reader._ranges().tolist() == [[1000.0, 3000.0]]

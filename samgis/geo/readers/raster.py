@@ -317,12 +317,15 @@ class RasterReader:
         outside the raster are invalid."""
         bands = list(self.source.bands)
         shape = (len(bands), *out)
+        # boundless reads (through a VRT) only for windows overhanging the raster
+        overhang = (window.col_off < 0 or window.row_off < 0 or window.col_off + window.width > self.width
+                    or window.row_off + window.height > self.height)
         if self.source.nodata is not None:
-            data = ds.read(bands, window=window, out_shape=shape, boundless=True, fill_value=self.source.nodata,
+            data = ds.read(bands, window=window, out_shape=shape, boundless=overhang, fill_value=self.source.nodata,
                            resampling=resampling)
             valid = ~(data == self.source.nodata).all(axis=0)
             return data.astype(np.float64), valid
-        data = ds.read(bands, window=window, out_shape=shape, boundless=True, masked=True, resampling=resampling)
+        data = ds.read(bands, window=window, out_shape=shape, boundless=overhang, masked=True, resampling=resampling)
         mask = np.ma.getmaskarray(data)
         return np.ma.getdata(data).astype(np.float64), ~mask.all(axis=0)
 
@@ -366,11 +369,9 @@ class RasterReader:
         with self._lock:
             if self._stretch is not None:
                 return self._stretch
-        scale = max(1.0, max(self.width, self.height) / STATS_PX)
-        out = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
         try:
             with open_raster(self.source.path) as ds:
-                data, valid = self._read(ds, rasterio.windows.Window(0, 0, self.width, self.height), out)
+                data, valid = self._stats_sample(ds)
         except RasterioError as e:
             raise UpstreamError(f"raster source {self.source.id!r} is unreadable", detail=str(e)) from None
         ranges = []
@@ -384,6 +385,26 @@ class RasterReader:
         with self._lock:
             self._stretch = np.array(ranges, np.float64)
             return self._stretch
+
+    def _stats_sample(self, ds) -> tuple[np.ndarray, np.ndarray]:
+        """(bands (B, N) float64, valid (N,) bool) pixels to compute the stretch from: the whole raster read at
+        most `STATS_PX` px a side when an overview is within 4 × that (GDAL reads the overview), else a grid of
+        16 × 16 windows of 64² native px spread over the raster (no full scan of a big file without overviews)."""
+        coarsest = self.levels[-1]
+        if max(self.width, self.height) / coarsest <= 4 * STATS_PX:
+            scale = max(1.0, max(self.width, self.height) / STATS_PX)
+            out = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
+            data, valid = self._read(ds, rasterio.windows.Window(0, 0, self.width, self.height), out)
+            return data.reshape(data.shape[0], -1), valid.reshape(-1)
+        parts, masks, n, side = [], [], 16, 64
+        for j in range(n):
+            for i in range(n):
+                col = int((i + 0.5) * self.width / n) - side // 2
+                row = int((j + 0.5) * self.height / n) - side // 2
+                data, valid = self._read(ds, rasterio.windows.Window(col, row, side, side), (side, side))
+                parts.append(data.reshape(data.shape[0], -1))
+                masks.append(valid.reshape(-1))
+        return np.concatenate(parts, axis=1), np.concatenate(masks)
 
     # -- display tiles -------------------------------------------------------------------------------------
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
