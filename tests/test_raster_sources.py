@@ -247,6 +247,19 @@ def test_sources_list_raster_sources_without_paths(client):
     assert "utm.tif" not in json.dumps(sources)
 
 
+def test_raster_sources_give_their_extent_in_lnglat(client, rasters):
+    """`bounds` [west, south, east, north] in degrees encloses the raster's corners, tightly (a map zooms to it)."""
+    sources = {s["id"]: s for s in client.get("/v1/sources").json()["sources"]}
+    for sid in ("Ortho", "Laea", "Scene"):
+        r = rasters[sid]
+        w, s, e, n = sources[sid]["bounds"]
+        area = r.data_area_lnglat(0, 0, r.width, r.height)
+        aw, as_, ae, an = area.bounds
+        tol = 1e-6
+        assert w <= aw + tol and s <= as_ + tol and e >= ae - tol and n >= an - tol, (sid, sources[sid]["bounds"])
+        assert max(aw - w, as_ - s, e - ae, n - an) < 0.01 * max(ae - aw, an - as_), sid
+
+
 @pytest.mark.parametrize("entry,needle", [
     ({"raster": "nowhere.tif"}, "does not exist"),
     ({"raster": "scene.tif", "bands": [1, 2, 5]}, "band 5 is out of range"),

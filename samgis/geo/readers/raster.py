@@ -37,7 +37,7 @@ from affine import Affine
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
-from rasterio.warp import reproject
+from rasterio.warp import reproject, transform_bounds
 
 from samgis.errors import InvalidRequest, UpstreamError
 from samgis.geo.readers import WindowImage
@@ -85,12 +85,15 @@ class RasterSource:
     min_zoom: int = 0
     max_zoom: int = 24
     tile_size: int = 256
+    bounds: tuple[float, float, float, float] | None = None
     kind: str = field(default="raster", init=False)
 
     def public(self) -> dict[str, Any]:
-        """What clients may see: no path."""
+        """What clients may see: no path. `bounds`: the raster's extent as [west, south, east, north] in
+        EPSG:4326 degrees (for a map to zoom to), or None when it cannot be computed."""
         return {"id": self.id, "kind": "raster", "min_zoom": self.min_zoom, "max_zoom": self.max_zoom,
-                "tile_size": self.tile_size, "attribution": self.attribution}
+                "tile_size": self.tile_size, "attribution": self.attribution,
+                "bounds": list(self.bounds) if self.bounds else None}
 
 
 def raster_source(name: str, entry: Any, base: Path | None = None) -> RasterSource:
@@ -119,6 +122,7 @@ def raster_source(name: str, entry: Any, base: Path | None = None) -> RasterSour
                 crs_wkt = pyproj.CRS.from_user_input(crs.to_wkt()).to_wkt() if crs else ""
             except pyproj.exceptions.CRSError as e:
                 raise ValueError(f"raster file {path!r} has a CRS pyproj cannot read ({e})") from None
+            bounds = _lnglat_bounds(ds) if crs_wkt else None
     except RasterioError as e:
         raise ValueError(f"raster file {path!r} cannot be read: {e}") from None
     if not crs_wkt:
@@ -150,7 +154,22 @@ def raster_source(name: str, entry: Any, base: Path | None = None) -> RasterSour
             0 <= zooms["min_zoom"] <= zooms["max_zoom"] <= 30):
         raise ValueError(f"need integers 0 <= min_zoom <= max_zoom <= 30, got {zooms}")
     return RasterSource(id=name, path=path, bands=tuple(bands), crs_wkt=crs_wkt, rescale=rescale,
-                        nodata=None if nodata is None else float(nodata), attribution=attribution, **zooms)
+                        nodata=None if nodata is None else float(nodata), attribution=attribution,
+                        bounds=bounds, **zooms)
+
+
+def _lnglat_bounds(ds: Any) -> tuple[float, float, float, float] | None:
+    """The dataset's extent as (west, south, east, north) EPSG:4326 degrees: its bounds in its own CRS,
+    densified along the edges (21 points each) so curved edges of projected grids are followed. None when the
+    extent cannot be reprojected (e.g. beyond the CRS's area of use)."""
+    try:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+    except (RasterioError, pyproj.exceptions.ProjError, ValueError):
+        return None
+    vals = (w, s, e, n)
+    if not all(math.isfinite(v) for v in vals):
+        return None
+    return tuple(float(v) for v in vals)
 
 
 @dataclass(frozen=True)
