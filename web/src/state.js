@@ -1,0 +1,21 @@
+// The page's shared state and two DOM helpers; every other module reads and writes this one object.
+
+export const state = {
+  sources: [],
+  source: null, // {id, min_zoom, max_zoom, tile_size, attribution, kind}
+  prompts: [],
+  mode: 'include',
+  multimask: false,
+  layers: [], // newest first: {id, name, fc, visible, session, group, zoom, source, prompts}
+  currentId: null,
+  session: 1,
+  phase: 'idle',
+  requestsStarted: 0,
+  requestsDone: 0,
+  lastRequest: null,
+  messages: new Map(),
+};
+
+export const $ = (id) => document.getElementById(id);
+
+export const escapeHtml = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

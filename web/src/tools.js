@@ -1,0 +1,255 @@
+// The prompt tools: modes and keyboard shortcuts, include / exclude points and rectangles drawn, moved and
+// removed on the map. Every change of the prompts schedules a segmentation.
+import L from 'leaflet';
+
+import { renderLayers } from './layers.js';
+import { map } from './map.js';
+import {
+  boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, summarizePrompts,
+} from './prompts.js';
+import { scheduleSegment } from './segmenter.js';
+import { $, state } from './state.js';
+
+const MODES = {
+  include: 'Click the object to include it. Drag a point to move it; right-click removes it.',
+  exclude: 'Click an area to exclude from the object.',
+  box: 'Drag a rectangle around the object. Drag its middle to move it, its corners to resize it.',
+  delete: 'Click a point or a rectangle to remove it.',
+  pan: 'Drag to pan. Click a result polygon to see its area and score.',
+};
+
+// --- modes and keyboard ---------------------------------------------------------------------------
+
+export function setMode(mode) {
+  cancelBoxDraw();
+  state.mode = mode;
+  for (const b of document.querySelectorAll('[data-mode]')) b.setAttribute('aria-pressed', String(b.dataset.mode === mode));
+  const c = map.getContainer();
+  for (const m of Object.keys(MODES)) c.classList.toggle(`mode-${m}`, m === mode);
+  c.classList.toggle('mode-prompting', mode !== 'pan');
+  if (mode === 'box') map.dragging.disable();
+  else map.dragging.enable();
+  $('mode-hint').textContent = MODES[mode];
+}
+
+for (const b of document.querySelectorAll('[data-mode]')) b.addEventListener('click', () => setMode(b.dataset.mode));
+
+document.addEventListener('keydown', (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const t = e.target;
+  if (t instanceof HTMLElement && (t.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName))) {
+    if (e.key === 'Escape') t.blur();
+    return;
+  }
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  const actions = {
+    i: () => setMode('include'),
+    e: () => setMode('exclude'),
+    r: () => setMode('box'),
+    d: () => setMode('delete'),
+    Escape: () => setMode('pan'),
+    Delete: removeLastPrompt,
+    Backspace: removeLastPrompt,
+    c: resetPrompts,
+    m: () => setMultimask(!state.multimask),
+  };
+  if (actions[key]) {
+    e.preventDefault();
+    actions[key]();
+  }
+});
+
+// --- prompts --------------------------------------------------------------------------------------
+
+const promptLayers = new Map(); // prompt id → Leaflet layers
+
+function addPrompt(p) {
+  state.prompts.push(p);
+  promptsChanged();
+}
+
+function removePrompt(id) {
+  state.prompts = state.prompts.filter((p) => p.id !== id);
+  promptsChanged();
+}
+
+function removeLastPrompt() {
+  if (state.prompts.length) removePrompt(state.prompts[state.prompts.length - 1].id);
+}
+
+function resetPrompts() {
+  state.prompts = [];
+  state.session += 1;
+  state.currentId = null;
+  promptsChanged();
+  renderLayers();
+}
+
+export function setMultimask(on) {
+  state.multimask = Boolean(on);
+  $('multimask').checked = state.multimask;
+  if (state.prompts.length) scheduleSegment();
+}
+$('multimask').addEventListener('change', (e) => setMultimask(e.target.checked));
+$('undo-btn').addEventListener('click', removeLastPrompt);
+$('reset-btn').addEventListener('click', resetPrompts);
+
+function promptsChanged() {
+  renderPrompts();
+  scheduleSegment();
+}
+
+function renderPrompts() {
+  for (const layers of promptLayers.values()) layers.forEach((l) => l.remove());
+  promptLayers.clear();
+  state.prompts.forEach((p, i) => promptLayers.set(p.id, p.type === 'point' ? pointLayers(p, i) : boxLayers(p, i)));
+  $('prompt-summary').textContent = state.prompts.length
+    ? `${summarizePrompts(state.prompts)}.`
+    : 'No prompts';
+}
+
+function removeOnRightClickOrDelete(layer, p) {
+  layer.on('contextmenu', (e) => {
+    L.DomEvent.preventDefault(e.originalEvent);
+    removePrompt(p.id);
+  });
+  layer.on('click', (e) => {
+    if (state.mode === 'delete') {
+      L.DomEvent.stop(e);
+      removePrompt(p.id);
+    }
+  });
+}
+
+function pointLayers(p, i) {
+  const name = describePrompt(state.prompts, i);
+  const m = L.marker([p.lat, p.lng], {
+    draggable: true, keyboard: false, title: `${name} (drag to move, right-click to remove)`, alt: name,
+    icon: L.divIcon({
+      className: `prompt-point ${p.label ? 'include' : 'exclude'}`,
+      html: p.label ? '+' : '−', iconSize: [22, 22], iconAnchor: [11, 11],
+    }),
+  });
+  m.on('dragend', () => {
+    const ll = m.getLatLng().wrap();
+    p.lat = ll.lat;
+    p.lng = ll.lng;
+    promptsChanged();
+  });
+  removeOnRightClickOrDelete(m, p);
+  return [m.addTo(map)];
+}
+
+function boxLayers(p, i) {
+  const name = describePrompt(state.prompts, i);
+  const bounds = () => [[p.sw.lat, p.sw.lng], [p.ne.lat, p.ne.lng]];
+  const rect = L.rectangle(bounds(), {
+    pane: 'promptBoxes', className: 'prompt-box', color: '#1f5fbf', weight: 2, dashArray: '6 4', fillOpacity: 0.06,
+    bubblingMouseEvents: false,
+  }).addTo(map);
+  rect.bindTooltip(name, { sticky: true, direction: 'top', opacity: 0.8 });
+  removeOnRightClickOrDelete(rect, p);
+
+  const corners = () => [
+    [p.sw.lat, p.sw.lng], [p.sw.lat, p.ne.lng], [p.ne.lat, p.ne.lng], [p.ne.lat, p.sw.lng],
+  ];
+  const handles = corners().map((ll, k) => {
+    const h = L.marker(ll, {
+      draggable: true, keyboard: false, title: `resize ${name}`,
+      icon: L.divIcon({ className: 'box-handle', iconSize: [12, 12], iconAnchor: [6, 6] }),
+    }).addTo(map);
+    h.on('drag', () => {
+      const fixed = L.latLng(corners()[(k + 2) % 4]);
+      Object.assign(p, boxCorners(fixed, h.getLatLng()));
+      rect.setBounds(bounds());
+    });
+    h.on('dragend', () => promptsChanged());
+    removeOnRightClickOrDelete(h, p);
+    return h;
+  });
+
+  // Drag the rectangle's body to move it. A native listener on the path runs before Leaflet's map
+  // handlers on the container, so the map does not pan meanwhile.
+  let justMoved = false;
+  rect.getElement()?.addEventListener('mousedown', (ev) => {
+    if (ev.button !== 0 || state.mode === 'delete') return;
+    ev.stopPropagation();
+    ev.preventDefault();
+    const start = map.mouseEventToLatLng(ev);
+    const orig = { sw: { ...p.sw }, ne: { ...p.ne } };
+    let moved = false;
+    const onMove = (e2) => {
+      const ll = map.mouseEventToLatLng(e2);
+      const nb = movedBox(orig, ll.lat - start.lat, ll.lng - start.lng);
+      p.sw = nb.sw;
+      p.ne = nb.ne;
+      rect.setBounds(bounds());
+      handles.forEach((h, k) => h.setLatLng(corners()[k]));
+      moved = true;
+    };
+    const onUp = () => {
+      document.removeEventListener('mousemove', onMove);
+      document.removeEventListener('mouseup', onUp);
+      if (moved) {
+        justMoved = true;
+        setTimeout(() => { justMoved = false; }, 0);
+        promptsChanged();
+      }
+    };
+    document.addEventListener('mousemove', onMove);
+    document.addEventListener('mouseup', onUp);
+  });
+  // A click inside a rectangle with a point tool still places a point there.
+  rect.on('click', (e) => {
+    if (justMoved || state.mode === 'delete') return;
+    if (state.mode === 'include' || state.mode === 'exclude') addPrompt(makePoint(e.latlng.wrap().lat, e.latlng.wrap().lng, state.mode === 'include' ? 1 : 0));
+  });
+  return [rect, ...handles];
+}
+
+map.on('click', (e) => {
+  if (state.mode !== 'include' && state.mode !== 'exclude') return;
+  const ll = e.latlng.wrap();
+  addPrompt(makePoint(ll.lat, ll.lng, state.mode === 'include' ? 1 : 0));
+});
+
+// Rectangle tool: press, drag, release.
+let drawing = null; // {start, preview}
+
+map.on('mousedown', (e) => {
+  if (state.mode !== 'box' || e.originalEvent.button !== 0) return;
+  // Not when pressing on a prompt (moving a point, a rectangle or its corner handles).
+  if (e.originalEvent.target?.closest?.('.leaflet-marker-icon, .prompt-box')) return;
+  L.DomEvent.preventDefault(e.originalEvent); // no text selection while dragging
+  L.DomUtil.disableTextSelection();
+  drawing = {
+    start: e.latlng,
+    preview: L.rectangle([e.latlng, e.latlng], {
+      pane: 'promptBoxes', color: '#1f5fbf', weight: 2, dashArray: '4 4', fillOpacity: 0.1, interactive: false,
+    }).addTo(map),
+  };
+});
+map.on('mousemove', (e) => {
+  if (drawing) drawing.preview.setBounds([drawing.start, e.latlng]);
+});
+function finishBoxDraw(latlng) {
+  if (!drawing) return;
+  const start = drawing.start;
+  cancelBoxDraw();
+  const box = makeBox(start.wrap(), latlng.wrap());
+  if (isDegenerateBox(box) || map.latLngToContainerPoint(start).distanceTo(map.latLngToContainerPoint(latlng)) < 4) {
+    $('mode-hint').textContent = 'Drag (press, move, release) to draw a rectangle.';
+    return;
+  }
+  addPrompt(box);
+}
+map.on('mouseup', (e) => finishBoxDraw(e.latlng));
+document.addEventListener('mouseup', (e) => {
+  if (drawing) finishBoxDraw(map.mouseEventToLatLng(e));
+});
+function cancelBoxDraw() {
+  if (!drawing) return;
+  drawing.preview.remove();
+  drawing = null;
+  L.DomUtil.enableTextSelection();
+}
