@@ -22,6 +22,7 @@ from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
 from tests.support.geometry import iou, union_geometry
+from tests.support.raster import write_raster
 from tests.support.scene import default_scene
 
 pytestmark = pytest.mark.browser
@@ -433,3 +434,59 @@ def test_model_not_loaded_is_said_on_the_page(browser, tiles, tmp_path):
             shot(page, "09_error_model_not_loaded")
         finally:
             ctx.close()
+
+
+def test_a_raster_source_is_shown_over_the_basemap_zoomed_to_and_segmented(browser, tiles, tmp_path):
+    """A GeoTIFF in UTM served with --raster: picking it keeps the basemap, lays its tiles over it, goes to its
+    extent, and a click on a shape comes back as that shape's outline, segmented on the raster."""
+    import shapely
+
+    o, r = (500000.0, 5000000.0), 0.5  # UTM 32N, ~lng 9, lat 45.1; 0.5 m px, 512 m a side
+    field = shapely.box(o[0] + 300 * r, o[1] - 700 * r, o[0] + 600 * r, o[1] - 450 * r)
+    raster = write_raster(tmp_path / "ortho.tif", crs="EPSG:32632", origin=o, res=r, width=1024, height=1024,
+                          background=(120, 120, 120), shapes=[("field", field, (200, 30, 30))])
+    truth = raster.shape("field").lnglat()
+    extent = raster.data_area_lnglat(0, 0, raster.width, raster.height)
+    settings = web_settings(tiles, tmp_path, rasters=[raster.path])
+    with LiveServer(create_app(settings, engine=ColourRegionEngine())) as srv:
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        try:
+            c = TRUTH.centroid
+            open_map(page, srv.url, c.y, c.x, ZOOM, source=None)
+            assert "ortho" in page.locator("#source-select optgroup[label='Rasters'] option").all_inner_texts()[0]
+
+            page.select_option("#source-select", "ortho")
+            page.wait_for_function("samgis.state.source.id === 'ortho'")
+            page.wait_for_function("document.querySelectorAll('.raster-layer img.leaflet-tile-loaded').length >= 1")
+            assert page.evaluate("samgis.state.basemap.id") == "Scene"  # the basemap stays under the raster
+            assert "over the basemap “Scene”" in page.inner_text("#source-attribution")
+            raster_tiles = page.eval_on_selector_all(".raster-layer img.leaflet-tile", "els => els.map(e => e.src)")
+            assert raster_tiles and all("/v1/tiles/ortho/" in t for t in raster_tiles), raster_tiles[:3]
+            assert page.locator("img.leaflet-tile[src^='v1/tiles/Scene/']").count() > 0
+
+            # The view went to the raster's extent: all of it in view, and it fills much of the view.
+            w, s, e, n = page.evaluate("(() => { const b = samgis.map.getBounds(); "
+                                       "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; })()")
+            ew, es, ee, en = extent.bounds
+            assert w <= ew and s <= es and e >= ee and n >= en, ((w, s, e, n), extent.bounds)
+            assert (ee - ew) / (e - w) > 0.3 or (en - es) / (n - s) > 0.3, ((w, s, e, n), extent.bounds)
+            assert page.evaluate("location.hash").endswith("&source=ortho")
+            shot(page, "10_raster_source")
+
+            lat, lng = inside_point(truth)
+            click_at(page, lat, lng)
+            assert page.evaluate("samgis.state.lastRequest.source") == "ortho"
+            assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
+            fc = current_fc(page)
+            assert fc and fc["features"], "no polygon for the raster click"
+            assert drawn_polygons(page) >= 1
+            got = union_geometry(fc)
+            assert iou(got, truth) > 0.85, iou(got, truth)
+            shot(page, "11_raster_segmented")
+        finally:
+            ctx.close()
+        assert not problems, problems

@@ -2,7 +2,8 @@
 
 export const state = {
   sources: [],
-  source: null, // {id, min_zoom, max_zoom, tile_size, attribution, kind}
+  source: null, // what clicks segment: {id, min_zoom, max_zoom, tile_size, attribution, kind, bounds?}
+  basemap: null, // the tile source shown under it (the source itself unless that is a raster)
   prompts: [],
   mode: 'include',
   multimask: false,
