@@ -11,7 +11,7 @@ from pathlib import Path
 
 from samgis.batch.inputs import item_digest, load_items
 from samgis.batch.manifest import Manifest
-from samgis.batch.outputs import write_coco, write_item, write_segments
+from samgis.batch.outputs import write_aoi_segments, write_coco, write_item, write_segments
 from samgis.batch.report import write_report
 from samgis.batch.work import ItemResult, JobConfig
 
@@ -40,23 +40,31 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
               cfg: JobConfig = JobConfig(), engine: str = "local", workers: int = 1,
               ray_address: str | None = None, zoom: int | None = None, source: str | None = None,
               prompts_file: str | Path | None = None, model_key: str | None = None,
-              progress: bool = True) -> BatchSummary:
+              progress: bool = True, everything: bool = False) -> BatchSummary:
     """Run (or resume) the batch job of `input_path` into `outdir`.
 
     `engine_factory`: picklable zero-argument callable returning an `Engine` (called once per model process).
     `model_key` identifies the model in the resume digest (default: the factory's `model_key` or repr).
+    `everything`: the input is a vector file of areas of interest, segmented whole (`samgis.batch.aoi`).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file)
+    items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file, everything=everything)
     ids = [it.item_id for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids repeat: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1})))
     model_key = model_key or getattr(engine_factory, "model_key", None) or repr(engine_factory)
     options = {**cfg.output_options(), "model": model_key}
     digests = {it.item_id: item_digest(it, options) for it in items}
+    if any(it.kind == "aoi" for it in items):  # window files of AOIs, per set of output options and model
+        import hashlib
+        import json
+        from dataclasses import replace
+
+        key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        cfg = replace(cfg, work_dir=str((outdir / "work" / key).resolve()))
     manifest = Manifest(outdir)
     todo = [it for it in items if not manifest.finished(it.item_id, digests[it.item_id])]
     run_id = uuid.uuid4().hex[:12]
@@ -111,6 +119,7 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     records = manifest.records()
     write_segments(outdir, [it.item_id for it in items if it.kind == "map"], records)
     write_coco(outdir, [it.item_id for it in items if it.kind == "image"], records)
+    write_aoi_segments(outdir, [it.item_id for it in items if it.kind == "aoi"], records)
     write_report(outdir, [(it.item_id, it.kind) for it in items], records,
                  {"run_id": run_id, "t_start": t_start, "t_end": t_end, "engine": engine, "workers": workers,
                   "model": model_key, "input": str(input_path)})

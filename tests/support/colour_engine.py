@@ -255,3 +255,19 @@ class BrokenDecodeEngine(ColourRegionEngine):
 
     def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
         raise RuntimeError(self.SECRET)
+
+
+class InterruptedColourEngine(ColourRegionEngine):
+    """`ColourRegionEngine` in "regions" mode whose `generate` raises KeyboardInterrupt on its call number
+    `stop_at` (1-based): a job killed part-way through an item, for resume tests."""
+
+    def __init__(self, stop_at: int, **kwargs):
+        super().__init__(automatic="regions", **kwargs)
+        self.stop_at = stop_at
+        self.generate_calls = 0
+
+    def generate(self, embedding: Embedding, options: AmgOptions, image: np.ndarray | None = None) -> list[dict]:
+        self.generate_calls += 1
+        if self.generate_calls >= self.stop_at:
+            raise KeyboardInterrupt(f"killed at window {self.generate_calls}")
+        return super().generate(embedding, options, image)
