@@ -167,5 +167,5 @@ def test_cli_options_for_areas():
     add_batch_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["batch", "aoi.gpkg", "-o", "out", "--everything", "--zoom", "18", "--source", "Esri",
                          "--overlap-px", "64", "--min-area-m2", "5", "--executor", "ray"])
-    assert (args.everything, args.overlap_px, args.min_area_m2, args.engine) == (True, 64, 5.0, "ray")
-    assert p.parse_args(["batch", "a", "-o", "o", "--engine", "ray"]).engine == "ray"
+    assert (args.everything, args.overlap_px, args.min_area_m2, args.executor) == (True, 64, 5.0, "ray")
+    assert p.parse_args(["batch", "a", "-o", "o", "--engine", "ray"]).executor == "ray"  # the older name

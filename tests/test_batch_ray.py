@@ -111,7 +111,7 @@ def test_aoi_same_objects_from_both_executors(local_ray, tmp_path):
         frames = []
         for executor in ("local", "ray"):
             s = run_batch(path, tmp_path / executor, functools.partial(ColourRegionEngine, automatic="regions"),
-                          cfg=cfg, engine=executor, workers=2, zoom=S.Z, source="Scene", everything=True,
+                          cfg=cfg, executor=executor, workers=2, zoom=S.Z, source="Scene", everything=True,
                           progress=False)
             assert (s.done, s.failed) == (1, 0), s.errors
             frames.append(gpd.read_file(tmp_path / executor / "segments.gpkg"))

@@ -1,4 +1,4 @@
-"""`run_batch`: read the items, skip the finished ones, run an engine, write outputs, manifest and report."""
+"""`run_batch`: read the items, skip the finished ones, run an executor, write outputs, manifest and report."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from samgis.batch.outputs import write_aoi_segments, write_coco, write_item, wri
 from samgis.batch.report import write_report
 from samgis.batch.work import ItemResult, JobConfig
 
-ENGINES = ("local", "ray")
+from samgis.batch.executors import EXECUTORS
+
+ENGINES = EXECUTORS
+"""Older name of `EXECUTORS`."""
 
 
 @dataclass
@@ -37,18 +40,20 @@ class BatchSummary:
 
 
 def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callable, *,
-              cfg: JobConfig = JobConfig(), engine: str = "local", workers: int = 1,
+              cfg: JobConfig = JobConfig(), executor: str = "local", workers: int = 1,
               ray_address: str | None = None, zoom: int | None = None, source: str | None = None,
               prompts_file: str | Path | None = None, model_key: str | None = None,
-              progress: bool = True, everything: bool = False) -> BatchSummary:
+              progress: bool = True, everything: bool = False, engine: str | None = None) -> BatchSummary:
     """Run (or resume) the batch job of `input_path` into `outdir`.
 
     `engine_factory`: picklable zero-argument callable returning an `Engine` (called once per model process).
     `model_key` identifies the model in the resume digest (default: the factory's `model_key` or repr).
+    `executor`: "local" or "ray" (`engine` is its older name and wins when given).
     `everything`: the input is a vector file of areas of interest, segmented whole (`samgis.batch.aoi`).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    executor = engine if engine is not None else executor
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file, everything=everything)
@@ -69,7 +74,7 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     todo = [it for it in items if not manifest.finished(it.item_id, digests[it.item_id])]
     run_id = uuid.uuid4().hex[:12]
     t_start = time.time()
-    manifest.write_job({"input": str(input_path), "engine": engine, "workers": workers, "model": model_key,
+    manifest.write_job({"input": str(input_path), "executor": executor, "workers": workers, "model": model_key,
                         "zoom": zoom, "source": source, "prompts": None if prompts_file is None else str(prompts_file),
                         "options": options, "items": len(items), "last_run": run_id, "started": t_start})
 
@@ -105,12 +110,12 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
             bar.set_postfix(failed=len(errors), refresh=False)
 
     try:
-        if engine == "local":
-            from samgis.batch.local import run_local
+        if executor == "local":
+            from samgis.batch.executors.local import run_local
 
             run_local(todo, engine_factory, cfg, on_result, workers=workers)
         else:
-            from samgis.batch.ray_engine import run_ray
+            from samgis.batch.executors.ray import run_ray
 
             run_ray(todo, engine_factory, cfg, on_result, workers=workers, address=ray_address)
     finally:
@@ -121,7 +126,7 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     write_coco(outdir, [it.item_id for it in items if it.kind == "image"], records)
     write_aoi_segments(outdir, [it.item_id for it in items if it.kind == "aoi"], records)
     write_report(outdir, [(it.item_id, it.kind) for it in items], records,
-                 {"run_id": run_id, "t_start": t_start, "t_end": t_end, "engine": engine, "workers": workers,
+                 {"run_id": run_id, "t_start": t_start, "t_end": t_end, "executor": executor, "workers": workers,
                   "model": model_key, "input": str(input_path)})
     statuses = [records.get(i, {}).get("status") for i in ids]
     return BatchSummary(total=len(items), done=statuses.count("done"), failed=statuses.count("failed"),
