@@ -169,3 +169,64 @@ def test_cli_options_for_areas():
                          "--overlap-px", "64", "--min-area-m2", "5", "--executor", "ray"])
     assert (args.everything, args.overlap_px, args.min_area_m2, args.executor) == (True, 64, 5.0, "ray")
     assert p.parse_args(["batch", "a", "-o", "o", "--engine", "ray"]).executor == "ray"  # the older name
+
+
+BIG_JOB = """
+import functools, json, resource, sys
+from samgis.batch import JobConfig, run_batch
+from tests.support import aoi_scene as S
+from tests.support.colour_engine import ColourRegionEngine
+aoi, out, providers = sys.argv[1:4]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cfg = JobConfig(providers=providers, builtin_sources=False, tile_timeout_s=30.0, tile_retries=1)
+s = run_batch(aoi, out, functools.partial(ColourRegionEngine, automatic="regions"), cfg=cfg, zoom=S.Z,
+              source="Scene", everything=True, progress=False)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"done": s.done, "errors": s.errors, "seconds": s.seconds, "rss_before_kb": before,
+                  "rss_after_kb": after}))
+"""
+
+
+@pytest.mark.slow
+def test_aoi_of_100_windows_in_bounded_memory(tmp_path):
+    """10 x 10 windows (~9100 px square at z 18) in a child process (the tile server stays in this one): every
+    shape once and whole; the child's peak RSS grows by a bounded amount over its imports, reported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.support.tileserver import SceneTileServer
+
+    n = 10
+    scene = S.big_scene(n)
+    aoi = tmp_path / "big.geojson"
+    gpd.GeoDataFrame({"name": ["big"]}, geometry=[S.big_aoi(n)], crs="EPSG:4326").to_file(aoi, engine="pyogrio")
+    root = Path(__file__).resolve().parent.parent
+    with SceneTileServer(scene) as srv:
+        providers = srv.write_providers(tmp_path / "providers.json")
+        proc = subprocess.run([sys.executable, "-c", BIG_JOB, str(aoi), str(tmp_path / "out"), str(providers)],
+                              cwd=root, capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stats["done"] == 1, stats["errors"]
+    rec = json.loads((tmp_path / "out" / "manifest" / "items.jsonl").read_text().splitlines()[-1])
+    grown_mb = (stats["rss_after_kb"] - stats["rss_before_kb"]) / 1024
+    print(f"\n100-window AOI: {rec['timings']['windows']} windows in {stats['seconds']:.1f} s "
+          f"({rec['timings']['windows'] / stats['seconds']:.2f} windows/s), stitch+write {rec['timings']['post']:.1f} s, "
+          f"peak RSS {stats['rss_after_kb'] / 1024:.0f} MB ({grown_mb:.0f} MB over the imports)")
+    assert rec["timings"]["windows"] == n * n
+    assert grown_mb < 400, grown_mb
+    frame = gpd.read_file(tmp_path / "out" / "segments.gpkg")
+    by_colour = {tuple(s.rgb): s for s in scene.shapes}
+    seen: dict[str, int] = {}
+    for g in frame.geometry:
+        p = g.representative_point()
+        colour = scene.colour_at(p.x, p.y)
+        if colour == scene.background:
+            continue
+        shape = by_colour[colour]
+        seen[shape.name] = seen.get(shape.name, 0) + 1
+        truth = shape.polygon
+        assert g.intersection(truth).area / g.union(truth).area >= 0.95, shape.name
+    assert seen == {s.name: 1 for s in scene.shapes}

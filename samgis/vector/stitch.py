@@ -14,8 +14,9 @@ different windows coincide exactly). Each window's automatic masks become `Piece
   window less half the overlap on every side with a neighbour; cores tile the lattice without gaps or
   overlaps), so pieces from both sides of a seam join edge to edge into one polygon.
 
-Memory: `stitch` keeps the masks of the current and the previous lattice row and of objects still open;
-an object is yielded as soon as no later window can reach it. Geometry is in global px (rasterio
+Memory: `stitch` keeps the masks of the current and the previous lattice row only; pieces of older rows
+whose object is still open keep just their polygons (`Piece.freeze`). An object is yielded as soon as no
+later window can reach it. Geometry is in global px (rasterio
 convention, pixel i spans [i, i + 1)), pixel edges exact; moving it to a CRS is the caller's business.
 """
 
@@ -111,6 +112,16 @@ class Piece:
     stability_score: float
     whole: bool
     _uid: int = field(default=-1, repr=False)
+    _core: list | None = field(default=None, repr=False)  # polygons once the mask is dropped
+    _full: list | None = field(default=None, repr=False)
+
+    def freeze(self, lattice: "Lattice") -> None:
+        """Keep only the polygons stitching may need (core cut; whole outline if whole) and drop the mask."""
+        if self.mask is None:
+            return
+        self._core = _piece_polygons(self, lattice.core(*self.ij))
+        self._full = _piece_polygons(self) if self.whole else None
+        self.mask = None
 
 
 def window_pieces(lattice: Lattice, ij: tuple[int, int], records: list[dict]) -> list[Piece]:
@@ -211,9 +222,10 @@ def _geometry(members: list[Piece], lattice: Lattice) -> Polygon | MultiPolygon 
     whole = [p for p in members if p.whole]
     if whole:
         best = min(whole, key=lambda p: (-p.score, p.ij[1], p.ij[0], p.index))
-        parts = _piece_polygons(best)
+        parts = best._full if best.mask is None else _piece_polygons(best)
     else:
-        parts = [g for p in members for g in _piece_polygons(p, lattice.core(*p.ij))]
+        parts = [g for p in members
+                 for g in (p._core if p.mask is None else _piece_polygons(p, lattice.core(*p.ij)))]
     if not parts:
         return None
     geom = shapely.union_all(parts) if len(parts) > 1 else parts[0]
@@ -275,6 +287,10 @@ def stitch(lattice: Lattice, windows: Iterable[tuple[tuple[int, int], list[Piece
         last = (j, i)
         if row is not None and j != row:
             yield from flush(j - 1)  # rows before j - 1 can no longer be reached
+            for k, v in seen.items():
+                if k[1] < j - 1:  # no window to come overlaps these: polygons are all they still need
+                    for p in v:
+                        p.freeze(lattice)
             seen = {k: v for k, v in seen.items() if k[1] >= j - 1}
         row = j
         for p in pieces:

@@ -80,3 +80,26 @@ def expected(scene: Scene) -> dict[str, Polygon]:
     shape outside."""
     area = aoi()
     return {s.name: shapely.intersection(s.polygon, area) for s in scene.shapes if s.name not in (SPECK, OUTSIDE)}
+
+
+def big_aoi(n: int) -> Polygon:
+    """An AOI of `n` x `n` lattice windows (1024 px, overlap 128): px [0.25, 128 + 896 n - 0.75) squared."""
+    side = 128 + 896 * n - 1.0
+    return rect(0.25, 0.25, side + 0.25, side + 0.25)
+
+
+def big_scene(n: int) -> Scene:
+    """Shapes for `big_aoi(n)`: a building on every inner 4-window corner (whole in four windows), a building
+    cut by every inner east window edge (whole in the next window) and a river in the overlap of window rows
+    n // 2 - 1 and n // 2, across all `n` window columns (whole in no window)."""
+    spec = []
+    for j in range(n):
+        for i in range(1, n):
+            c, r = 896 * i, 896 * j
+            if j > 0 and j != n // 2:  # the river runs along the overlap of row n // 2
+                spec.append((f"corner-{i}-{j}", rect(c + 30, r + 40, c + 90, r + 100)))
+            spec.append((f"edge-{i}-{j}", rect(c + 100, r + 400, c + 160, r + 440)))
+    mid = 896 * (n // 2)
+    spec.append(("river", rect(200, mid + 20, 896 * n - 100, mid + 90)))
+    colours = [(10 + k % 200, 40 + (k * 7) % 200, 60 + k // 200) for k in range(len(spec))]
+    return Scene(tuple(Shape(name, shapely.normalize(poly), rgb) for (name, poly), rgb in zip(spec, colours)))
