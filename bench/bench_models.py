@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--models", default="sam_vit_b,sam2.1_hiera_tiny,sam2.1_hiera_small")
+    ap.add_argument("--onnx-from", default="sam2.1_hiera_tiny",
+                    help="torch model exported to the ONNX rows (default: the one with the fewest FLOPs)")
     args = ap.parse_args()
     torch.manual_seed(0)
     from samgis.engine.backends.sam1 import SamEngine, build_sam
@@ -142,8 +144,8 @@ def main() -> None:
             rows.append(measure(f"{mid} torch fp32", engine, fetcher, source, args.windows, args.clicks))
             print(f"{rows[-1]['model']}: cold {rows[-1]['cold_s']:.2f} s, click {rows[-1]['click_ms']:.1f} ms",
                   flush=True)
-        fastest = min(rows, key=lambda r: r["cold_s"])
-        mid = fastest["model"].split()[0]
+        mid = args.onnx_from
+        fastest = next(r for r in rows if r["model"].split()[0] == mid)
         spec, model = torch_models[mid]
         from samgis.engine.backends.onnx import load_pair
         from samgis.engine.backends.onnx.export import export_sam1, export_sam2

@@ -66,6 +66,11 @@ def test_registry_lists_every_file_with_url_size_and_hash():
         assert spec.backend == "sam1"
         for f in spec.public()["weights"]:
             assert f["url"].startswith("https://") and f["size_bytes"] > 0 and (f["md5"] or f["sha256"])
+    for size in ("tiny", "small", "base_plus", "large"):  # Meta publishes no sizes or hashes for these
+        spec = get_model_spec(f"sam2.1_hiera_{size}")
+        assert spec.backend == "sam2" and spec.config.startswith("configs/sam2.1/sam2.1_hiera_")
+        (f,) = spec.files
+        assert f.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_{size}.pt"
 
 
 def png_b64(image: np.ndarray) -> str:

@@ -43,17 +43,19 @@ def run_models(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"samgis models: {exc}", file=sys.stderr)
             return 2
-    print(f"{'model':20s} {'backend':8s} {'weights':>9s}  description")
+    print(f"{'model':24s} {'backend':8s} {'weights':>9s}  description")
     for m in model_ids():
         s = get_model_spec(m)
         size = f"{s.size_bytes / 1e6:.0f} MB" if s.size_bytes else ("by path" if not s.files else "?")
-        print(f"{m:20s} {s.backend:8s} {size:>9s}  {s.description}")
+        print(f"{m:24s} {s.backend:8s} {size:>9s}  {s.description}")
     return 0
 
 
 def add_models_parsers(sub) -> None:
+    from samgis.engine.registry import DEFAULT_MODEL
+
     f = sub.add_parser("fetch-weights", help="download and verify a model's official weights")
-    f.add_argument("model", nargs="?", default="sam_vit_b")
+    f.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     f.add_argument("--cache-dir")
     f.add_argument("--force", action="store_true", help="download again even if present")
     f.set_defaults(func=run_fetch_weights)

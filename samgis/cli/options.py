@@ -7,7 +7,7 @@ import argparse
 
 def add_model_options(p: argparse.ArgumentParser, providers: bool = True) -> None:
     """The model, weights, device (and tile providers) options shared by serve, predict and batch."""
-    p.add_argument("--model", help="model id (default sam_vit_b; see `samgis models`)")
+    p.add_argument("--model", help="model id (default sam2.1_hiera_tiny; see `samgis models`)")
     p.add_argument("--checkpoint", help="weights file, or an ONNX pair's folder (else $SAMGIS_CHECKPOINT, "
                                         "cache dir, download)")
     p.add_argument("--models-file", help="JSON file adding models, e.g. ONNX pairs by path ($SAMGIS_MODELS_FILE)")

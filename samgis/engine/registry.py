@@ -6,7 +6,8 @@ Where the figures come from (see README "Models"):
   carry the first six hex digits of the file's MD5 (`sam_vit_b_01ec64.pth`); we keep the full MD5 and
   the byte size, so a download is verified before use.
 - SAM 2.1 (`sam2.1_hiera_*`): the URLs of the sam2 repository's `checkpoints/download_ckpts.sh`
-  (backend `sam2`, which holds the figures).
+  (`samgis.engine.backends.sam2.models`). Meta publishes no sizes or hashes for them, so a download is
+  checked only for completeness (Content-Length) and loading checks every tensor's name and shape.
 - ONNX pairs: files named by the pair's manifest (sha256 and size per file), given as a folder.
 
 Plugins and tests add their own models with `register_model`; a models file (`Settings.models_file`)
@@ -150,7 +151,21 @@ _meta("sam_vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607, "0b3195507c641ddb6910d
 _meta("sam_vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879, "4b8939a88964f0f4ff5f5b2642c598a6",
       SamArch(1280, 32, 16, (7, 15, 23, 31)), "SAM ViT-H (636M parameters), Meta AI")
 
+def _sam2() -> None:
+    from samgis.engine.backends.sam2.models import MODELS  # the table only: no torch, no sam2 import
+
+    for m in MODELS.values():
+        register_model(ModelSpec(
+            model_id=m.model_id, backend="sam2", config=m.config,
+            files=(WeightFile(m.url.rsplit("/", 1)[1], m.url, m.size, sha256=m.sha256),),
+            description=m.description + ", Meta AI",
+        ))
+
+
+_sam2()
 register_model(ModelSpec("onnx", backend="onnx", description="an ONNX Runtime encoder/decoder pair given with "
                          "--checkpoint DIR (ours from `samgis export-onnx`, or samexporter's)"))
 
-DEFAULT_MODEL = "sam_vit_b"
+DEFAULT_MODEL = "sam2.1_hiera_tiny"
+"""The default: on a CPU its encoder takes about a third of sam_vit_b's time, so a cold window answers ~3× sooner
+(bench/bench_models.py; README "Models"). `--model sam_vit_b` keeps SAM 1."""

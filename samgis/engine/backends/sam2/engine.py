@@ -1,0 +1,383 @@
+"""SAM 2.1 backend over Meta's `sam2` package: one shared `SAM2Base`, per-request state kept in `Embedding`.
+
+The math is `sam2.sam2_image_predictor.SAM2ImagePredictor`'s (sam2 1.1.0 = facebookresearch/sam2 @ 2b90b9f),
+without its per-image state:
+
+- `set_image`: `SAM2Transforms` (ToTensor, resize to a `image_size`² square *without* keeping the aspect ratio,
+  ImageNet normalisation), `forward_image`, `_prepare_backbone_features`, `+ no_mem_embed` on the lowest-res
+  level, then image embedding (1, 256, 64, 64) + high-res features (1, 32, 256, 256), (1, 64, 128, 128).
+- `_prep_prompts`: points and boxes in image px → ×(1024/W, 1024/H) (`transform_coords(normalize=True)`);
+  a box is two points labelled 2 and 3, put *before* the click points, all through `sam_prompt_encoder`.
+- `_predict`: `sam_mask_decoder` (its own dynamic single-mask fallback when `multimask` is off), object-score
+  logits ignored (the predictor does not use them), masks = bilinear resize of the low-res logits straight to
+  (H, W) (`postprocess_masks`: no padding to crop) thresholded at 0.0; the low-res logits handed back are
+  clamped to [-32, 32]. The predictor's defaults `max_hole_area = max_sprinkle_area = 0` mean no hole filling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samgis.engine.protocol import Capabilities, DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
+
+BACKEND = "sam2"
+EMBEDDING_VERSION = "sam2.1-sq1024-1"
+"""Part of the embedding version: `SAM2Transforms` (stretch to 1024², ImageNet normalisation), + no_mem_embed."""
+MASK_THRESHOLD = 0.0  # SAM2ImagePredictor's default
+LOW_RES_CLAMP = 32.0  # SAM2ImagePredictor._predict clamps the low-res logits it returns to ±32
+LOW_RES_SIZE = 256
+
+_hydra_lock = threading.Lock()  # Hydra's compose reads global state: one model build at a time
+
+
+@dataclass(frozen=True)
+class Sam2Features:
+    """`Embedding.features` of this backend, batch 1, on the model device, in the encoder's output dtype.
+
+    `image_embed`: (1, 256, 64, 64), `no_mem_embed` added; `high_res_feats`: ((1, 32, 256, 256),
+    (1, 64, 128, 128)), already through the decoder's `conv_s0` / `conv_s1` (`SAM2Base.forward_image`).
+    """
+
+    image_embed: torch.Tensor
+    high_res_feats: tuple[torch.Tensor, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.image_embed, *self.high_res_feats))
+
+
+def build_model(config_name: str, device: str = "cpu") -> torch.nn.Module:
+    """A randomly initialised `SAM2Base` of a package config, e.g. "configs/sam2.1/sam2.1_hiera_t.yaml".
+
+    Built by the package's own `build_sam2` with no checkpoint (works offline), on `device`, eval mode,
+    with the image predictor's post-processing overrides (`apply_postprocessing=True`, the default: the
+    decoder's dynamic multimask fallback). Seed torch beforehand for reproducible weights.
+    """
+    from sam2.build_sam import build_sam2
+
+    with _hydra_lock:
+        return build_sam2(config_name, ckpt_path=None, device=device, mode="eval")
+
+
+def load_model(model_id: str, config_name: str, checkpoint: Path) -> torch.nn.Module:
+    """`config_name`'s model on the CPU with the weights of an official-format checkpoint (a dict whose
+    "model" entry is the state dict, as `sam2.build_sam._load_checkpoint` reads it).
+
+    Raises ValueError naming `checkpoint` when the file is not such a dict or its tensors do not fit.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled code
+        raise ValueError(f"{checkpoint} is not a readable SAM 2 checkpoint: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
+        raise ValueError(f"{checkpoint} is not a SAM 2 checkpoint: expected a dict with a 'model' state dict")
+    model = build_model(config_name, device="cpu")
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except RuntimeError as exc:  # shape mismatches: another size's weights
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:300]
+        raise ValueError(f"{checkpoint} does not match {model_id}: {first.strip()}") from None
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint} does not match {model_id}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    return model.eval()
+
+
+def load_engine(model_id: str, config_name: str, checkpoint: Path, device: str = "auto",
+                precision: str = "auto") -> "Sam2Engine":
+    """A `Sam2Engine` of `config_name` with the weights in `checkpoint` (see `load_model`); loading runs on
+    a thread of its own (`in_fresh_thread`)."""
+    model = in_fresh_thread(load_model, model_id, config_name, checkpoint)
+    return Sam2Engine(model, model_id, device=device, precision=precision, checkpoint=str(checkpoint))
+
+
+def load(spec, weights: Path, device: str = "auto", precision: str = "auto") -> "Sam2Engine":
+    """The backend entry point `samgis.engine.factory` calls: `spec` a registry `ModelSpec` whose `config`
+    is the package config name (or None for one of `MODELS`), `weights` the official-format checkpoint."""
+    from samgis.engine.backends.sam2.models import MODELS
+
+    config = getattr(spec, "config", None)
+    if not isinstance(config, str):
+        if spec.model_id not in MODELS:
+            raise ValueError(f"model {spec.model_id!r} names no sam2 config; known: {', '.join(MODELS)}")
+        config = MODELS[spec.model_id].config
+    return load_engine(spec.model_id, config, Path(weights), device=device, precision=precision)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return dev
+
+
+class Sam2Engine:
+    """The `Engine` protocol over a `sam2` `SAM2Base` model (image path only).
+
+    Threads (see `samgis.engine.threads`): decoder passes run on the process's one torch thread; encoder
+    passes, checkpoint loading and automatic masks on a thread of their own that ends with them; every
+    method blocks its caller. Nothing about the current image lives on the engine.
+
+    `precision`: "fp32", or "bf16"/"fp16" autocast for encoder and decoder. "auto": bf16 on CUDA (as Meta's
+    examples run SAM 2), fp32 on CPU (exact parity with `SAM2ImagePredictor`).
+    """
+
+    backend = BACKEND
+
+    def __init__(self, model: torch.nn.Module, model_id: str, device: str = "auto", precision: str = "auto",
+                 checkpoint: str | None = None):
+        from sam2.utils.transforms import SAM2Transforms
+
+        self.device = pick_device(device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        self.model_id = model_id
+        self.checkpoint = checkpoint
+        self.image_size = int(model.image_size)
+        # The predictor's transforms with its defaults: threshold 0, no hole / sprinkle removal.
+        self.transforms = SAM2Transforms(resolution=self.image_size, mask_threshold=MASK_THRESHOLD,
+                                         max_hole_area=0.0, max_sprinkle_area=0.0)
+        n = self.image_size
+        self._feat_sizes = ((n // 4, n // 4), (n // 8, n // 8), (n // 16, n // 16))  # predictor's _bb_feat_sizes
+        # Queries per decoder pass in `decode_point_batch` and the automatic masks. On CPU two rows per pass
+        # measured fastest per query (bench/bench_sam2.py, 2 cores; 4 and more rows leave the cache).
+        self.point_batch_rows = 16 if self.device.type == "cuda" else 2
+        self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
+        self.card_fields = {
+            "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
+                             "automatic": True, "text": False},
+            # bf16 / fp16 features differ from fp32 ones: the precision is part of the version
+            "embedding_version": f"{EMBEDDING_VERSION}/{precision}",
+            "low_res_size": LOW_RES_SIZE,
+            "input_size": self.image_size,
+            "resize": "square",  # to input_size × input_size, aspect ratio not kept, no padding
+        }
+
+    def set_threads(self, n: int) -> int:
+        """Intra-op threads for this process's torch work (the torch thread included); returns the old count."""
+        return set_torch_threads(n)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _check(self, embedding: Embedding) -> Sam2Features:
+        if embedding.model_id != self.model_id or not isinstance(embedding.features, Sam2Features):
+            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
+        return embedding.features
+
+    def _to_model_frame(self, xy: np.ndarray, original_size: tuple[int, int]) -> torch.Tensor:
+        """(..., 2) float (x, y) image px → float32 tensor in the model's square input frame, as
+        `SAM2ImagePredictor._prep_prompts` computes it (float32, x·n/W, y·n/H)."""
+        pts = torch.as_tensor(np.asarray(xy, np.float32), dtype=torch.float, device=self.device)
+        return self.transforms.transform_coords(pts, normalize=True, orig_hw=tuple(original_size))
+
+    # --- embed --------------------------------------------------------------------------------------
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode (H, W, 3) uint8 RGB → `Sam2Features` on the model device; `input_size` = (n, n)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+                or min(image.shape[:2]) < 1:
+            raise ValueError(f"image must be (H, W, 3) uint8 with H, W ≥ 1, got "
+                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
+        return in_fresh_thread(self._embed, image)
+
+    def _embed(self, image: np.ndarray) -> Embedding:
+        x = self.transforms(np.ascontiguousarray(image))[None].to(self.device)  # (1, 3, n, n) float32
+        with self._encoder_lock, torch.inference_mode(), self._autocast():
+            backbone_out = self.model.forward_image(x)
+            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
+            if self.model.directly_add_no_mem_embed:
+                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
+            feats = [feat.permute(1, 2, 0).reshape(1, -1, *size)
+                     for feat, size in zip(vision_feats[::-1], self._feat_sizes[::-1])][::-1]
+        features = Sam2Features(image_embed=feats[-1].contiguous(),
+                                high_res_feats=tuple(f.contiguous() for f in feats[:-1]))
+        return Embedding(
+            features=features,
+            original_size=(int(image.shape[0]), int(image.shape[1])),
+            input_size=(self.image_size, self.image_size),
+            model_id=self.model_id,
+            nbytes=features.nbytes,
+        )
+
+    # --- decode -------------------------------------------------------------------------------------
+
+    def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """Decode Q = `prompts.n_queries` queries in one batch; see `DecodeResult` for shapes.
+
+        Points are shared by every query; each box is its own query (the predictor's semantics when called
+        once per box with the same points). `prompts.mask_input` (1, 256, 256) goes with every query.
+        """
+        self._check(embedding)
+        return on_torch_thread(self._decode, embedding, prompts, multimask)
+
+    async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
+        """`decode` from an event loop: one hop to the torch thread."""
+        self._check(embedding)
+        return await to_torch_thread(self._decode, embedding, prompts, multimask)
+
+    def _decode(self, embedding: Embedding, prompts: Prompts, multimask: bool) -> DecodeResult:
+        size = embedding.original_size
+        q = prompts.n_queries
+        coords = labels = None
+        if len(prompts.points):
+            coords = self._to_model_frame(prompts.points, size)[None].expand(q, -1, -1)
+            labels = torch.as_tensor(prompts.labels, dtype=torch.int, device=self.device)[None].expand(q, -1)
+        boxes = self._to_model_frame(prompts.boxes.reshape(-1, 2, 2), size) if len(prompts.boxes) else None
+        mask = None
+        if prompts.mask_input is not None:
+            m = np.asarray(prompts.mask_input, np.float32)
+            if m.size != LOW_RES_SIZE * LOW_RES_SIZE:
+                raise ValueError(f"mask_input must be (1, 256, 256), got {m.shape}")
+            mask = torch.as_tensor(m, device=self.device).reshape(1, 1, LOW_RES_SIZE, LOW_RES_SIZE)
+            mask = mask.expand(q, -1, -1, -1)
+        with torch.inference_mode():
+            low_res, iou = self._decode_low_res(embedding.features, coords, labels, boxes, mask, multimask)
+            masks = self._upscale(low_res, size) > MASK_THRESHOLD
+            low_res = low_res.float().clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        return DecodeResult(
+            masks=masks.cpu().numpy(),
+            scores=iou.float().cpu().numpy().astype(np.float32),
+            logits=low_res.cpu().numpy().astype(np.float32),
+        )
+
+    def _decode_low_res(self, feats: Sam2Features, coords: torch.Tensor | None, labels: torch.Tensor | None,
+                        boxes: torch.Tensor | None, mask: torch.Tensor | None,
+                        multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """`SAM2ImagePredictor._predict` up to the decoder: prompts in the model frame, `coords` (Q, N, 2)
+        float32 with `labels` (Q, N) int32, `boxes` (Q, 2, 2), `mask` (Q, 1, 256, 256) logits. Returns the
+        unclamped low-res logits (Q, M, 256, 256) and IoU predictions (Q, M). Call under inference mode."""
+        points = (coords, labels) if coords is not None else None
+        if boxes is not None:
+            box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(boxes.size(0), 1)
+            if points is not None:  # boxes go first, then the clicks
+                points = (torch.cat([boxes, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
+            else:
+                points = (boxes, box_labels)
+        with self._autocast():
+            sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask)
+            batched = points is not None and points[0].shape[0] > 1
+            low_res, iou, _, _ = self.model.sam_mask_decoder(
+                image_embeddings=feats.image_embed,
+                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                repeat_image=batched,
+                high_res_features=list(feats.high_res_feats),
+            )
+        return low_res, iou
+
+    def decode_point_batch(self, embedding: Embedding, points, labels,
+                           multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B independent point queries, returning only low-res outputs.
+
+        `points`: (B, N, 2) float (x, y) in image px, SAM convention, of the embedded image, numpy or torch;
+        `labels`: (B, N) int, 1 = include, 0 = exclude. Row b decodes as `decode(embedding, Prompts(points[b],
+        labels[b]), multimask)` would. Returns `(low_res_logits, scores)`: (B, M, 256, 256) float32 logits
+        (clamped to ±32, as `DecodeResult.logits`) and (B, M) float32 predicted IoU, torch tensors on the CPU;
+        M = 3 with `multimask`, else 1. Runs `point_batch_rows` queries per decoder pass.
+        """
+        self._check(embedding)
+        low, scores = self._point_rows(embedding, points, labels, multimask, to_model_frame=True)
+        return low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP), scores
+
+    def _point_rows(self, embedding: Embedding, points, labels, multimask: bool, *, to_model_frame: bool,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unclamped low-res logits (B, M, 256, 256) and scores (B, M), float32 on the CPU, of B point
+        queries; points in image px (`to_model_frame`) or already in the model frame. `mask`: optional
+        (B, 1, 256, 256) mask inputs, one per row."""
+        if isinstance(points, torch.Tensor):
+            points = points.detach().cpu().numpy()
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        pts = np.asarray(points, np.float32)
+        lab = np.asarray(labels)
+        if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
+            raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+        b, m = pts.shape[0], (3 if multimask else 1)
+        if b == 0:
+            return torch.zeros((0, m, LOW_RES_SIZE, LOW_RES_SIZE)), torch.zeros((0, m))
+        if to_model_frame:
+            coords = self._to_model_frame(pts, embedding.original_size)
+        else:
+            coords = torch.as_tensor(pts, dtype=torch.float, device=self.device)
+        lab_t = torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device)
+        step = self.point_batch_rows
+        # One torch-thread call per decoder pass, so clicks queued meanwhile wait for one pass only.
+        parts = [on_torch_thread(self._rows_pass, embedding.features, coords[i:i + step], lab_t[i:i + step],
+                                 None if mask is None else mask[i:i + step], multimask)
+                 for i in range(0, b, step)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _rows_pass(self, feats: Sam2Features, coords: torch.Tensor, labels: torch.Tensor,
+                   mask: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            mask = None if mask is None else mask.to(self.device, torch.float)
+            low_res, iou = self._decode_low_res(feats, coords, labels, None, mask, multimask)
+            return low_res.float().cpu(), iou.float().cpu()
+
+    # --- upscale ------------------------------------------------------------------------------------
+
+    def upscale_logits(self, low_res, embedding: Embedding) -> torch.Tensor:
+        """(B, M, 256, 256) low-res logits (torch or numpy) → (B, M, H, W) float32 logits in the embedded
+        image's px, (H, W) = `embedding.original_size`, on the input's device (CPU for numpy).
+
+        SAM 2 resizes the whole image to its square input without padding, so this is a single bilinear
+        resize (`SAM2Transforms.postprocess_masks` without hole filling); there is nothing to crop.
+        """
+        x = torch.as_tensor(low_res, dtype=torch.float32)
+        if x.ndim != 4:
+            raise ValueError(f"low_res must be (B, M, 256, 256), got {tuple(x.shape)}")
+        with torch.inference_mode():
+            return self._upscale(x, embedding.original_size)
+
+
+    def _upscale(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(low_res.float(), tuple(original_size), mode="bilinear", align_corners=False)
+
+    # --- automatic masks ----------------------------------------------------------------------------
+
+    def generate(self, embedding: Embedding, options, image: np.ndarray | None = None,
+                 decode_bytes: int = 256 << 20) -> list[dict]:
+        """Automatic masks of the embedded image, `sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`
+        on this engine; see `samgis.engine.backends.sam2.amg.generate`."""
+        from samgis.engine.backends.sam2.amg import generate
+
+        self._check(embedding)
+        return generate(self, embedding, options, image=image, decode_bytes=decode_bytes)
+
+    # --- card ---------------------------------------------------------------------------------------
+
+    def describe(self) -> ModelCard:
+        card = self.card_fields
+        return ModelCard(
+            model_id=self.model_id, backend=self.backend, device=str(self.device), dtype=self.precision,
+            input_size=self.image_size, embedding_version=card["embedding_version"],
+            capabilities=Capabilities(**card["capabilities"]), resize=card["resize"],
+            low_res_size=card["low_res_size"], checkpoint=self.checkpoint,
+        )
