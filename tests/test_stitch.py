@@ -125,3 +125,21 @@ def test_missing_windows_and_serialisation_round_trip():
     assert not any(g.intersects(truth(lab, 5)) and g.intersection(truth(lab, 5)).area > 0 for g in geoms)
     for v in (1, 2, 3, 6):
         assert sum(g.equals(truth(lab, v)) for g in geoms) == 1
+
+
+def test_nested_masks_do_not_chain_objects():
+    """A field and a pond inside it (two masks, like SAM's part and whole) in two windows; in their overlap the
+    pond covers 90 % of the field, so pond and field pieces match with IoU 0.9 across the seam. Only mutual
+    best matches join: the field and the pond come back as two objects, each whole."""
+    lat = Lattice(0, 0, 2, 1, size=SIZE, overlap=OVERLAP)
+    field = np.zeros((64, 112), bool)
+    field[10:50, 30:100] = True
+    pond = np.zeros_like(field)
+    pond[12:48, 40:64] = True
+    recs = lambda c0: [{"segmentation": field[:, c0:c0 + 64], "predicted_iou": 0.9},  # noqa: E731
+                       {"segmentation": pond[:, c0:c0 + 64], "predicted_iou": 0.8}]
+    objects = list(stitch(lat, [((0, 0), window_pieces(lat, (0, 0), recs(0))),
+                                ((1, 0), window_pieces(lat, (1, 0), recs(48)))]))
+    assert len(objects) == 2
+    assert objects[0].geometry.equals(shapely.box(30, 10, 100, 50)) and objects[0].window_count == 2
+    assert objects[1].geometry.equals(shapely.box(40, 12, 64, 48)) and objects[1].window_count == 2

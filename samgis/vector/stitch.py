@@ -6,7 +6,8 @@ different windows coincide exactly). Each window's automatic masks become `Piece
 `stitch` takes the windows row by row and yields `StitchedObject`s:
 
 - pieces of neighbouring windows (diagonals too) whose masks agree inside the two windows' overlap
-  (IoU there ≥ `match_iou`) are one object (union-find, so an object over a 4-window corner is one);
+  (IoU there ≥ `match_iou`, each the other's best match) are one object (union-find, so an object over a
+  4-window corner is one);
 - an object that some window holds whole (its mask touches no window edge that has a lattice neighbour)
   is that whole mask: an object cut by one window's edge but whole in the neighbour's overlap keeps the
   whole, and the same object found whole in two windows comes back once;
@@ -306,10 +307,16 @@ def stitch(lattice: Lattice, windows: Iterable[tuple[tuple[int, int], list[Piece
             region = (max(rect[0], r2[0]), max(rect[1], r2[1]), min(rect[2], r2[2]), min(rect[3], r2[3]))
             if region[0] >= region[2] or region[1] >= region[3]:
                 continue
-            for a in pieces:
-                for b in others:
-                    if _overlap_iou(a, b, region) >= match_iou:
-                        union(a._uid, b._uid)
+            iou = np.array([[_overlap_iou(a, b, region) for b in others] for a in pieces]).reshape(len(pieces),
+                                                                                                  len(others))
+            if iou.size == 0:
+                continue
+            # mutual best matches only: nested masks of one window (a part and its whole) never both join
+            # the same neighbour piece, which would chain two objects into one
+            best_b, best_a = iou.argmax(axis=1), iou.argmax(axis=0)
+            for ka, kb in enumerate(best_b):
+                if best_a[kb] == ka and iou[ka, kb] >= match_iou:
+                    union(pieces[ka]._uid, others[kb]._uid)
         seen[ij] = pieces
         open_pieces.extend(pieces)
     yield from flush(None)
