@@ -96,11 +96,23 @@ def test_every_shape_comes_back_once_whole_and_clipped(run):
 def test_outputs_manifest_and_report(run):
     _, out = run
     rec = json.loads((out / "manifest" / "items.jsonl").read_text().splitlines()[-1])
-    assert rec["status"] == "done" and rec["outputs"] == ["areas/district.gpkg"]
+    assert rec["status"] == "done" and rec["outputs"] == ["areas/district.gpkg", "report/items/district.png"]
     assert rec["timings"]["windows"] == 9 and rec["timings"]["windows_run"] == 9
     assert pyogrio.read_info(out / "areas" / "district.gpkg", layer="segments")["features"] == \
         pyogrio.read_info(out / "segments.gpkg", layer="segments")["features"] == rec["n_segments"]
     assert "district" in (out / "report.html").read_text()
+    # the overview: the lattice (3 x 896 + 128 = 2816 px) reduced by 4, objects outlined in magenta
+    from PIL import Image
+    import numpy as np
+
+    assert rec["preview"] == "report/items/district.png"
+    with Image.open(out / rec["preview"]) as im:
+        assert im.size == (704, 704)
+        pixels = np.asarray(im.convert("RGB"))
+    magenta = np.all(pixels == (255, 0, 255), axis=-1)
+    assert magenta.sum() > 1000
+    # the lake's outline runs along its west edge: px 2150 from the lattice origin → column 2150 / 4
+    assert magenta[300 // 4:560 // 4, 2150 // 4 - 1:2150 // 4 + 2].any(axis=1).mean() > 0.9
 
 
 def test_rerun_of_a_finished_job_skips_it(run, aoi_file, cfg, tmp_path):

@@ -10,7 +10,9 @@ The three stages of an `AoiItem` (called from `samgis.batch.work`):
    stays in memory after its file is written.
 3. `finish_aoi` (CPU): `samgis.vector.stitch.stitch` over the window files in row order; each object as
    it completes is simplified, moved to EPSG:4326, clipped to the AOI, dropped under `min_area_m2`, and
-   appended to `<work dir>/segments.gpkg` in batches (memory stays bounded by the open objects).
+   appended to `<work dir>/segments.gpkg` in batches (memory stays bounded by the open objects). The
+   report picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most
+   `OVERVIEW_PX` a side) with every object outlined and the AOI's outline.
 
 Window pixels: window (i, j) is the square of `size` px from global px `lattice.origin(i, j)`; its tiles are
 fetched as the smallest tile-aligned `Window` holding it and cropped (lattice origins need not fall on tile
@@ -20,6 +22,7 @@ corners).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
+from PIL import Image, ImageDraw
 
 from samgis.batch.inputs import AoiItem
 from samgis.batch.manifest import write_atomic
@@ -39,6 +43,8 @@ LAYER = "segments"
 BATCH = 256
 """Objects appended to the GeoPackage per write."""
 FIELDS = ("item_id", "window_count", "score", "stability_score", "area_m2")
+OVERVIEW_PX = 1024
+"""Largest side of an AOI's overview picture in the report."""
 
 
 @dataclass
@@ -104,6 +110,20 @@ def window_file(plan: AoiPlan, ij: tuple[int, int]) -> Path:
     return plan.work_dir / f"w_{ij[1]:05d}_{ij[0]:05d}.npz"
 
 
+def thumb_file(plan: AoiPlan, ij: tuple[int, int]) -> Path:
+    return plan.work_dir / f"t_{ij[1]:05d}_{ij[0]:05d}.png"
+
+
+def overview_factor(lattice: Lattice) -> int:
+    """Power-of-two reduction bringing the lattice's extent to at most OVERVIEW_PX a side."""
+    c0, r0, c1, r1 = lattice.rect(lattice.nx - 1, lattice.ny - 1)
+    side = max(c1 - lattice.x0, r1 - lattice.y0)
+    f = 1
+    while side / f > OVERVIEW_PX:
+        f *= 2
+    return f
+
+
 def fetch_pixels(plan: AoiPlan, ij: tuple[int, int], ctx) -> np.ndarray:
     """(size, size, 3) uint8 RGB of window `ij` (window px, row 0 north): the tile-aligned window holding it,
     cropped."""
@@ -132,7 +152,8 @@ def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict) -> AoiPlan:
         records = engine.generate(emb, ctx.cfg.amg, image)
         pieces = window_pieces(plan.lattice, ij, records)
         t3 = time.perf_counter()
-        write_atomic(path, pieces_bytes(pieces))
+        write_atomic(thumb_file(plan, ij), png_bytes_rgb(reduce_image(image, overview_factor(plan.lattice))))
+        write_atomic(path, pieces_bytes(pieces))  # last: a window with this file is finished
         for name, dt in (("load", t1 - t0), ("embed", t2 - t1), ("decode", t3 - t2)):
             timings[name] = timings.get(name, 0.0) + dt
         done += 1
@@ -164,8 +185,9 @@ def append_rows(path: Path, rows: list[dict], first: bool) -> None:
                             promote_to_multi=False)
 
 
-def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int]:
-    """Stage 3 of an AOI: `<work dir>/segments.gpkg` from the window files; returns (path, objects written)."""
+def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
+    """Stage 3 of an AOI: `<work dir>/segments.gpkg` from the window files; returns (path, objects written,
+    PNG bytes of the overview picture)."""
     t0 = time.perf_counter()
     lat, item = plan.lattice, plan.item
     to_3857 = Window(plan.z, 0, 0, tiles=1, tile_size=plan.ts).affine()  # global px → EPSG:3857 metres
@@ -178,6 +200,24 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int]:
     def windows():
         for ij in plan.windows:
             yield ij, pieces_from_bytes(window_file(plan, ij).read_bytes())
+
+    f = overview_factor(lat)
+    c1, r1 = lat.rect(lat.nx - 1, lat.ny - 1)[2:]
+    canvas = Image.new("RGB", (-(-(c1 - lat.x0) // f), -(-(r1 - lat.y0) // f)), (255, 255, 255))
+    for ij in plan.windows:
+        with Image.open(thumb_file(plan, ij)) as thumb:
+            c, r = lat.origin(*ij)
+            canvas.paste(thumb.convert("RGB"), ((c - lat.x0) // f, (r - lat.y0) // f))
+    draw = ImageDraw.Draw(canvas)
+    aoi_px = _to_px(plan.aoi, plan.z, plan.ts)
+    shapely.prepare(aoi_px)
+
+    def outline(geom_px, colour, width=1):
+        for poly in shapely.get_parts(geom_px):
+            if poly.geom_type != "Polygon" or poly.is_empty:
+                continue
+            ring = (np.asarray(poly.exterior.coords) - (lat.x0, lat.y0)) / f
+            draw.line([tuple(p) for p in ring], fill=colour, width=width)
 
     rows: list[dict] = []
     written = 0
@@ -197,6 +237,7 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int]:
         area = geodesic_area_m2(geom)
         if area < cfg.min_area_m2:
             continue
+        outline(shapely.intersection(obj.geometry, aoi_px), (255, 0, 255))  # as kept: clipped, specks gone
         rows.append({"item_id": item.item_id, "window_count": obj.window_count, "score": round(obj.score, 4),
                      "stability_score": round(obj.stability_score, 4), "area_m2": round(area, 2), "geometry": geom})
         if len(rows) >= BATCH:
@@ -207,5 +248,20 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int]:
         append_rows(tmp, rows, first)
         written += len(rows)
     tmp.replace(path)
+    outline(aoi_px, (255, 200, 0), width=2)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=True)
     timings["post"] = timings.get("post", 0.0) + time.perf_counter() - t0
-    return path, written
+    return path, written, buf.getvalue()
+
+
+def png_bytes_rgb(image: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W, 3) uint8 RGB image."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def reduce_image(image: np.ndarray, f: int) -> np.ndarray:
+    """(ceil(H / f), ceil(W / f), 3) uint8: an (H, W, 3) uint8 image box-filtered by f."""
+    return image if f == 1 else np.asarray(Image.fromarray(image).reduce(f))

@@ -524,8 +524,9 @@ def finish_item(inferred, cfg: JobConfig) -> ItemResult:
     if isinstance(item, AoiItem):
         from samgis.batch.aoi import finish_aoi
 
-        path, count = finish_aoi(inferred, cfg, timings)
-        return ItemResult(item.item_id, "aoi", timings=timings, segments_file=str(path), segment_count=count)
+        path, count, preview = finish_aoi(inferred, cfg, timings)
+        return ItemResult(item.item_id, "aoi", timings=timings, segments_file=str(path), segment_count=count,
+                          preview=preview)
     if isinstance(inferred, MapMasks):
         grid = inferred.grid
         features = []
