@@ -125,6 +125,7 @@ def test_rerun_of_a_finished_job_skips_it(run, aoi_file, cfg, tmp_path):
     assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()
 
 
+@pytest.mark.slow
 def test_killed_mid_item_resumes_at_window_granularity(run, aoi_file, cfg, tmp_path):
     _, reference = run
     out = tmp_path / "killed"
@@ -143,6 +144,7 @@ def test_killed_mid_item_resumes_at_window_granularity(run, aoi_file, cfg, tmp_p
     assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()
 
 
+@pytest.mark.slow
 def test_min_area_and_overlap_change_the_output(aoi_file, cfg, tmp_path):
     kept = run_batch(aoi_file, tmp_path / "all", REGIONS, cfg=JobConfig(**{**cfg.__dict__, "min_area_m2": 0.0,
                                                                            "overlap_px": 256}),
@@ -242,3 +244,17 @@ def test_aoi_of_100_windows_in_bounded_memory(tmp_path):
         truth = shape.polygon
         assert g.intersection(truth).area / g.union(truth).area >= 0.95, shape.name
     assert seen == {s.name: 1 for s in scene.shapes}
+
+
+def test_failing_area_is_recorded_and_the_others_go_on(cfg, tmp_path):
+    """Two small areas (one window each): one on the erroring tile route, one fine."""
+    small = S.rect(900.25, 400.25, 1200.25, 700.25)  # holds building-cut
+    path = tmp_path / "two.geojson"
+    gpd.GeoDataFrame({"id": ["bad", "good"], "source": ["SceneError", "Scene"]}, geometry=[small, small],
+                     crs="EPSG:4326").to_file(path, engine="pyogrio")
+    s = run_batch(path, tmp_path / "out", REGIONS, cfg=cfg, zoom=S.Z, everything=True, progress=False)
+    assert (s.done, s.failed) == (1, 1) and "500" in s.errors["bad"]
+    frame = gpd.read_file(tmp_path / "out" / "segments.gpkg")
+    assert set(frame.item_id) == {"good"}
+    truth = SCENE.shape("building-cut").polygon
+    assert sum(g.intersection(truth).area / g.union(truth).area >= 0.95 for g in frame.geometry) == 1
