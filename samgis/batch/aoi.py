@@ -135,30 +135,48 @@ def fetch_pixels(plan: AoiPlan, ij: tuple[int, int], ctx) -> np.ndarray:
     return np.ascontiguousarray(image[r - ty * ts:r - ty * ts + n, c - tx * ts:c - tx * ts + n])
 
 
-def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict) -> AoiPlan:
-    """Stage 2 of an AOI: the window files that are missing (module docstring). `timings` gains load, embed,
-    decode and the counts `windows` / `windows_redone`."""
+def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int = 2) -> AoiPlan:
+    """Stage 2 of an AOI: the window files that are missing (module docstring). Up to `prefetch` windows'
+    pixels are fetched ahead on threads while the model works. `timings` gains load (time the model waited
+    for pixels), embed, decode and the counts `windows` / `windows_run`."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     plan.work_dir.mkdir(parents=True, exist_ok=True)
-    done = 0
-    for ij in plan.windows:
-        path = window_file(plan, ij)
-        if path.is_file():
-            continue
-        t0 = time.perf_counter()
-        image = fetch_pixels(plan, ij, ctx)
-        t1 = time.perf_counter()
-        emb = engine.embed(image)
-        t2 = time.perf_counter()
-        records = engine.generate(emb, ctx.cfg.amg, image)
-        pieces = window_pieces(plan.lattice, ij, records)
-        t3 = time.perf_counter()
-        write_atomic(thumb_file(plan, ij), png_bytes_rgb(reduce_image(image, overview_factor(plan.lattice))))
-        write_atomic(path, pieces_bytes(pieces))  # last: a window with this file is finished
-        for name, dt in (("load", t1 - t0), ("embed", t2 - t1), ("decode", t3 - t2)):
-            timings[name] = timings.get(name, 0.0) + dt
-        done += 1
+    todo = [ij for ij in plan.windows if not window_file(plan, ij).is_file()]
+    f = overview_factor(plan.lattice)
+    with ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="samgis-aoi-fetch") as pool:
+        ahead: deque = deque()
+        pending = iter(todo)
+
+        def refill() -> None:
+            while len(ahead) < max(1, prefetch):
+                ij = next(pending, None)
+                if ij is None:
+                    return
+                ahead.append((ij, pool.submit(fetch_pixels, plan, ij, ctx)))
+
+        try:
+            refill()
+            while ahead:
+                ij, fut = ahead.popleft()
+                t0 = time.perf_counter()
+                image = fut.result()
+                refill()
+                t1 = time.perf_counter()
+                emb = engine.embed(image)
+                t2 = time.perf_counter()
+                pieces = window_pieces(plan.lattice, ij, engine.generate(emb, ctx.cfg.amg, image))
+                t3 = time.perf_counter()
+                write_atomic(thumb_file(plan, ij), png_bytes_rgb(reduce_image(image, f)))
+                write_atomic(window_file(plan, ij), pieces_bytes(pieces))  # last: this window is finished
+                for name, dt in (("load", t1 - t0), ("embed", t2 - t1), ("decode", t3 - t2)):
+                    timings[name] = timings.get(name, 0.0) + dt
+        finally:
+            for _, fut in ahead:
+                fut.cancel()
     timings["windows"] = len(plan.windows)
-    timings["windows_run"] = done
+    timings["windows_run"] = len(todo)
     plan.timings = timings
     return plan
 
