@@ -1,13 +1,15 @@
-"""The three stages of one batch item, shared by the local and the Ray engine.
+"""The three stages of one batch item, shared by the local and the Ray executor.
 
 1. `load_item` (I/O): read the image file, or fetch the tile windows an area's objects start in.
 2. `infer_item` (model): embed + decode (prompts, automatic masks, or window by window for map areas).
 3. `finish_item` (CPU): masks → polygons (map) or PNG + COCO RLE (images), and the report picture.
 
+Areas of interest (`AoiItem`, `--everything`) run the stages of `samgis.batch.aoi` instead.
+
 Each stage takes the previous stage's payload and returns the next one; an exception becomes an
 `ItemResult` with `ok=False` that the later stages pass through, so one broken item never stops a job.
-Payloads are plain picklable objects, so the Ray engine moves them between processes unchanged: both
-engines run the same functions on the same inputs and produce the same bytes.
+Payloads are plain picklable objects, so the Ray executor moves them between processes unchanged: both
+executors run the same functions on the same inputs and produce the same bytes.
 
 Map areas. Windows come from a fixed lattice: `window_tiles` x `window_tiles` tiles whose origins are
 multiples of half a window, so neighbouring windows overlap by half. An object starts in the lattice
@@ -54,7 +56,7 @@ class JobConfig:
     `min_area_px`, `multimask` (best of 3 masks per object), `amg` (automatic masks),
     `max_windows_per_object`. `panel_px`: side of one report panel. `torch_threads`: intra-op threads of
     each model process (default: torch's choice locally, the actor's CPUs on Ray). Torch's CPU kernels sum
-    in an order that depends on the thread count, so byte-equal masks from two engines need the same count.
+    in an order that depends on the thread count, so byte-equal masks from two executors need the same count.
     AOI items (`samgis.batch.aoi`): windows overlap by `overlap_px`, pieces are one object when they agree
     with IoU ≥ `match_iou` in an overlap, objects under `min_area_m2` are dropped; `work_dir` holds their
     window files (set by `run_batch`, not an output option).
