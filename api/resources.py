@@ -16,6 +16,7 @@ from samgis.engine.factory import build_engine
 from samgis.engine.protocol import Engine
 from samgis.errors import ModelNotReady, SamgisError
 from samgis.geo.fetch import TileFetcher
+from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry
 from samgis.geo.tilecache import TileCache
 from samgis.services.image_predict import ImagePredictService, limits_from_settings
@@ -32,6 +33,7 @@ class Resources:
     fetcher: TileFetcher
     cache: EmbeddingCache
     encoder_queue: EncoderQueue
+    readers: Readers | None = None  # one reader per source, shared by the tile route and the service
     engine: Engine | None = None
     service: SegmentService | None = None
     predict_service: ImagePredictService | None = None
@@ -51,7 +53,8 @@ class Resources:
                                       max_mask_pixels=self.settings.max_mask_pixels,
                                       max_answer_vertices=self.settings.max_answer_vertices,
                                       deadline_s=self.settings.deadline_s,
-                                      everything_deadline_s=self.settings.everything_deadline_s)
+                                      everything_deadline_s=self.settings.everything_deadline_s,
+                                      readers=self.readers)
         self.predict_service = ImagePredictService(engine, self.cache, limits_from_settings(self.settings),
                                                    self.encoder_queue)
         self.model_status = "ready"
@@ -63,12 +66,14 @@ class Resources:
 
 
 def build_resources(settings: Settings, sources: SourceRegistry | None = None) -> Resources:
-    sources = sources or SourceRegistry.from_config(settings.providers, builtins=settings.builtin_sources)
+    sources = sources or SourceRegistry.from_config(settings.providers, builtins=settings.builtin_sources,
+                                                    rasters=settings.rasters)
     tile_cache = TileCache(settings.resolved_cache_dir() / "tiles") if settings.tile_cache else None
     fetcher = TileFetcher(tile_cache, user_agent=f"samgis/{__version__} (segment-anything map service)",
                           timeout_s=settings.tile_timeout_s, retries=settings.tile_retries)
     return Resources(settings=settings, sources=sources, fetcher=fetcher, cache=EmbeddingCache(settings.cache_bytes),
-                     encoder_queue=EncoderQueue(settings.encoder_queue))
+                     encoder_queue=EncoderQueue(settings.encoder_queue),
+                     readers=Readers(fetcher, window_px=settings.window_tiles * 256))
 
 
 async def load_engine_in_background(res: Resources) -> None:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     precision: str = Field("auto", description="auto | fp32 | fp16 | bf16 (encoder autocast)")
     providers: Path | None = Field(None, description="JSON file adding or overriding tile sources")
     builtin_sources: bool = Field(True, description="offer xyzservices' providers that need no API key")
+    rasters: list[Path] = Field(default_factory=list, description="GeoTIFF / COG files served as raster sources, "
+                                                                  "named by file stem (samgis serve --raster)")
     cache_bytes: int = Field(DEFAULT_CACHE_BYTES, description="embedding cache bound in bytes")
     tile_cache: bool = Field(True, description="keep fetched tiles on disk under cache_dir/tiles")
     tile_timeout_s: float = Field(10.0, gt=0, description="seconds one tile request may take (each attempt)")

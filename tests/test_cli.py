@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def test_models_command_lists_registry():
     out = subprocess.run([SAMGIS, "models"], capture_output=True, text=True, check=True).stdout
-    assert "sam_vit_b" in out and "sam_vit_h" in out
+    assert "sam_vit_b" in out and "sam_vit_h" in out and "sam2.1_hiera_tiny" in out and "onnx" in out
 
 
 def test_serve_without_weights_explains_how_to_get_them(tmp_path):
@@ -45,7 +45,7 @@ def test_serve_without_weights_explains_how_to_get_them(tmp_path):
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        assert r.status_code == 503 and "SAMGIS_CHECKPOINT" in body["detail"] and "sam_vit_b_01ec64.pth" in body["detail"]
+        assert r.status_code == 503 and "SAMGIS_CHECKPOINT" in body["detail"] and "sam2.1_hiera_tiny.pt" in body["detail"]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

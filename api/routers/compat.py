@@ -40,7 +40,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from api.errors import error_body, error_headers, status_for
+from api.errors import error_body, error_headers, internal_detail, log_error, status_for
+from api.request_id import request_id_of
 from api.models import SamgisPoint, SamgisRect, SamgisRequest
 from api.resources import Resources, get_resources, get_service
 from samgis.errors import SamgisError
@@ -66,36 +67,31 @@ def samgis_error(status: int, extra: dict | None = None, headers: dict | None = 
                         headers=headers)
 
 
-def _request_id(request: Request) -> str | None:
-    """The request id set by the app's request-id middleware, when there is one."""
-    return getattr(request.state, "request_id", None) or request.headers.get("x-request-id")
-
-
 class SamgisRoute(APIRoute):
-    """Answers this route's errors in SamGIS's body; internals (exception text, paths) are only logged."""
+    """Answers this route's errors in SamGIS's body, with our keys and the request id; internals (exception
+    text, paths) are only logged."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            rid = request_id_of(request)
             try:
                 return await handler(request)
             except RequestValidationError as exc:
                 errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
                 return samgis_error(422, {"detail": jsonable_encoder(errors), "field": None,
-                                          "error": "RequestValidationError"})
+                                          "error": "RequestValidationError", "request_id": rid})
             except SamgisError as exc:
                 status = status_for(exc)
-                if status >= 500:
-                    log.warning("%s %s → %d: %s", request.method, request.url.path, status, exc.message)
-                return samgis_error(status, error_body(exc), error_headers(exc))
+                log_error(request, status, exc)
+                return samgis_error(status, error_body(exc, request), error_headers(exc))
             except HTTPException as exc:
-                return samgis_error(exc.status_code, {"detail": exc.detail}, exc.headers)
+                return samgis_error(exc.status_code, {"detail": exc.detail, "request_id": rid}, exc.headers)
             except Exception:
-                rid = _request_id(request)
-                log.exception("unexpected error on %s %s (request id %s)", request.method, request.url.path, rid)
-                extra = {"error": "InternalError", "request_id": rid} if rid else {"error": "InternalError"}
-                return samgis_error(500, extra)
+                log.exception("[%s] unexpected error on %s %s", rid, request.method, request.url.path)
+                return samgis_error(500, {"detail": internal_detail(rid), "error": "InternalError",
+                                          "request_id": rid})
 
         return route
 

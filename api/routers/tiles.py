@@ -47,5 +47,5 @@ async def tile(source: str, z: int, x: int, y: str, res: Resources = Depends(get
     n = 1 << z if 0 <= z <= 30 else 0
     if not (0 <= x < n and 0 <= yi < n):
         raise InvalidRequest("x", f"tile {z}/{x}/{yi} does not exist")
-    data = await res.fetcher.fetch_tile(src, z, x, yi, deadline=time.monotonic() + res.settings.deadline_s)
+    data = await res.readers(src).display_tile(z, x, yi, deadline=time.monotonic() + res.settings.deadline_s)
     return Response(data, media_type=media_type(data), headers={"Cache-Control": "public, max-age=86400"})

@@ -23,7 +23,7 @@ def settings_from_args(args: argparse.Namespace):
     """`Settings` from `SAMGIS_*` variables, overridden by the options of `add_model_options` given."""
     from samgis.settings import Settings
 
-    names = ("model", "checkpoint", "models_file", "providers", "device", "precision", "cache_dir")
+    names = ("model", "checkpoint", "models_file", "providers", "rasters", "device", "precision", "cache_dir")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.no_download:
         overrides["allow_download"] = False

@@ -66,6 +66,20 @@ class PointBatchDecoder(Protocol):
         ...
 
 
+def point_batch_arrays(points, labels) -> tuple[np.ndarray, np.ndarray]:
+    """`decode_point_batch`'s inputs checked and as numpy: points (B, N ≥ 1, 2) float32 (x, y) image px,
+    labels (B, N) as given; numpy or torch in. ValueError for other shapes."""
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    pts = np.asarray(points, np.float32)
+    lab = np.asarray(labels)
+    if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
+        raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+    return pts, lab
+
+
 class EnginePredictor:
     """The part of `SamPredictor` that `SamAutomaticMaskGenerator` uses, over any `Engine`.
 

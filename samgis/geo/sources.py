@@ -165,15 +165,26 @@ class SourceRegistry:
 
     @classmethod
     def from_config(
-        cls, providers_file: str | Path | None = None, builtins: bool = True
+        cls, providers_file: str | Path | None = None, builtins: bool = True,
+        rasters: Iterable[str | Path] = (),
     ) -> SourceRegistry:
-        """Built-in xyzservices providers (unless `builtins` is False) plus the providers file.
+        """Built-in xyzservices providers (unless `builtins` is False), the providers file, then `rasters`
+        (raster files named by their file stem, as `samgis serve --raster PATH` gives them).
 
-        Raises ValueError naming the file and entry when the providers file is malformed.
+        Raises ValueError naming the file and entry when the providers file is malformed, or the raster
+        when one cannot be used.
         """
         sources = dict(builtin_sources()) if builtins else {}
         if providers_file is not None:
             sources.update(file_sources(providers_file, sources))
+        for path in rasters:
+            from samgis.geo.readers.raster import raster_source  # the readers import this module
+
+            name = Path(path).stem
+            try:
+                sources[name] = raster_source(name, {"raster": str(path)})
+            except ValueError as e:
+                raise ValueError(f"raster {str(path)!r} (source {name!r}): {e}") from None
         return cls(sources.values())
 
     def get(self, name: str) -> TileSource:
@@ -241,8 +252,8 @@ def file_sources(
 ) -> dict[str, TileSource]:
     """Sources defined by a providers file (JSON object: name -> entry).
 
-    An entry has "url" (XYZ template) or "path" (folder template, or MBTiles file ending in
-    .mbtiles), and optionally "min_zoom", "max_zoom", "tile_size", "attribution", "subdomains",
+    An entry has "url" (XYZ template), "path" (folder template, or MBTiles file ending in
+    .mbtiles) or "raster" (a GeoTIFF / COG, see `samgis.geo.readers.raster.raster_source`), and optionally "min_zoom", "max_zoom", "tile_size", "attribution", "subdomains",
     "api_key_env". Entries that override a source in `existing` inherit its attribution,
     zoom range and tile size unless they set them.
     """
@@ -259,6 +270,11 @@ def file_sources(
     out = {}
     for name, entry in data.items():
         try:
+            if isinstance(entry, dict) and "raster" in entry:
+                from samgis.geo.readers.raster import raster_source  # the readers import this module
+
+                out[name] = raster_source(name, entry, file.parent)
+                continue
             out[name] = _entry_source(name, entry, file.parent, existing.get(name))
         except ValueError as e:
             raise ValueError(f"providers file {str(file)!r}, entry {name!r}: {e}") from None

@@ -66,6 +66,13 @@ class Window:
         """(z, x, y, size): identifies the window's pixels for a given source, in cache keys."""
         return (self.z, self.x, self.y, self.size)
 
+    #: CRS of `affine()`'s output (the tile grid's).
+    crs = "EPSG:3857"
+
+    def meta(self) -> dict:
+        """The window as answers describe it."""
+        return {"z": self.z, "x": self.x, "y": self.y, "size": self.size}
+
     def tiles_list(self) -> list[mercantile.Tile]:
         """The window's tiles, row-major, north-west first.
 

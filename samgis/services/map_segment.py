@@ -9,6 +9,7 @@ HTTP-free: `api/` turns requests into `SegmentQuery` and errors into status code
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts, require
 from samgis.errors import DeadlineExceeded, InvalidRequest, LimitExceeded
 from samgis.geo.fetch import TileFetcher
+from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry, TileSource
-from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
+from samgis.geo.tiles import MAX_LAT, Window
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
 
 DEDUPE_IOU = 0.9
@@ -120,7 +122,7 @@ class SegmentService:
                  max_points_per_side: int = 32, max_grid_points: int | None = None,
                  max_mask_pixels: int | None = None, max_answer_vertices: int | None = None,
                  encoder_queue: EncoderQueue | None = None, deadline_s: float | None = None,
-                 everything_deadline_s: float | None = None):
+                 everything_deadline_s: float | None = None, readers: Readers | None = None):
         """`deadline_s` / `everything_deadline_s`: seconds a click / an automatic-mask request may take in all
         (None = no deadline); tile fetching fits in what is left of it, past it → `DeadlineExceeded`.
         `max_grid_points` (automatic-mask grid points per 1024² px of window), `max_mask_pixels` (prompted
@@ -130,6 +132,7 @@ class SegmentService:
         self.cache = cache
         self.sources = sources
         self.fetcher = fetcher
+        self.readers = readers or Readers(fetcher, window_px=window_tiles * 256)  # source → its reader
         self.window_tiles = window_tiles
         self.max_zoom_steps = max_zoom_steps
         self.max_prompts = max_prompts
@@ -190,8 +193,7 @@ class SegmentService:
 
     def _window_px(self, source: TileSource) -> int:
         """Pixels of one window of `source` (as `choose_window` makes them)."""
-        side = max(1, self.window_tiles * 256 // source.tile_size) * source.tile_size
-        return side * side
+        return self.readers(source).window_px()
 
     def _check_vertices(self, features: list[dict]) -> None:
         """Refuse an answer of more polygon vertices than `max_answer_vertices` (before it is serialised)."""
@@ -205,37 +207,40 @@ class SegmentService:
 
     # -- window -------------------------------------------------------------------------------
     def choose_window(self, source: TileSource, lnglat: np.ndarray, zoom: int) -> Window:
-        """The window for these prompts: native zoom first, stepping out while they do not fit.
+        """The window for these prompts: the source's grid level matching `zoom` first (native zoom for tile
+        sources), stepping out while they do not fit.
 
-        Among the candidates at a zoom, one whose embedding is already cached wins.
+        Among the candidates at a level, one whose embedding is already cached wins.
         lnglat: (N, 2) float64 lng/lat degrees.
         """
-        lowest = max(source.min_zoom, zoom - self.max_zoom_steps)
-        tiles = max(1, self.window_tiles * 256 // source.tile_size)  # same pixel size for 512 px sources
-        for z in range(zoom, lowest - 1, -1):
-            cands = candidate_windows(lnglat, z, tiles=tiles, tile_size=source.tile_size)
+        levels = []
+        for level, cands in self.readers(source).window_candidates(lnglat, zoom, self.max_zoom_steps):
+            levels.append(level)
             if not cands:
                 continue
             for w in cands:
                 if self._key(source, w) in self.cache:
                     return w
             return cands[0]
-        raise InvalidRequest("prompts", f"the prompts span too large an area to fit one "
-                                        f"{tiles * source.tile_size} px window at zoom {lowest}–{zoom}; "
-                                        "zoom in less or segment the parts separately")
+        side = int(round(math.sqrt(self._window_px(source))))
+        where = (f"zoom {levels[-1]}–{levels[0]}" if levels and all(isinstance(v, int) for v in levels)
+                 else f"levels {', '.join(map(str, levels))} of source {source.id!r}")
+        raise InvalidRequest("prompts", f"the prompts span too large an area to fit one {side} px window at "
+                                        f"{where}; zoom in less or segment the parts separately")
 
     def _key(self, source: TileSource, window: Window) -> tuple:
-        """Embedding cache key: (source id, z, x0, y0, window size, model id, embedding version)."""
-        return (source.id, window.z, window.x, window.y, window.size, self.engine.model_id, self._prep)
+        """Embedding cache key: (source id, grid level and lattice cell (`window.key()`: z, x0, y0, window size
+        for tile windows), model id, embedding version)."""
+        return (source.id, *window.key(), self.engine.model_id, self._prep)
 
     async def embedding_for(self, source: TileSource, window: Window, timer: _Timer,
                             deadline: float | None = None) -> tuple[Embedding, bool]:
         """(embedding, cache hit) of the window; `deadline`: `time.monotonic()` instant for the tile fetch."""
         async def fetch() -> np.ndarray:
             t0 = time.perf_counter()
-            image = await self.fetcher.fetch_window(source, window, deadline)
+            image = await self.readers(source).read_window(window, deadline)
             timer.add("tiles", t0)
-            return image
+            return image.rgb
 
         async def compute() -> Embedding:
             if self.encoder_queue is None:
@@ -285,6 +290,7 @@ class SegmentService:
         corners = np.array([((b.west, b.north), (b.east, b.south)) for b in q.boxes],
                            np.float64).reshape(-1, 2)
         window = self.choose_window(source, np.vstack([pts, corners]), q.zoom)
+        valid = await self._valid(source, window, pts, [p.label for p in q.points])
         t0 = timer.add("validate", t_start)
 
         embedding, hit = await self.embedding_for(source, window, timer, deadline)
@@ -297,6 +303,8 @@ class SegmentService:
             boxes=(window.lnglat_to_px(corners).reshape(-1, 4) - 0.5) if len(corners) else np.zeros((0, 4)),
         )
         result = await self.engine.adecode(embedding, prompts, q.multimask)
+        if valid is not None:  # masks never include nodata px
+            result = dataclasses.replace(result, masks=np.asarray(result.masks, dtype=bool) & valid)
         t0 = timer.add("decode", t0)
 
         features = await asyncio.to_thread(self._vectorize, result, window, source, q)
@@ -305,10 +313,27 @@ class SegmentService:
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source))
 
+    async def _valid(self, source: TileSource, window: Window, pts: np.ndarray, labels: Sequence[int]):
+        """(size, size) bool validity of the window's px (None: all valid); 422 when the window holds no data or
+        an include point lies on nodata. `pts`: (N, 2) float64 lng/lat degrees."""
+        valid = await self.readers(source).valid_mask(window)
+        if valid is None:
+            return None
+        if not valid.any():
+            raise InvalidRequest("prompts", f"source {source.id!r} has no data (nodata) in the window around the "
+                                            "prompts; click where the source has pixels")
+        if len(pts):
+            px = np.floor(window.lnglat_to_px(pts)).astype(np.int64)
+            for i, ((c, r), label) in enumerate(zip(px, labels, strict=True)):
+                inside = 0 <= c < valid.shape[1] and 0 <= r < valid.shape[0]
+                if label == 1 and (not inside or not valid[r, c]):
+                    raise InvalidRequest(f"prompts[{i}]", f"the point is on a nodata pixel of source {source.id!r}")
+        return valid
+
     def _meta(self, window: Window, zoom_requested: int, hit: bool, timer: _Timer, source: TileSource) -> dict:
         """The `samgis` foreign member: how the answer was made."""
         return {
-            "window": {"z": window.z, "x": window.x, "y": window.y, "size": window.size},
+            "window": window.meta(),
             "zoom_requested": zoom_requested,
             "cache": "hit" if hit else "miss",
             "timings_ms": timer.timings,
@@ -332,11 +357,12 @@ class SegmentService:
             union = np.asarray(result.masks, dtype=bool).reshape(n_q * n_m, *result.masks.shape[2:]).any(axis=0)
             best = float(np.max(result.scores)) if np.size(result.scores) else 0.0
             return masks_to_features(union[None], np.array([best]), transform, simplify_px=q.simplify_px,
-                                     min_area_px=q.min_area_px, properties=props)
+                                     min_area_px=q.min_area_px, properties=props, crs=window.crs)
         for qi in range(n_q):
             feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
-                                      properties={**props, "prompt_index": qi}, first_index=qi * n_m)
+                                      properties={**props, "prompt_index": qi}, first_index=qi * n_m,
+                                      crs=window.crs)
             features.extend(feats)
         return features
 
@@ -385,16 +411,21 @@ class SegmentService:
         source = self._validate_everything(q)
         try:
             window = self.choose_window(source, np.array([[q.lng, q.lat]], np.float64), q.zoom)
-        except InvalidRequest:  # only a point on the very edge of the tile grid fits no window
+        except InvalidRequest as e:  # only a point on the very edge of the tile grid fits no window
+            if e.field != "prompts":  # a reader's own refusal (e.g. outside a raster), already naming the field
+                raise
             field = "lng" if abs(q.lng) == 180 else "lat"
             raise InvalidRequest(field, f"(lat {q.lat}, lng {q.lng}) is on the edge of the tile grid; "
                                         "move it inside") from None
+        valid = await self._valid(source, window, np.array([[q.lng, q.lat]], np.float64), [1])
         timer.add("validate", t_start)
 
         embedding, hit = await self.embedding_for(source, window, timer, deadline)
         t0 = time.perf_counter()
         options = q.amg_options()
         records = await asyncio.to_thread(self.engine.generate, embedding, options)
+        if valid is not None:  # masks never include nodata px
+            records = [{**r, "segmentation": np.asarray(r["segmentation"], bool) & valid} for r in records]
         t0 = timer.add("generate", t0)
 
         features = await asyncio.to_thread(self._vectorize_records, records, window, source, q)
@@ -431,7 +462,7 @@ class SegmentService:
             extra = {"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)}
             feats = masks_to_features(mask[None], np.array([r["predicted_iou"]]), transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
-                                      properties={**props, **extra})
+                                      properties={**props, **extra}, crs=window.crs)
             features.extend(f for f in feats if f["properties"]["area_m2"] >= q.min_area_m2)
         features = drop_near_duplicates(features, DEDUPE_IOU)
         for k, f in enumerate(features):

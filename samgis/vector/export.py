@@ -179,21 +179,24 @@ def feature_frame(fc: dict) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(columns, geometry=geometry, crs="EPSG:4326")
 
 
-def write_geopackage(fc: dict, path: str | Path, layer: str = "segments") -> Path:
-    """Write `fc` (EPSG:4326 lng/lat FeatureCollection) as layer `layer` of a GeoPackage at `path`."""
+def write_geopackage(fc: dict, path: str | Path, layer: str = "segments", crs: str | None = None) -> Path:
+    """Write `fc` (EPSG:4326 lng/lat FeatureCollection) as layer `layer` of a GeoPackage at `path`, in `crs`
+    (anything pyproj reads: "EPSG:32632", WKT; None = EPSG:4326); the layer's CRS is set, so QGIS places it."""
     validate_feature_collection(fc)
     if not layer or not str(layer).strip():
         raise InvalidRequest("layer", "layer name must not be empty")
     path = Path(path)
     frame = feature_frame(fc)
+    if crs is not None:
+        frame = frame.to_crs(crs)
     frame.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
     return path
 
 
-def geopackage_bytes(fc: dict, layer: str = "segments") -> bytes:
-    """`fc` (EPSG:4326 lng/lat FeatureCollection) as the bytes of a one-layer GeoPackage file."""
+def geopackage_bytes(fc: dict, layer: str = "segments", crs: str | None = None) -> bytes:
+    """`fc` (EPSG:4326 lng/lat FeatureCollection) as the bytes of a one-layer GeoPackage file in `crs`."""
     with tempfile.TemporaryDirectory(prefix="samgis-gpkg-") as tmp:
-        return write_geopackage(fc, Path(tmp) / "export.gpkg", layer=layer).read_bytes()
+        return write_geopackage(fc, Path(tmp) / "export.gpkg", layer=layer, crs=crs).read_bytes()
 
 
 def _json_default(value):

@@ -33,9 +33,10 @@ COORD_DECIMALS = 7
 _GEOD = pyproj.Geod(ellps="WGS84")
 
 
-@lru_cache(maxsize=1)
-def _to_4326() -> pyproj.Transformer:
-    return pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+@lru_cache(maxsize=16)
+def _to_4326(crs: object = 3857) -> pyproj.Transformer:
+    """Transformer from `crs` (EPSG code, "EPSG:…" or WKT string) to EPSG:4326, (x, y) → (lng, lat)."""
+    return pyproj.Transformer.from_crs(crs, 4326, always_xy=True)
 
 
 def pixel_polygons(mask: np.ndarray) -> np.ndarray:
@@ -155,10 +156,11 @@ def valid_polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon | None:
     return polygonal_part(shapely.make_valid(geom, method="structure", keep_collapsed=False))
 
 
-def window_to_lnglat(geom: BaseGeometry, transform: affine.Affine) -> BaseGeometry:
-    """`geom` moved from window px to EPSG:4326 lng/lat degrees through `transform` (window px → EPSG:3857)."""
+def window_to_lnglat(geom: BaseGeometry, transform: affine.Affine, crs: object = 3857) -> BaseGeometry:
+    """`geom` moved from window px to EPSG:4326 lng/lat degrees through `transform` (window px → `crs`, EPSG:3857
+    for tile windows, a raster's own CRS for raster windows)."""
     a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-    proj = _to_4326()
+    proj = _to_4326(crs)
 
     def to_lnglat(xy: np.ndarray) -> np.ndarray:
         col, row = xy[:, 0], xy[:, 1]
@@ -232,12 +234,13 @@ def simplify_parts(parts: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def mask_to_geometry(
-    mask: np.ndarray, transform: affine.Affine, simplify_px: float = 1.0, min_area_px: float = 0.0
+    mask: np.ndarray, transform: affine.Affine, simplify_px: float = 1.0, min_area_px: float = 0.0,
+    crs: object = 3857,
 ) -> Polygon | MultiPolygon | None:
     """The foreground of `mask` as one valid Polygon/MultiPolygon in EPSG:4326 lng/lat degrees.
 
     `mask`: (H, W) bool, window px (rasterio convention: pixel i spans [i, i+1)).
-    `transform`: affine from window px to EPSG:3857 metres.
+    `transform`: affine from window px to `crs` (default EPSG:3857 metres).
     `simplify_px`: Douglas-Peucker tolerance in window px, topology preserved; 0 keeps the exact
     pixel staircase. `min_area_px`: parts (not holes) with fewer pixels than this are dropped.
     Exterior rings are counter-clockwise, holes clockwise, coordinates rounded to 7 decimals.
@@ -259,7 +262,7 @@ def mask_to_geometry(
         geom = valid_polygonal(geom)
         if geom is None:
             return None
-    geom = rounded(window_to_lnglat(geom, transform))
+    geom = rounded(window_to_lnglat(geom, transform, crs))
     if geom is None:
         return None
     return shapely.orient_polygons(geom, exterior_cw=False)
@@ -305,11 +308,12 @@ def masks_to_features(
     properties: dict | None = None,
     min_area_px: float = 0.0,
     first_index: int = 0,
+    crs: object = 3857,
 ) -> list[dict]:
     """One GeoJSON Feature per non-empty mask, geometry in EPSG:4326 lng/lat degrees.
 
     `masks`: (M, H, W) bool, window px (rasterio convention). `scores`: (M,) float.
-    `transform`: window px → EPSG:3857 metres. Properties of feature i are
+    `transform`: window px → `crs` (default EPSG:3857 metres). Properties of feature i are
     `{"mask_index": first_index + i, "score", "area_m2" (geodesic), **properties}`.
     Masks that are empty (or empty after `min_area_px`) give no feature.
     """
@@ -319,7 +323,7 @@ def masks_to_features(
         raise ValueError(f"masks must be (M, H, W) with M scores; got {masks.shape} and {scores.shape}")
     features = []
     for i, (mask, score) in enumerate(zip(masks, scores)):
-        geom = mask_to_geometry(mask, transform, simplify_px=simplify_px, min_area_px=min_area_px)
+        geom = mask_to_geometry(mask, transform, simplify_px=simplify_px, min_area_px=min_area_px, crs=crs)
         if geom is None:
             continue
         props = {

@@ -45,6 +45,7 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
+from samgis.engine.amg import point_batch_arrays
 from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, file_sha256, read_manifest
 from samgis.engine.protocol import (AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts, require,
                                    required_capabilities)
@@ -403,14 +404,8 @@ class OnnxEngine:
         """
         self._check(embedding)
         self.require(*(["points", "multimask"] if multimask else ["points"]))
-        if isinstance(points, torch.Tensor):
-            points = points.detach().cpu().numpy()
-        if isinstance(labels, torch.Tensor):
-            labels = labels.detach().cpu().numpy()
-        pts = np.asarray(points, np.float32).astype(np.float64)  # float32 prompts, as `Prompts` holds them
-        lab = np.asarray(labels)
-        if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
-            raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+        pts, lab = point_batch_arrays(points, labels)
+        pts = pts.astype(np.float64)  # float32 prompts, as `Prompts` holds them
         b, m = pts.shape[0], (3 if multimask else 1)
         if b == 0:
             return torch.zeros((0, m, self.low_res_size, self.low_res_size)), torch.zeros((0, m))

@@ -17,10 +17,11 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samgis.engine.amg import generate_with_point_batches
+from samgis.engine.amg import generate_with_point_batches, point_batch_arrays
 from samgis.engine.backends.sam1.decoder import decode_masks, positional_consts, prepare
 from samgis.engine.backends.sam1.encoder import encode
 from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.devices import pick_device
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -70,16 +71,6 @@ def load_sam(spec: ModelSpec, checkpoint: Path) -> Sam:
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
         )
     return model.eval()
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` → CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
-    return dev
 
 
 class SamEngine:
@@ -218,14 +209,8 @@ class SamEngine:
         """
         if embedding.model_id != self.model_id:
             raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
-        if isinstance(points, torch.Tensor):
-            points = points.detach().cpu().numpy()
-        if isinstance(labels, torch.Tensor):
-            labels = labels.detach().cpu().numpy()
-        pts = np.asarray(points, np.float32).astype(np.float64)  # float32 prompts, as `Prompts` holds them
-        lab = np.asarray(labels)
-        if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
-            raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+        pts, lab = point_batch_arrays(points, labels)
+        pts = pts.astype(np.float64)  # float32 prompts, as `Prompts` holds them
         b, m = pts.shape[0], (3 if multimask else 1)
         if b == 0:
             return torch.zeros((0, m, 256, 256)), torch.zeros((0, m))

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samgis.engine.amg import point_batch_arrays
+from samgis.engine.devices import pick_device
 from samgis.engine.protocol import Capabilities, DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -114,16 +116,6 @@ def load(spec, weights: Path, device: str = "auto", precision: str = "auto") -> 
             raise ValueError(f"model {spec.model_id!r} names no sam2 config; known: {', '.join(MODELS)}")
         config = MODELS[spec.model_id].config
     return load_engine(spec.model_id, config, Path(weights), device=device, precision=precision)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` → CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
-    return dev
 
 
 class Sam2Engine:
@@ -311,14 +303,7 @@ class Sam2Engine:
         """Unclamped low-res logits (B, M, 256, 256) and scores (B, M), float32 on the CPU, of B point
         queries; points in image px (`to_model_frame`) or already in the model frame. `mask`: optional
         (B, 1, 256, 256) mask inputs, one per row."""
-        if isinstance(points, torch.Tensor):
-            points = points.detach().cpu().numpy()
-        if isinstance(labels, torch.Tensor):
-            labels = labels.detach().cpu().numpy()
-        pts = np.asarray(points, np.float32)
-        lab = np.asarray(labels)
-        if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
-            raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
+        pts, lab = point_batch_arrays(points, labels)
         b, m = pts.shape[0], (3 if multimask else 1)
         if b == 0:
             return torch.zeros((0, m, LOW_RES_SIZE, LOW_RES_SIZE)), torch.zeros((0, m))

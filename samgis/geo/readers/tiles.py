@@ -1,0 +1,44 @@
+"""Tile readers: XYZ over HTTP, XYZ folders and MBTiles, through the shared `TileFetcher` (its httpx client,
+deadlines, per-source connection limits and disk tile cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from samgis.geo.fetch import TileFetcher
+from samgis.geo.readers import WindowImage
+from samgis.geo.sources import TileSource
+from samgis.geo.tiles import Window, candidate_windows
+
+#: Window side in px (4 × 4 tiles of 256 px, 2 × 2 of 512 px).
+WINDOW_PX = 1024
+
+
+class TileReader:
+    """Windows on the Web-Mercator tile grid at zoom z; all pixels valid (missing tiles of local sources are
+    blank, see `TileFetcher.fetch_window`)."""
+
+    def __init__(self, source: TileSource, fetcher: TileFetcher, window_px: int = WINDOW_PX):
+        self.source = source
+        self.fetcher = fetcher
+        self.tiles = max(1, window_px // source.tile_size)
+
+    def window_px(self) -> int:
+        side = self.tiles * self.source.tile_size
+        return side * side
+
+    def window_candidates(self, lnglat: np.ndarray, zoom: int, max_steps: int) -> Iterator[tuple[int, list[Window]]]:
+        lowest = max(self.source.min_zoom, zoom - max_steps)
+        for z in range(zoom, lowest - 1, -1):
+            yield z, candidate_windows(lnglat, z, tiles=self.tiles, tile_size=self.source.tile_size)
+
+    async def read_window(self, window: Window, deadline: float | None = None) -> WindowImage:
+        return WindowImage(await self.fetcher.fetch_window(self.source, window, deadline))
+
+    async def valid_mask(self, window: Window) -> None:
+        return None
+
+    async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
+        return await self.fetcher.fetch_tile(self.source, z, x, y, deadline)
