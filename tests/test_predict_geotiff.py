@@ -130,3 +130,48 @@ def test_bad_inputs_name_their_fields(client, rasters, tmp_path):
     body = _error(client, {"image": b64(r.path), "points_lnglat": [list(r.shape("field").inside_lnglat())],
                            "labels": [1, 1]})
     assert "instances[0].labels" in str(body)
+
+
+def test_automatic_masks_carry_geometries(client, rasters):
+    r = rasters["field"]
+    r_ = client.post("/v1/predict", json={"instances": [{"image": b64(r.path), "mask_format": "polygon",
+                                                         "points_per_side": 4}]})
+    assert r_.status_code == 200, r_.text
+    pred = r_.json()["predictions"][0]
+    assert pred["mode"] == "automatic" and pred["crs"] == "EPSG:32632"
+    best = max(iou(shape(m["segmentation_crs"]), r.shape("field").polygon) for m in pred["masks"]
+               if m["segmentation_crs"])
+    assert best >= 0.97
+    best = max(iou(shape(m["segmentation_lnglat"]), r.shape("field").lnglat()) for m in pred["masks"]
+               if m["segmentation_lnglat"])
+    assert best >= 0.97
+
+
+def test_tiff_without_georeferencing_segments_in_pixels_only(client, tmp_path):
+    plain = write_raster(tmp_path / "plain.tif", crs="EPSG:32632", origin=ORIGIN, res=RES, width=100, height=80,
+                         shapes=[("s", _box(10, 10, 50, 40), (250, 250, 0))], background=(0, 0, 250),
+                         georeferenced=False)
+    pred = predict(client, {"image": b64(plain.path), "points": [[20, 20]]})
+    assert "crs" not in pred and "masks_lnglat" not in pred
+    assert shape(pred["masks"][0][0]).bounds == (10.0, 10.0, 50.0, 40.0)
+    body = _error(client, {"image": b64(plain.path), "boxes_lnglat": [[9.0, 45.0, 9.1, 45.1]]})
+    assert "instances[0].boxes_lnglat" in str(body) and "no georeferencing" in str(body)
+
+
+def test_non_uint8_geotiff_gets_the_raster_sources_stretch(tmp_path):
+    from samgis.geo.readers.raster import RasterReader, RasterWindow, raster_source
+    from samgis.imaging.geotiff import read_geotiff
+
+    r = write_raster(tmp_path / "f32.tif", crs="EPSG:32632", origin=ORIGIN, res=RES, width=128, height=128,
+                     shapes=[("a", _box(10, 10, 60, 50), (0.9, 0.2, 0.1)),
+                             ("b", _box(70, 60, 120, 120), (0.3, 0.8, 0.5))],
+                     background=(0.1, 0.4, 0.2), dtype="float32", nodata=-1.0, valid_px=(0, 0, 128, 100))
+    decoded = read_geotiff(r.path.read_bytes(), "image", 128 * 128)
+    reader = RasterReader(raster_source("f32", {"raster": str(r.path)}), window_px=128)
+    window = RasterWindow(1, 0, 0, 128, 0, reader.transform, reader.source.crs_wkt)
+    from_reader = reader._read_window(window)
+    np.testing.assert_array_equal(decoded.rgb, from_reader.rgb)
+    np.testing.assert_array_equal(decoded.valid, from_reader.valid)
+    assert decoded.valid[:100].all() and not decoded.valid[100:].any()
+    assert decoded.rgb[:100].min() < 30 and decoded.rgb[:100].max() > 220  # stretched, not clipped float
+    assert decoded.geo.name == "EPSG:32632" and decoded.geo.transform == r.transform
