@@ -223,7 +223,7 @@ def test_parser_plugs_into_samgis_subcommands():
     add_batch_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["batch", "in.geojson", "-o", "out", "--engine", "ray", "--workers", "2",
                          "--ray-address", "auto", "--model", "sam_vit_b", "--device", "cpu", "--zoom", "17"])
-    assert (args.engine, args.workers, args.ray_address, args.zoom, args.outdir) == ("ray", 2, "auto", 17, "out")
+    assert (args.executor, args.workers, args.ray_address, args.zoom, args.outdir) == ("ray", 2, "auto", 17, "out")
     assert args.func.__name__ == "run_batch_command"
 
 
@@ -291,6 +291,6 @@ def test_sam_engine_config_builds_through_the_loader(tiny_checkpoint):
 
 
 def test_local_engine_never_imports_ray(tmp_path):
-    code = ("import sys, samgis, samgis.batch, samgis.cli.batch, samgis.batch.local, samgis.batch.job; "
+    code = ("import sys, samgis, samgis.batch, samgis.cli.batch, samgis.batch.executors.local, samgis.batch.job; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

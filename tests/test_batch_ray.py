@@ -92,3 +92,30 @@ def test_image_folder_same_masks_from_both_engines(local_ray, cfg, factory, tmp_
     for e in outs:
         assert (outs[e] / "report.md").read_text().count("\n### ") == 4
         assert (outs[e] / "report" / "throughput.png").is_file()
+
+
+def test_aoi_same_objects_from_both_executors(local_ray, tmp_path):
+    """A whole-area job (tests/support/aoi_scene.py) on Ray with 2 model actors gives the local executor's
+    GeoPackage. On one machine: the actors' window files and the stitched file go to OUTDIR/work."""
+    import functools
+
+    from tests.support import aoi_scene as S
+    from tests.support.tileserver import SceneTileServer
+
+    scene = S.aoi_scene()
+    path = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame({"name": ["district"]}, geometry=[S.aoi()], crs="EPSG:4326").to_file(path, engine="pyogrio")
+    with SceneTileServer(scene) as srv:
+        cfg = JobConfig(providers=str(srv.write_providers(tmp_path / "providers.json")), builtin_sources=False,
+                        tile_timeout_s=5.0, tile_retries=0, min_area_m2=10.0)
+        frames = []
+        for executor in ("local", "ray"):
+            s = run_batch(path, tmp_path / executor, functools.partial(ColourRegionEngine, automatic="regions"),
+                          cfg=cfg, executor=executor, workers=2, zoom=S.Z, source="Scene", everything=True,
+                          progress=False)
+            assert (s.done, s.failed) == (1, 0), s.errors
+            frames.append(gpd.read_file(tmp_path / executor / "segments.gpkg"))
+    a, b = frames
+    assert len(a) >= len(S.expected(scene))
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()

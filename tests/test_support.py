@@ -549,3 +549,24 @@ def test_a_box_around_any_shape_selects_it(shape):
     mask = eng.decode(eng.embed(img), Prompts(boxes=[[*window_px(w, n, key), *window_px(e, s, key)]])).masks[0, 0]
     assert np.array_equal(mask, np.all(img == shape.rgb, axis=-1))
     assert mask.sum() == pytest.approx(pixel_area(shape, z), rel=0.05)
+
+
+def test_colour_engine_regions_mode_gives_every_colour_region_as_one_record():
+    from samgis.engine.protocol import AmgOptions
+
+    img = np.zeros((6, 8, 3), np.uint8)
+    img[1:3, 1:3] = (255, 0, 0)  # a red square
+    img[4:6, 5:8] = (255, 0, 0)  # a second red region, not connected to the first
+    img[0:2, 6:8] = (0, 0, 255)
+    eng = ColourRegionEngine(automatic="regions")
+    records = eng.generate(eng.embed(img), AmgOptions())
+    assert len(records) == 4  # black background (one region), two red, one blue
+    segs = np.array([r["segmentation"] for r in records])
+    assert segs.shape == (4, 6, 8) and segs.dtype == bool
+    assert np.array_equal(segs.sum(axis=0), np.ones((6, 8)))  # they tile the image
+    red = next(r for r in records if r["bbox"] == [1, 1, 2, 2])
+    assert red["area"] == 4 and red["point_coords"] == [[1.0, 1.0]] and red["crop_box"] == [0, 0, 8, 6]
+    assert {r["predicted_iou"] for r in records} == {0.95} and {r["stability_score"] for r in records} == {1.0}
+    assert [r["area"] for r in eng.generate(eng.embed(img), AmgOptions(min_mask_region_area=5))] == [34, 6]
+    with pytest.raises(ValueError):
+        ColourRegionEngine(automatic="everything")

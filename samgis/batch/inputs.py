@@ -18,6 +18,11 @@ Image input: a folder of PNG / JPEG files and a prompts JSON `{"file name": {"<l
 (label "1" include, "0" exclude; x, y image px, SAM convention: integer values are pixel centres). An image
 without an entry gets automatic masks. The prompts file is `--prompts FILE`, else `INPUT/prompts.json`.
 
+AOI input (`everything=True`, `samgis batch AOI.gpkg --everything`): one item per Polygon / MultiPolygon
+feature, any CRS (moved to EPSG:4326); every object in it is segmented (automatic masks over a lattice of
+overlapping windows, stitched). The item id is the feature's `area`, `id` or `name` property (the first
+present), else "aoi-<k>" (k its position in the file); `zoom` / `source` per feature, else the job's.
+
 Problems that concern one item (an area without zoom, prompts for a missing image) do not stop the job:
 the item carries a `problem` and is recorded as failed.
 """
@@ -83,7 +88,26 @@ class ImageItem:
         return not self.points
 
 
-Item = MapItem | ImageItem
+@dataclass(frozen=True)
+class AoiItem:
+    """One area of interest: `wkb_hex`, its Polygon / MultiPolygon in lng/lat degrees EPSG:4326 (hex WKB, so
+    the item stays hashable and picklable), segmented everywhere on tiles of `source` at `zoom`."""
+
+    item_id: str
+    source: str | None
+    zoom: int | None
+    wkb_hex: str
+    problem: str | None = None
+    kind: str = field(default="aoi", init=False)
+
+    @property
+    def polygon(self):
+        import shapely
+
+        return shapely.from_wkb(bytes.fromhex(self.wkb_hex))
+
+
+Item = MapItem | ImageItem | AoiItem
 
 
 def item_digest(item: Item, options: dict) -> str:
@@ -93,12 +117,16 @@ def item_digest(item: Item, options: dict) -> str:
 
 
 def load_items(path: str | Path, *, zoom: int | None = None, source: str | None = None,
-               prompts_file: str | Path | None = None) -> list[Item]:
-    """Items of a job: a folder → `image_items`, a vector file → `map_items`."""
+               prompts_file: str | Path | None = None, everything: bool = False) -> list[Item]:
+    """Items of a job: a folder → `image_items`, a vector file → `map_items` (`aoi_items` with `everything`)."""
     path = Path(path)
     if path.is_dir():
+        if everything:
+            raise ValueError(f"--everything needs a vector file of areas, and {str(path)!r} is a folder")
         return image_items(path, prompts_file)
     if path.is_file():
+        if everything:
+            return aoi_items(path, zoom=zoom, source=source)
         return map_items(path, zoom=zoom, source=source)
     raise ValueError(f"input {str(path)!r} is neither a folder of images nor a vector file")
 
@@ -215,6 +243,55 @@ def _area_item(area: str, rows: list, columns, zoom: int | None, source: str | N
         problems.append("no include point or box")
     return MapItem(item_id=area, source=None if src is None else str(src), zoom=z, objects=tuple(objects),
                    problem="; ".join(problems) or None)
+
+
+# --- areas of interest -------------------------------------------------------------------------------------
+
+def aoi_items(path: str | Path, *, zoom: int | None = None, source: str | None = None) -> list[AoiItem]:
+    """One `AoiItem` per feature of a vector file of areas (module docstring has the rules).
+
+    Raises ValueError for a file that cannot be read; a feature that is not a valid polygon, or lacks a
+    zoom or source, gives an item with a `problem`.
+    """
+    import geopandas as gpd
+    import shapely
+
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio / GDAL raise several types
+        raise ValueError(f"cannot read areas from {str(path)!r}: {exc}") from None
+    if frame.crs is not None and frame.crs.to_epsg() != 4326:
+        frame = frame.to_crs(4326)
+    id_column = next((c for c in ("area", "id", "name") if c in frame.columns), None)
+    items = []
+    for k, row in enumerate(frame.itertuples(index=False)):
+        value = _value(getattr(row, id_column)) if id_column else None
+        item_id = f"aoi-{k}" if value is None else str(value)
+        problems = []
+        z = _value(getattr(row, "zoom")) if "zoom" in frame.columns else None
+        z = zoom if z is None else z
+        src = _value(getattr(row, "source")) if "source" in frame.columns else None
+        src = source if src is None else str(src)
+        try:
+            z = None if z is None else int(z)
+        except (TypeError, ValueError):
+            problems.append(f"zoom {z!r} is not an integer")
+            z = None
+        if z is None and not problems:
+            problems.append("no zoom: give a 'zoom' property or --zoom")
+        if src is None:
+            problems.append("no tile source: give a 'source' property or --source")
+        geom = row.geometry
+        wkb = ""
+        if geom is None or geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+            problems.append(f"feature {k}: an area must be a Polygon or MultiPolygon, got "
+                            f"{'nothing' if geom is None or geom.is_empty else geom.geom_type}")
+        elif not geom.is_valid:
+            problems.append(f"feature {k}: invalid polygon ({shapely.is_valid_reason(geom)})")
+        else:
+            wkb = shapely.to_wkb(geom, hex=True)
+        items.append(AoiItem(item_id=item_id, source=src, zoom=z, wkb_hex=wkb, problem="; ".join(problems) or None))
+    return items
 
 
 # --- image folders -----------------------------------------------------------------------------------------

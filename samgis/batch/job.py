@@ -1,4 +1,4 @@
-"""`run_batch`: read the items, skip the finished ones, run an engine, write outputs, manifest and report."""
+"""`run_batch`: read the items, skip the finished ones, run an executor, write outputs, manifest and report."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from pathlib import Path
 
 from samgis.batch.inputs import item_digest, load_items
 from samgis.batch.manifest import Manifest
-from samgis.batch.outputs import write_coco, write_item, write_segments
+from samgis.batch.outputs import write_aoi_segments, write_coco, write_item, write_segments
 from samgis.batch.report import write_report
 from samgis.batch.work import ItemResult, JobConfig
 
-ENGINES = ("local", "ray")
+from samgis.batch.executors import EXECUTORS
+
+ENGINES = EXECUTORS
+"""Older name of `EXECUTORS`."""
 
 
 @dataclass
@@ -37,31 +40,41 @@ class BatchSummary:
 
 
 def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callable, *,
-              cfg: JobConfig = JobConfig(), engine: str = "local", workers: int = 1,
+              cfg: JobConfig = JobConfig(), executor: str = "local", workers: int = 1,
               ray_address: str | None = None, zoom: int | None = None, source: str | None = None,
               prompts_file: str | Path | None = None, model_key: str | None = None,
-              progress: bool = True) -> BatchSummary:
+              progress: bool = True, everything: bool = False, engine: str | None = None) -> BatchSummary:
     """Run (or resume) the batch job of `input_path` into `outdir`.
 
     `engine_factory`: picklable zero-argument callable returning an `Engine` (called once per model process).
     `model_key` identifies the model in the resume digest (default: the factory's `model_key` or repr).
+    `executor`: "local" or "ray" (`engine` is its older name and wins when given).
+    `everything`: the input is a vector file of areas of interest, segmented whole (`samgis.batch.aoi`).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    executor = engine if engine is not None else executor
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file)
+    items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file, everything=everything)
     ids = [it.item_id for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids repeat: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1})))
     model_key = model_key or getattr(engine_factory, "model_key", None) or repr(engine_factory)
     options = {**cfg.output_options(), "model": model_key}
     digests = {it.item_id: item_digest(it, options) for it in items}
+    if any(it.kind == "aoi" for it in items):  # window files of AOIs, per set of output options and model
+        import hashlib
+        import json
+        from dataclasses import replace
+
+        key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        cfg = replace(cfg, work_dir=str((outdir / "work" / key).resolve()))
     manifest = Manifest(outdir)
     todo = [it for it in items if not manifest.finished(it.item_id, digests[it.item_id])]
     run_id = uuid.uuid4().hex[:12]
     t_start = time.time()
-    manifest.write_job({"input": str(input_path), "engine": engine, "workers": workers, "model": model_key,
+    manifest.write_job({"input": str(input_path), "executor": executor, "workers": workers, "model": model_key,
                         "zoom": zoom, "source": source, "prompts": None if prompts_file is None else str(prompts_file),
                         "options": options, "items": len(items), "last_run": run_id, "started": t_start})
 
@@ -97,12 +110,12 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
             bar.set_postfix(failed=len(errors), refresh=False)
 
     try:
-        if engine == "local":
-            from samgis.batch.local import run_local
+        if executor == "local":
+            from samgis.batch.executors.local import run_local
 
             run_local(todo, engine_factory, cfg, on_result, workers=workers)
         else:
-            from samgis.batch.ray_engine import run_ray
+            from samgis.batch.executors.ray import run_ray
 
             run_ray(todo, engine_factory, cfg, on_result, workers=workers, address=ray_address)
     finally:
@@ -111,8 +124,9 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     records = manifest.records()
     write_segments(outdir, [it.item_id for it in items if it.kind == "map"], records)
     write_coco(outdir, [it.item_id for it in items if it.kind == "image"], records)
+    write_aoi_segments(outdir, [it.item_id for it in items if it.kind == "aoi"], records)
     write_report(outdir, [(it.item_id, it.kind) for it in items], records,
-                 {"run_id": run_id, "t_start": t_start, "t_end": t_end, "engine": engine, "workers": workers,
+                 {"run_id": run_id, "t_start": t_start, "t_end": t_end, "executor": executor, "workers": workers,
                   "model": model_key, "input": str(input_path)})
     statuses = [records.get(i, {}).get("status") for i in ids]
     return BatchSummary(total=len(items), done=statuses.count("done"), failed=statuses.count("failed"),

@@ -5,11 +5,13 @@ Per item, as it finishes (written atomically before its manifest record):
 - map area: `areas/<slug>.geojson`, its features (EPSG:4326);
 - image: `masks/<slug>/mask_<i>.png` (8-bit, 255 = mask) and `masks/<slug>/masks.json` (COCO RLE of every
   mask with score, area and bbox);
-- both: `report/items/<slug>.png`, the picture the report shows.
+- area of interest (`--everything`): `areas/<slug>.gpkg`, its stitched objects (layer `segments`);
+- map areas and images: `report/items/<slug>.png`, the picture the report shows.
 
 At the end of every run, from every finished item (this run's and earlier runs'):
 
-- `segments.gpkg`: layer `segments` with item_id, mask_index, score, area_m2 and the geometry (map input);
+- `segments.gpkg`: layer `segments` with item_id, mask_index, score, area_m2 and the geometry (map input),
+  or item_id, window_count, score, stability_score, area_m2 (AOI input; copied in pages, memory bounded);
 - `coco_rle.json`: COCO-style images + annotations with RLE segmentations (image input).
 """
 
@@ -49,7 +51,14 @@ def write_item(result: ItemResult, outdir: Path) -> dict:
         write_atomic(outdir / rel, data)
         outputs.append(rel)
 
-    if result.kind == "map":
+    if result.kind == "aoi":
+        import os
+
+        rel = f"areas/{name}.gpkg"
+        (outdir / "areas").mkdir(parents=True, exist_ok=True)
+        os.replace(result.segments_file, outdir / rel)  # written by the finish stage on this machine
+        outputs.append(rel)
+    elif result.kind == "map":
         fc = {"type": "FeatureCollection", "features": result.features}
         put(f"areas/{name}.geojson", json.dumps(fc, separators=(",", ":"), allow_nan=False).encode())
     else:
@@ -120,4 +129,34 @@ def write_coco(outdir: Path, image_ids: list[str], records: dict) -> Path | None
     doc = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "segment"}]}
     path = outdir / COCO
     write_atomic(path, json.dumps(doc).encode())
+    return path
+
+
+PAGE = 4096
+"""Features copied per read when `segments.gpkg` is assembled from AOI files."""
+
+
+def write_aoi_segments(outdir: Path, aoi_ids: list[str], records: dict) -> Path | None:
+    """`segments.gpkg` from the finished AOI items among `aoi_ids` (in that order), copied `PAGE` features
+    at a time from each `areas/<slug>.gpkg`; None without AOI items."""
+    if not aoi_ids:
+        return None
+    import pyogrio
+
+    from samgis.batch.aoi import LAYER as AOI_LAYER, append_rows
+
+    path = outdir / GPKG
+    tmp = outdir / f".tmp-{GPKG}"
+    tmp.unlink(missing_ok=True)
+    append_rows(tmp, [], first=True)
+    for item_id in aoi_ids:
+        rec = records.get(item_id)
+        if rec is None or rec.get("status") != "done":
+            continue
+        src = outdir / f"areas/{slug(item_id)}.gpkg"
+        n = pyogrio.read_info(src, layer=AOI_LAYER)["features"]
+        for start in range(0, n, PAGE):
+            page = pyogrio.read_dataframe(src, layer=AOI_LAYER, skip_features=start, max_features=PAGE)
+            pyogrio.write_dataframe(page, tmp, layer=LAYER, driver="GPKG", append=True, promote_to_multi=False)
+    tmp.replace(path)
     return path

@@ -80,7 +80,7 @@ def write_report(outdir: Path, items: list[tuple[str, str]], records: dict, run:
     """Write report.html, report.md and the plots.
 
     `items`: (item id, kind) of the job in input order; `records`: item id → last manifest record;
-    `run`: {"run_id", "t_start", "t_end", "engine", "workers", "model", "input"} of the run just finished.
+    `run`: {"run_id", "t_start", "t_end", "executor", "workers", "model", "input"} of the run just finished.
     """
     outdir = Path(outdir)
     this_run = [r for r in records.values() if r.get("run") == run["run_id"]]
@@ -91,7 +91,7 @@ def write_report(outdir: Path, items: list[tuple[str, str]], records: dict, run:
     wall = max(run["t_end"] - run["t_start"], 1e-9)
     rate = len(this_run) / wall
     summary = [
-        ("input", str(run.get("input", ""))), ("engine", f"{run['engine']} ({run['workers']} workers)"),
+        ("input", str(run.get("input", ""))), ("executor", f"{run['executor']} ({run['workers']} workers)"),
         ("model", str(run.get("model", ""))), ("items", str(len(items))), ("done", str(len(done))),
         ("failed", str(len(failed))), ("segments", str(segments)),
         ("this run", f"{len(this_run)} items in {wall:.1f} s = {rate:.2f} items/s"),

@@ -1,13 +1,15 @@
-"""The three stages of one batch item, shared by the local and the Ray engine.
+"""The three stages of one batch item, shared by the local and the Ray executor.
 
 1. `load_item` (I/O): read the image file, or fetch the tile windows an area's objects start in.
 2. `infer_item` (model): embed + decode (prompts, automatic masks, or window by window for map areas).
 3. `finish_item` (CPU): masks → polygons (map) or PNG + COCO RLE (images), and the report picture.
 
+Areas of interest (`AoiItem`, `--everything`) run the stages of `samgis.batch.aoi` instead.
+
 Each stage takes the previous stage's payload and returns the next one; an exception becomes an
 `ItemResult` with `ok=False` that the later stages pass through, so one broken item never stops a job.
-Payloads are plain picklable objects, so the Ray engine moves them between processes unchanged: both
-engines run the same functions on the same inputs and produce the same bytes.
+Payloads are plain picklable objects, so the Ray executor moves them between processes unchanged: both
+executors run the same functions on the same inputs and produce the same bytes.
 
 Map areas. Windows come from a fixed lattice: `window_tiles` x `window_tiles` tiles whose origins are
 multiples of half a window, so neighbouring windows overlap by half. An object starts in the lattice
@@ -33,7 +35,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from samgis.batch.inputs import ImageItem, Item, MapItem
+from samgis.batch.inputs import AoiItem, ImageItem, Item, MapItem
 from samgis.engine.protocol import AmgOptions, Engine, Prompts
 from samgis.geo.tiles import Window, checked_lnglat, world_px
 from samgis.imaging.images import read_image
@@ -54,7 +56,10 @@ class JobConfig:
     `min_area_px`, `multimask` (best of 3 masks per object), `amg` (automatic masks),
     `max_windows_per_object`. `panel_px`: side of one report panel. `torch_threads`: intra-op threads of
     each model process (default: torch's choice locally, the actor's CPUs on Ray). Torch's CPU kernels sum
-    in an order that depends on the thread count, so byte-equal masks from two engines need the same count.
+    in an order that depends on the thread count, so byte-equal masks from two executors need the same count.
+    AOI items (`samgis.batch.aoi`): windows overlap by `overlap_px`, pieces are one object when they agree
+    with IoU ≥ `match_iou` in an overlap, objects under `min_area_m2` are dropped; `work_dir` holds their
+    window files (set by `run_batch`, not an output option).
     """
 
     providers: str | None = None
@@ -70,12 +75,17 @@ class JobConfig:
     max_windows_per_object: int = 16
     panel_px: int = 256
     torch_threads: int | None = None
+    overlap_px: int = 128
+    match_iou: float = 0.5
+    min_area_m2: float = 0.0
+    work_dir: str | None = None
 
     def output_options(self) -> dict:
         """The options that change an item's output (they go into its resume digest)."""
         return {"window_tiles": self.window_tiles, "simplify_px": self.simplify_px,
                 "min_area_px": self.min_area_px, "multimask": self.multimask,
-                "amg": self.amg.__dict__, "max_windows_per_object": self.max_windows_per_object}
+                "amg": self.amg.__dict__, "max_windows_per_object": self.max_windows_per_object,
+                "overlap_px": self.overlap_px, "match_iou": self.match_iou, "min_area_m2": self.min_area_m2}
 
 
 @dataclass
@@ -98,9 +108,13 @@ class ItemResult:
     masks: list = field(default_factory=list)
     image_size: tuple[int, int] | None = None
     preview: bytes | None = None
+    segments_file: str | None = None
+    segment_count: int = 0
 
     @property
     def n_segments(self) -> int:
+        if self.kind == "aoi":
+            return self.segment_count
         return len(self.features) if self.kind == "map" else len(self.masks)
 
 
@@ -323,6 +337,10 @@ def load_item(item: Item, ctx: StageContext):
     if item.problem:
         raise ValueError(item.problem)
     t0 = time.perf_counter()
+    if isinstance(item, AoiItem):
+        from samgis.batch.aoi import plan_aoi
+
+        return plan_aoi(item, ctx)
     if isinstance(item, ImageItem):
         image = read_image(Path(item.path).read_bytes(), "image")
         prompts = None
@@ -388,6 +406,10 @@ def _best(result, multimask: bool) -> tuple[np.ndarray, float]:
 def infer_item(loaded, engine: Engine, ctx: StageContext):
     """Stage 2: masks of the item (model work; map areas may fetch windows that seams lead into)."""
     timings = dict(loaded.timings)
+    if isinstance(loaded.item, AoiItem):
+        from samgis.batch.aoi import infer_aoi
+
+        return infer_aoi(loaded, engine, ctx, timings)
     if isinstance(loaded, LoadedImage):
         t0 = time.perf_counter()
         emb = engine.embed(loaded.image)
@@ -501,6 +523,12 @@ def finish_item(inferred, cfg: JobConfig) -> ItemResult:
     timings = dict(inferred.timings)
     t0 = time.perf_counter()
     item = inferred.item
+    if isinstance(item, AoiItem):
+        from samgis.batch.aoi import finish_aoi
+
+        path, count, preview = finish_aoi(inferred, cfg, timings)
+        return ItemResult(item.item_id, "aoi", timings=timings, segments_file=str(path), segment_count=count,
+                          preview=preview)
     if isinstance(inferred, MapMasks):
         grid = inferred.grid
         features = []

@@ -1,4 +1,4 @@
-"""`samgis batch INPUT -o OUTDIR [--engine local|ray] …`: the command line of batch jobs.
+"""`samgis batch INPUT -o OUTDIR [--executor local|ray] …`: the command line of batch jobs.
 
 `add_batch_parser(sub)` adds the `batch` sub-command to `samgis`'s sub-parsers; `python -m samgis.cli.batch
 INPUT -o OUTDIR …` runs it alone. Exit status: 0 when every item is done, 1 when some failed (recorded in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from samgis.batch.job import ENGINES
+from samgis.batch.executors import EXECUTORS
 
 
 def add_batch_parser(sub) -> argparse.ArgumentParser:
@@ -24,8 +24,9 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
                     "Running the same command again resumes: finished items are skipped.")
     b.add_argument("input", metavar="INPUT", help="prompt features file, or a folder of PNG/JPEG images")
     b.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
-    b.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: one process; ray: Ray Data on a local instance or --ray-address")
+    b.add_argument("--executor", "--engine", dest="executor", choices=EXECUTORS, default="local",
+                   help="where the job runs (the model is --model): local: one process; ray: Ray Data on a "
+                        "local instance or --ray-address (--engine is the older name)")
     b.add_argument("--ray-address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
     b.add_argument("--workers", type=int, default=None,
                    help="ray: model actors (default 1); local: loader threads (default 2)")
@@ -37,9 +38,14 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--min-area-px", type=float, default=0.0, help="drop polygon parts smaller than this")
     b.add_argument("--multimask", action="store_true", help="keep the best of SAM's 3 masks per object")
     b.add_argument("--points-per-side", type=int, default=16, help="automatic masks: grid points per side")
+    b.add_argument("--everything", action="store_true",
+                   help="INPUT is a vector file of areas of interest (one item per polygon, any CRS): segment "
+                        "every object in each, stitched across overlapping windows")
+    b.add_argument("--overlap-px", type=int, default=128, help="--everything: overlap of neighbouring windows")
+    b.add_argument("--min-area-m2", type=float, default=0.0, help="--everything: drop objects smaller than this")
     b.add_argument("--max-windows", type=int, default=16, help="windows one object may spread over")
     b.add_argument("--threads", type=int, help="torch threads per model process (equal counts give "
-                                               "byte-equal results across engines)")
+                                               "byte-equal results across executors)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=run_batch_command)
     return b
@@ -63,11 +69,12 @@ def run_batch_command(args: argparse.Namespace) -> int:
             tile_timeout_s=settings.tile_timeout_s, tile_retries=settings.tile_retries,
             window_tiles=settings.window_tiles, simplify_px=args.simplify_px, min_area_px=args.min_area_px,
             multimask=args.multimask, amg=AmgOptions(points_per_side=args.points_per_side),
-            max_windows_per_object=args.max_windows, torch_threads=args.threads)
-        workers = args.workers or (1 if args.engine == "ray" else 2)
-        summary = run_batch(args.input, args.outdir, factory, cfg=cfg, engine=args.engine, workers=workers,
+            max_windows_per_object=args.max_windows, torch_threads=args.threads, overlap_px=args.overlap_px,
+            min_area_m2=args.min_area_m2)
+        workers = args.workers or (1 if args.executor == "ray" else 2)
+        summary = run_batch(args.input, args.outdir, factory, cfg=cfg, executor=args.executor, workers=workers,
                             ray_address=args.ray_address, zoom=args.zoom, source=args.source,
-                            prompts_file=args.prompts, progress=not args.no_progress)
+                            prompts_file=args.prompts, progress=not args.no_progress, everything=args.everything)
     except (SamgisError, ValueError, KeyError) as exc:
         print(f"samgis batch: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,10 @@ Rules, per query (one per box, or one for the points alone):
   or points with no include point and no box, give an empty mask.
 - multimask: 3 masks (the mask, the mask eroded by 2 px, dilated by 2 px), scores 0.9, 0.8, 0.7;
   otherwise 1 mask, score 0.95. `Prompts.mask_input` is ignored.
+
+Automatic masks (`generate`): `automatic="grid"` (default) runs Meta's generator over per-point decodes;
+`automatic="regions"` returns every 4-connected colour region of the window as one mask record
+(`colour_regions`), so stitching of automatic masks across windows can be checked exactly.
 """
 
 from __future__ import annotations
@@ -131,16 +135,59 @@ def query_mask(image: np.ndarray, prompts: Prompts, box: np.ndarray | None) -> n
     return mask
 
 
+REGION_SCORE = 0.95
+"""`predicted_iou` of every record of `colour_regions` (`stability_score` is 1.0)."""
+
+
+def colour_regions(image: np.ndarray, min_area: int = 0) -> list[dict]:
+    """One automatic-mask record per 4-connected region of one exact colour in `image`.
+
+    `image`: (H, W, 3) uint8 RGB, image px (row, col). Records are `Engine.generate`'s: `segmentation`
+    (H, W) bool, `bbox` [x, y, w, h] px, `area` px, `predicted_iou` (REGION_SCORE), `stability_score` 1.0,
+    `point_coords` [[x, y]] (the region's first pixel in row-major order, SAM convention: its centre),
+    `crop_box` [0, 0, W, H]. Ordered by that first pixel; regions under `min_area` px are left out.
+    """
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    key = (img[..., 0].astype(np.int32) << 16) | (img[..., 1].astype(np.int32) << 8) | img[..., 2]
+    found = []
+    for colour in np.unique(key):
+        labels, n = ndimage.label(key == colour)  # default structure: 4-connectivity
+        for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+            region = labels[sl] == k
+            area = int(region.sum())
+            if area < max(1, min_area):
+                continue
+            seg = np.zeros((h, w), bool)
+            seg[sl] = region
+            first = int(np.flatnonzero(seg)[0])
+            found.append((first, seg, sl, area))
+    records = []
+    for first, seg, sl, area in sorted(found, key=lambda t: t[0]):
+        r, c = divmod(first, w)
+        records.append({"segmentation": seg,
+                        "bbox": [sl[1].start, sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start],
+                        "area": area, "predicted_iou": REGION_SCORE, "stability_score": 1.0,
+                        "point_coords": [[float(c), float(r)]], "crop_box": [0, 0, w, h]})
+    return records
+
+
 class ColourRegionEngine:
     """Engine protocol implementation for tests; thread-safe, no model, no torch.
 
     `embed_calls`: how many times `embed` ran. `embed_delay_s`: seconds `embed` sleeps, to act
     like a slow encoder (settable at any time). `capabilities`: what `describe()` claims (tests of
-    requests a model cannot serve).
+    requests a model cannot serve). `automatic`: "grid" (Meta's generator over decodes) or "regions" (every
+    colour region is a mask), see the module docstring.
     """
 
+    AUTOMATIC = ("grid", "regions")
+
     def __init__(self, model_id: str = "test-colour", embed_delay_s: float = 0.0,
-                 capabilities: Capabilities = Capabilities(automatic=True)):
+                 capabilities: Capabilities = Capabilities(automatic=True), automatic: str = "grid"):
+        if automatic not in self.AUTOMATIC:
+            raise ValueError(f"automatic must be one of {self.AUTOMATIC}, not {automatic!r}")
+        self.automatic = automatic
         self.model_id = model_id
         self.capabilities = capabilities
         self.embed_delay_s = embed_delay_s
@@ -188,7 +235,10 @@ class ColourRegionEngine:
         return await asyncio.to_thread(self.decode, embedding, prompts, multimask)
 
     def generate(self, embedding: Embedding, options: AmgOptions, image: np.ndarray | None = None) -> list[dict]:
-        """Meta's generator over `decode`, one query per grid point (records as `Engine.generate`)."""
+        """Records as `Engine.generate`: Meta's generator over `decode`, one query per grid point ("grid"), or
+        every colour region of the embedded image ("regions", `options.min_mask_region_area` drops small ones)."""
+        if self.automatic == "regions":
+            return colour_regions(embedding.features, options.min_mask_region_area)
         return generate_with_point_batches(self, embedding, options, image)
 
     def describe(self) -> ModelCard:
@@ -205,3 +255,19 @@ class BrokenDecodeEngine(ColourRegionEngine):
 
     def decode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
         raise RuntimeError(self.SECRET)
+
+
+class InterruptedColourEngine(ColourRegionEngine):
+    """`ColourRegionEngine` in "regions" mode whose `generate` raises KeyboardInterrupt on its call number
+    `stop_at` (1-based): a job killed part-way through an item, for resume tests."""
+
+    def __init__(self, stop_at: int, **kwargs):
+        super().__init__(automatic="regions", **kwargs)
+        self.stop_at = stop_at
+        self.generate_calls = 0
+
+    def generate(self, embedding: Embedding, options: AmgOptions, image: np.ndarray | None = None) -> list[dict]:
+        self.generate_calls += 1
+        if self.generate_calls >= self.stop_at:
+            raise KeyboardInterrupt(f"killed at window {self.generate_calls}")
+        return super().generate(embedding, options, image)

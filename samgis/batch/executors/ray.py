@@ -1,13 +1,13 @@
-"""The Ray engine: a streaming Ray Data pipeline of the same three stages as the local engine.
+"""The Ray executor: a streaming Ray Data pipeline of the same three stages as the local executor.
 
     items ─▶ load (tasks: file reads, tile fetches) ─▶ model (actor pool, `workers` actors, the model loaded
     once per actor, a GPU each when the cluster has them) ─▶ finish (tasks) ─▶ driver writes files
 
 Ray Data streams blocks of one item through the operators, so loading, inference and post-processing of
 different items overlap, across processes and nodes. Rows carry the stage payloads pickled (images,
-masks), so what reaches `on_result` is exactly what the local engine produces. Output files are written
+masks), so what reaches `on_result` is exactly what the local executor produces. Output files are written
 by the driver only: workers need no access to OUTDIR (they do need the checkpoint path and the providers
-file at the same paths). Ray is imported here only, when the engine is used.
+file at the same paths). Ray is imported here only, when this executor is used.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local engine: one process, the model in the calling thread, I/O and post-processing beside it.
+"""The local executor: one process, the model in the calling thread, I/O and post-processing beside it.
 
 `workers` threads load items ahead of the model (file reads, tile fetches: up to `2 * workers` items in
 flight), the model runs items in input order in the calling thread, and one thread vectorises / encodes
