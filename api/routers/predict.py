@@ -49,7 +49,8 @@ class PredictOptions(BaseModel):
     multimask: Bool | None = Field(None, description="three candidate masks per query (default false)")
     mask_format: Literal["rle", "png", "polygon"] | None = Field(
         None, description="rle: COCO compressed RLE (default); png: base64 8-bit PNG, 255 = mask; "
-                          "polygon: GeoJSON-style Polygon/MultiPolygon in pixel-edge coordinates")
+                          "polygon: GeoJSON-style Polygon/MultiPolygon in pixel-edge coordinates, plus, for a "
+                          "GeoTIFF, masks_lnglat (EPSG:4326) and masks_crs (the image's CRS, named by crs)")
     return_logits: Bool | None = Field(None, description="add (Q, M, 256, 256) float32 low-res logits")
     points_per_side: Int | None = Field(None, ge=1, description="automatic mode: grid side (default 16)")
     pred_iou_thresh: Num | None = Field(None, ge=0, le=1, description="automatic mode (default 0.88)")
@@ -65,12 +66,19 @@ class PredictOptions(BaseModel):
 
 
 class PredictInstance(PredictOptions):
-    image: str | B64 = Field(..., description="base64 PNG or JPEG (a data: URL or {\"b64\": …} too)")
+    image: str | B64 = Field(..., description="base64 PNG, JPEG or GeoTIFF (a data: URL or {\"b64\": …} too); "
+                                              "a GeoTIFF's nodata px are never part of a mask")
     points: list[tuple[Num, Num]] | None = Field(
         None, description="[[x, y], …] image px, integer = pixel centre (SamPredictor's convention)")
-    labels: list[Label] | None = Field(None, description="per point: 1 include, 0 exclude (default 1)")
+    points_lnglat: list[tuple[Num, Num]] | None = Field(
+        None, description="[[lng, lat], …] EPSG:4326, GeoTIFF images only; placed through the image's CRS and "
+                          "geotransform, refused (422) outside the image")
+    labels: list[Label] | None = Field(None, description="per point, points then points_lnglat: 1 include, "
+                                                         "0 exclude (default 1)")
     boxes: list[tuple[Num, Num, Num, Num]] | None = Field(
         None, description="[[x0, y0, x1, y1], …] image px; each box is its own query, with all the points")
+    boxes_lnglat: list[tuple[Num, Num, Num, Num]] | None = Field(
+        None, description="[[west, south, east, north], …] EPSG:4326, GeoTIFF images only; each its own query")
     mask_input: Logits | None = Field(None, description="low-res logits of an earlier answer (return_logits)")
 
 

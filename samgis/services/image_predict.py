@@ -24,12 +24,15 @@ import time
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
+import shapely
 
 from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
 from samgis.errors import InvalidRequest, LimitExceeded
-from samgis.imaging.images import DEFAULT_MAX_PIXELS, decode_image, image_digest
+from samgis.imaging.geotiff import GeoRef, decode_any_image
+from samgis.imaging.images import DEFAULT_MAX_PIXELS, image_digest
 from samgis.imaging.masks import MASK_FORMATS, decode_array, encode_array, encode_mask
+from samgis.vector.polygons import geojson_geometry, mask_to_geometry, pixel_polygons, rounded
 
 LOW_RES = 256
 """Side of SAM's low-resolution logits (and of `mask_input`)."""
@@ -59,7 +62,9 @@ class PredictLimits:
 
 @dataclass(frozen=True)
 class Instance:
-    """One image to segment. `image`: (H, W, 3) uint8 RGB. `prompts`: None → automatic mode."""
+    """One image to segment. `image`: (H, W, 3) uint8 RGB. `prompts`: None → automatic mode. `valid`: (H, W)
+    bool, False on the image's nodata px (masks are clipped to it), None when all valid. `geo`: the image's
+    georeferencing (GeoTIFF), None for plain images."""
 
     image: np.ndarray
     prompts: Prompts | None = None
@@ -67,10 +72,12 @@ class Instance:
     mask_format: str = "rle"
     return_logits: bool = False
     amg: AmgOptions = field(default_factory=AmgOptions)
+    valid: np.ndarray | None = None
+    geo: GeoRef | None = None
 
 
 OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)))
-PROMPT_KEYS = ("points", "labels", "boxes", "mask_input")
+PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input")
 
 
 # --- parsing an instance --------------------------------------------------------------------------------
@@ -86,26 +93,75 @@ def _number_rows(value, width: int, field_name: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float64).reshape(-1, width)
 
 
-def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts: int) -> Prompts | None:
-    """The `Prompts` of an instance dict (`points`, `labels`, `boxes`, `mask_input`), None when it has none.
+def _lnglat_prompts(obj: dict, size: tuple[int, int], field_name: str, geo: GeoRef | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(points (N, 2), boxes (B, 4)) float64 image px, SAM convention, of `points_lnglat` ([lng, lat], EPSG:4326)
+    and `boxes_lnglat` ([west, south, east, north]; the px envelope of its four corners). Continuous image px
+    through `geo` (rasterio convention) minus 0.5 is SAM's frame (integer = pixel centre). A prompt outside the
+    image is refused (422 naming it), never moved."""
+    pts_ll = _number_rows(obj.get("points_lnglat") or [], 2, f"{field_name}.points_lnglat")
+    boxes_ll = _number_rows(obj.get("boxes_lnglat") or [], 4, f"{field_name}.boxes_lnglat")
+    if not len(pts_ll) and not len(boxes_ll):
+        return np.zeros((0, 2)), np.zeros((0, 4))
+    if geo is None:
+        name = "points_lnglat" if len(pts_ll) else "boxes_lnglat"
+        raise InvalidRequest(f"{field_name}.{name}", "the image has no georeferencing (send a GeoTIFF with a CRS "
+                                                     "and geotransform), so lng/lat prompts cannot be placed; "
+                                                     "use points/boxes in image px")
+    h, w = size
+    for name, rows in (("points_lnglat", pts_ll), ("boxes_lnglat", boxes_ll)):
+        bad = np.flatnonzero((np.abs(rows[:, 1::2]) > 90).any(axis=1) | (np.abs(rows[:, 0::2]) > 180).any(axis=1))
+        if len(bad):
+            k = int(bad[0])
+            raise InvalidRequest(f"{field_name}.{name}[{k}]", f"{rows[k].tolist()} is not lng/lat degrees "
+                                                             "(lng in [-180, 180], lat in [-90, 90])")
+    bad = np.flatnonzero((boxes_ll[:, 2] < boxes_ll[:, 0]) | (boxes_ll[:, 3] < boxes_ll[:, 1]))
+    if len(bad):
+        k = int(bad[0])
+        raise InvalidRequest(f"{field_name}.boxes_lnglat[{k}]", f"{boxes_ll[k].tolist()} is not "
+                                                                "[west, south, east, north]")
+    corners = boxes_ll[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)
+    px = geo.lnglat_to_px(np.concatenate([pts_ll, corners]))
+    for name, rows, part, per in (("points_lnglat", pts_ll, px[:len(pts_ll)], 1),
+                                  ("boxes_lnglat", boxes_ll, px[len(pts_ll):], 4)):
+        out = ~np.isfinite(part).all(axis=1) | (part[:, 0] < 0) | (part[:, 0] > w) | (part[:, 1] < 0) | (part[:, 1] > h)
+        if out.any():
+            k = int(np.argmax(out)) // per
+            raise InvalidRequest(f"{field_name}.{name}[{k}]", f"{rows[k].tolist()} is outside the image "
+                                                              f"({w} × {h} px in {geo.name})")
+    points = px[:len(pts_ll)] - 0.5
+    quads = px[len(pts_ll):].reshape(-1, 4, 2) - 0.5
+    boxes = np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1).reshape(-1, 4)
+    return points, boxes
 
-    `size`: (H, W) of the image. Points are (x, y) and boxes (x0, y0, x1, y1), image px, SAM convention.
+
+def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts: int,
+                  geo: GeoRef | None = None) -> Prompts | None:
+    """The `Prompts` of an instance dict (`points`, `points_lnglat`, `labels`, `boxes`, `boxes_lnglat`,
+    `mask_input`), None when it has none.
+
+    `size`: (H, W) of the image. Points are (x, y) and boxes (x0, y0, x1, y1), image px, SAM convention;
+    `points_lnglat` / `boxes_lnglat` are placed through `geo` (see `_lnglat_prompts`) and follow the pixel
+    ones (labels run over `points` then `points_lnglat`; boxes likewise).
     Labels default to 1 (include) for every point.
     """
     points = _number_rows(obj.get("points") or [], 2, f"{field_name}.points")
     boxes = _number_rows(obj.get("boxes") or [], 4, f"{field_name}.boxes")
+    ll_points, ll_boxes = _lnglat_prompts(obj, size, field_name, geo)
     labels_in = obj.get("labels")
     if labels_in is None:
-        labels = np.ones(len(points), np.int32)
+        labels = np.ones(len(points) + len(ll_points), np.int32)
     else:
         if not isinstance(labels_in, list | tuple) or not all(v in (0, 1) and not isinstance(v, float | bool)
                                                                for v in labels_in):
             raise InvalidRequest(f"{field_name}.labels", "expected a list of 1 (include) or 0 (exclude)")
-        if len(labels_in) != len(points):
-            raise InvalidRequest(f"{field_name}.labels", f"{len(labels_in)} labels for {len(points)} points")
+        n_points = len(points) + len(ll_points)
+        if len(labels_in) != n_points:
+            raise InvalidRequest(f"{field_name}.labels", f"{len(labels_in)} labels for {n_points} points")
         labels = np.asarray(labels_in, np.int32)
-    if len(points) + len(boxes) > max_prompts:
-        raise InvalidRequest(field_name, f"{len(points)} points + {len(boxes)} boxes is over the limit of "
+    if len(points) + len(ll_points) + len(boxes) + len(ll_boxes) > max_prompts:
+        raise InvalidRequest(field_name, f"{len(points) + len(ll_points)} points + {len(boxes) + len(ll_boxes)} "
+                                         f"boxes is over the limit of "
                                          f"{max_prompts} prompts per instance")
     h, w = size
     for name, xy, per in (("points", points, 1), ("boxes", boxes.reshape(-1, 2), 2)):
@@ -119,6 +175,7 @@ def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts
         k = int(bad[0])
         raise InvalidRequest(f"{field_name}.boxes[{k}]", f"{boxes[k].tolist()} is not [x0, y0, x1, y1] "
                                                          "with x0 ≤ x1 and y0 ≤ y1")
+    points, boxes = np.concatenate([points, ll_points]), np.concatenate([boxes, ll_boxes])
     mask_input = None
     if obj.get("mask_input") is not None:
         mask_input = decode_array(obj["mask_input"], f"{field_name}.mask_input")
@@ -183,11 +240,13 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
 
 
 def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict | None = None,
-                   limits: PredictLimits = PredictLimits(), image: np.ndarray | None = None) -> Instance:
+                   limits: PredictLimits = PredictLimits(), image: np.ndarray | None = None,
+                   valid: np.ndarray | None = None, geo: GeoRef | None = None) -> Instance:
     """Validate one instance dict (see the module docstring) into an `Instance`.
 
     `parameters` holds defaults for every option; the instance's own keys win. Every error names its field,
-    e.g. `instances[2].boxes[0]`. `image` skips decoding `obj["image"]` (already decoded by the caller).
+    e.g. `instances[2].boxes[0]`. `image` skips decoding `obj["image"]` (already decoded by the caller, with
+    its `valid` px and `geo` georeferencing when it is a GeoTIFF).
     """
     if not isinstance(obj, dict):
         raise InvalidRequest(field_name, "expected an object with an image and optional prompts")
@@ -201,16 +260,17 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
     opts = parse_options(obj, parameters or {}, field_name, limits)
     if image is None:
         if "image" not in obj:
-            raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG or JPEG is required")
-        image = decode_image(obj["image"], f"{field_name}.image", limits.max_pixels)
-    prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts)
+            raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
+        decoded = decode_any_image(obj["image"], f"{field_name}.image", limits.max_pixels)
+        image, valid, geo = decoded.rgb, decoded.valid, decoded.geo
+    prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts, geo)
     amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
     if prompts is None and amg.grid_points() > limits.max_grid_points:
         raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
                                                              f"grid points, over the limit of "
                                                              f"{limits.max_grid_points}", "max_grid_points")
     return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
-                    return_logits=opts["return_logits"], amg=amg)
+                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo)
 
 
 def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
@@ -275,6 +335,23 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
+def geo_geometries(mask: np.ndarray, geo: GeoRef) -> tuple[dict | None, dict | None]:
+    """(EPSG:4326 lng/lat geometry, geometry in the image's CRS) of an (H, W) bool mask in image px: GeoJSON
+    Polygon/MultiPolygon dicts following pixel edges exactly (no simplification), exteriors counter-clockwise
+    (RFC 7946); lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3 (metres/feet) decimals; (None,
+    None) for an empty mask."""
+    lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt())
+    if lnglat is None:
+        return None, None
+    parts = pixel_polygons(mask)
+    t = geo.transform
+    native = shapely.transform(parts[0] if len(parts) == 1 else shapely.multipolygons(parts),
+                               lambda xy: np.column_stack(t @ (xy[:, 0], xy[:, 1])))
+    native = rounded(native, 7 if geo.crs.is_geographic else 3)
+    native = None if native is None else geojson_geometry(shapely.orient_polygons(native, exterior_cw=False))
+    return geojson_geometry(lnglat), native
+
+
 def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
             limits: PredictLimits = PredictLimits()) -> dict:
     """The prediction for one instance.
@@ -284,7 +361,12 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     box (or one when there are only points), M = 3 with `multimask` else 1, in the engine's (Q, M) order.
     Without: `{"mode": "automatic", "masks": [{"segmentation", "bbox", "area", "predicted_iou",
     "stability_score", "point_coords", "crop_box"}], "grid_points", "image_size", "timings_ms"}`.
-    Masks are encoded as `inst.mask_format` (see `encode_mask`).
+    Masks are encoded as `inst.mask_format` (see `encode_mask`) after clipping to `inst.valid` (nodata px
+    are never part of a mask). With `mask_format` "polygon" and a georeferenced image (`inst.geo`), each mask
+    also comes back as GeoJSON geometry (`geo_geometries`): prompts mode adds `masks_lnglat` and `masks_crs`,
+    shaped as `masks`; automatic mode adds `segmentation_lnglat` and `segmentation_crs` to each record; both add
+    `crs`, the image CRS's name (e.g. "EPSG:32632", rasterio's `CRS.to_string()`, as segment-geospatial's REST
+    API names it, samgeo/api.py `_extract_bboxes_from_raster`).
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -296,27 +378,43 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
         embedding = engine.embed(inst.image)
         timings["embed"] = _ms(t0)
     h, w = inst.image.shape[:2]
+    with_geo = inst.geo is not None and inst.mask_format == "polygon"
     if inst.prompts is None:
         t0 = time.perf_counter()
         records = engine.generate(embedding, inst.amg, inst.image)
         timings["generate"] = _ms(t0)
         t0 = time.perf_counter()
-        masks = [{**{k: v for k, v in r.items() if k != "segmentation"},
-                  "segmentation": encode_mask(r["segmentation"], inst.mask_format)} for r in records]
+        masks = []
+        for r in records:
+            seg = r["segmentation"] if inst.valid is None else r["segmentation"] & inst.valid
+            rec = {**{k: v for k, v in r.items() if k != "segmentation"},
+                   "segmentation": encode_mask(seg, inst.mask_format)}
+            if with_geo:
+                rec["segmentation_lnglat"], rec["segmentation_crs"] = geo_geometries(seg, inst.geo)
+            masks.append(rec)
         timings["encode"] = _ms(t0)
         timings["total"] = _ms(t_start)
-        return {"mode": "automatic", "masks": masks, "grid_points": inst.amg.grid_points(),
-                "image_size": [h, w], "timings_ms": timings}
+        out = {"mode": "automatic", "masks": masks, "grid_points": inst.amg.grid_points(), "image_size": [h, w]}
+        if with_geo:
+            out["crs"] = inst.geo.name
+        out["timings_ms"] = timings
+        return out
     t0 = time.perf_counter()
     result = decode_prompts(engine, embedding, inst.prompts, inst.multimask, limits.decode_bytes)
     timings["decode"] = _ms(t0)
     t0 = time.perf_counter()
+    all_masks = result.masks if inst.valid is None else result.masks & inst.valid
     out = {
         "mode": "prompts",
-        "masks": [[encode_mask(m, inst.mask_format) for m in query] for query in result.masks],
+        "masks": [[encode_mask(m, inst.mask_format) for m in query] for query in all_masks],
         "scores": result.scores.astype(float).tolist(),
         "image_size": [h, w],
     }
+    if with_geo:
+        geoms = [[geo_geometries(m, inst.geo) for m in query] for query in all_masks]
+        out["crs"] = inst.geo.name
+        out["masks_lnglat"] = [[g[0] for g in query] for query in geoms]
+        out["masks_crs"] = [[g[1] for g in query] for query in geoms]
     if inst.return_logits:
         out["logits"] = encode_array(result.logits)
     timings["encode"] = _ms(t0)
@@ -394,10 +492,13 @@ class ImagePredictService:
             field_name = f"instances[{i}]"
             t_start = time.perf_counter()
             if "image" not in obj:
-                raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG or JPEG is required")
-            image = await asyncio.to_thread(decode_image, obj["image"], f"{field_name}.image", limits.max_pixels)
+                raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
+            decoded = await asyncio.to_thread(decode_any_image, obj["image"], f"{field_name}.image",
+                                              limits.max_pixels)
+            image = decoded.rgb
             t_image = _ms(t_start)
-            inst = parse_instance(obj, field_name, parameters, limits, image=image)
+            inst = parse_instance(obj, field_name, parameters, limits, image=image, valid=decoded.valid,
+                                  geo=decoded.geo)
             cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
                               inst.return_logits)
             mask_pixels = add_mask_pixels(mask_pixels, cost, field_name, limits)

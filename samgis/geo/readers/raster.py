@@ -70,6 +70,37 @@ def open_raster(path: str) -> Iterator[rasterio.io.DatasetReader]:
             yield ds
 
 
+def stretch_ranges(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(B, 2) float64 (lo, hi) per band: the `AUTO_PERCENTILES` of its valid values ((0, 1) for a band with
+    none; hi > lo always). `data`: (B, ...) band values; `valid`: bool of `data.shape[1:]`."""
+    ranges = []
+    for band in data:
+        values = band[valid]
+        if values.size == 0:
+            ranges.append((0.0, 1.0))
+            continue
+        lo, hi = np.percentile(values, AUTO_PERCENTILES)
+        ranges.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+    return np.array(ranges, np.float64)
+
+
+def bands_to_rgb(data: np.ndarray, valid: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
+    """(B, H, W) band values (B = 1 or 3) → (H, W, 3) uint8 RGB, pixel frame unchanged: each band's (lo, hi)
+    of `ranges` ((B, 2), see `stretch_ranges`) mapped linearly to 0..255 and clipped, or, `ranges` None
+    (uint8 data), values clipped to 0..255 as they are; invalid px ((H, W) bool `valid` False) black; one band
+    is repeated as grey."""
+    if ranges is None:
+        scaled = np.clip(data, 0, 255)
+    else:
+        lo, hi = ranges[:, 0][:, None, None], ranges[:, 1][:, None, None]
+        scaled = np.clip((data - lo) / (hi - lo) * 255.0, 0, 255)
+    rgb = np.round(scaled).astype(np.uint8)
+    rgb[:, ~valid] = 0
+    if rgb.shape[0] == 1:
+        rgb = np.repeat(rgb, 3, axis=0)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
 @dataclass(frozen=True)
 class RasterSource:
     """One configured raster: `path` (local file, or an http(s) URL the operator configured), `bands` (1-based, 1 or 3 of them), `rescale` ("auto" or one
@@ -367,17 +398,7 @@ class RasterReader:
 
     def _to_rgb(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(B, H, W) float64 band values → (H, W, 3) uint8 RGB (rescaled; invalid px black)."""
-        lo_hi = self._ranges()
-        if lo_hi is None:
-            scaled = np.clip(data, 0, 255)
-        else:
-            lo, hi = lo_hi[:, 0][:, None, None], lo_hi[:, 1][:, None, None]
-            scaled = np.clip((data - lo) / (hi - lo) * 255.0, 0, 255)
-        rgb = np.round(scaled).astype(np.uint8)
-        rgb[:, ~valid] = 0
-        if rgb.shape[0] == 1:
-            rgb = np.repeat(rgb, 3, axis=0)
-        return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+        return bands_to_rgb(data, valid, self._ranges())
 
     def _ranges(self) -> np.ndarray | None:
         """(B, 2) float64 (min, max) per band mapped to 0..255, or None for uint8 data taken as is."""
@@ -393,16 +414,8 @@ class RasterReader:
                 data, valid = self._stats_sample(ds)
         except RasterioError as e:
             raise UpstreamError(f"raster source {self.source.id!r} is unreadable", detail=str(e)) from None
-        ranges = []
-        for band in data:
-            values = band[valid]
-            if values.size == 0:
-                ranges.append((0.0, 1.0))
-                continue
-            lo, hi = np.percentile(values, AUTO_PERCENTILES)
-            ranges.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
         with self._lock:
-            self._stretch = np.array(ranges, np.float64)
+            self._stretch = stretch_ranges(data, valid)
             return self._stretch
 
     def _stats_sample(self, ds) -> tuple[np.ndarray, np.ndarray]:
