@@ -186,19 +186,20 @@ def test_cli_options_for_areas():
 
 
 BIG_JOB = """
-import functools, json, resource, sys
+import functools, json, sys
 from samgis.batch import JobConfig, run_batch
 from tests.support import aoi_scene as S
 from tests.support.colour_engine import ColourRegionEngine
 aoi, out, providers = sys.argv[1:4]
-def rss_kb():  # resident set size now (Linux), kB
+def status_kb(key):  # /proc/self/status figure (Linux), kB
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-before = rss_kb()
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+before = status_kb("VmRSS")
 cfg = JobConfig(providers=providers, builtin_sources=False, tile_timeout_s=30.0, tile_retries=1)
 s = run_batch(aoi, out, functools.partial(ColourRegionEngine, automatic="regions"), cfg=cfg, zoom=S.Z,
               source="Scene", everything=True, progress=False)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# peak RSS of this process image (VmHWM): ru_maxrss would also count the forked parent's (pytest's) pages
+after = status_kb("VmHWM")
 print(json.dumps({"done": s.done, "errors": s.errors, "seconds": s.seconds, "rss_before_kb": before,
                   "rss_after_kb": after}))
 """
