@@ -29,7 +29,7 @@ from samgis.engine.threads import in_fresh_thread
 if TYPE_CHECKING:
     from samgis.engine.backends.sam2.engine import Sam2Engine
 
-# The options `generate` reads (the fields of `samgis.predict.AmgOptions`, SAM 1's generator parameters).
+# The options `generate` reads (the fields of `samgis.engine.protocol.AmgOptions`, SAM 1's generator parameters).
 OPTION_FIELDS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
                  "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
                  "crop_n_points_downscale_factor", "min_mask_region_area")
@@ -103,7 +103,7 @@ def generate(engine: "Sam2Engine", embedding: Embedding, options, image: np.ndar
              decode_bytes: int = 256 << 20) -> list[dict]:
     """Automatic masks of the image `embedding` was made from, as records of SAM 1's form (module docstring).
 
-    `options`: any object with the attributes `OPTION_FIELDS` (e.g. `samgis.predict.AmgOptions`). Without
+    `options`: any object with the attributes `OPTION_FIELDS` (e.g. `samgis.engine.protocol.AmgOptions`). Without
     crops (`crop_n_layers == 0`) no pixels are needed; with crops `image` (H, W, 3) uint8 RGB, the embedded
     image, must be given (each crop is embedded). Points per decoder batch are chosen so that a batch's
     full-size logits (B, 3, H, W) float32 fit in `decode_bytes`. Runs on a thread of its own; its decoder
