@@ -387,3 +387,23 @@ def test_serves_a_samexporter_sam2_pair(sam2_pair, image, tmp_path):
         one = engine.decode(emb, prompts)
         best = int(np.argmax(scores))
         assert one.masks.shape == (1, 1, H, W) and iou(one.masks[0, 0], masks[best] > 0) >= 0.99
+
+
+@pytest.mark.slow
+def test_export_onnx_command_exports_a_sam2_checkpoint(tmp_path):
+    """`samgis export-onnx sam2.1_hiera_tiny --checkpoint FILE`: the official checkpoint format in, a pair out."""
+    from samgis.engine.backends.sam2 import build_model
+    from samgis.engine.registry import get_model_spec
+    from samgis.engine.threads import in_fresh_thread
+
+    torch.manual_seed(1)
+    model = in_fresh_thread(build_model, get_model_spec("sam2.1_hiera_tiny").config)
+    ckpt = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, ckpt)
+    out = tmp_path / "pair"
+    assert main(["export-onnx", "sam2.1_hiera_tiny", "--checkpoint", str(ckpt), "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_id"] == "sam2.1_hiera_tiny" and manifest["family"] == "sam2"
+    engine = load_pair(out, "cpu")
+    result = engine.decode(engine.embed(textured_image(64, 80)), Prompts(points=[[30, 20]], labels=[1]))
+    assert result.masks.shape == (1, 1, 64, 80)

@@ -337,20 +337,25 @@ def export_sam1(model: Sam, model_id: str, out_dir: Path | str, opset: int = DEF
 def export_onnx_command(model_id: str, checkpoint: str | None, out_dir: str | Path,
                         quantize: str | None = None, *, opset: int = DEFAULT_OPSET,
                         allow_download: bool = True, cache_dir: Path | None = None) -> Path:
-    """`samgis export-onnx MODEL -o DIR [--quantize uint8] [--checkpoint PATH]`: load a registered SAM 1
-    model's weights (the usual resolution: explicit checkpoint, cache dir, download) and export it."""
-    from samgis.engine.backends.sam1 import load_sam
+    """`samgis export-onnx MODEL -o DIR [--quantize uint8] [--checkpoint PATH]`: load a registered SAM 1 or
+    SAM 2.1 model's weights (the usual resolution: explicit checkpoint, cache dir, download) and export it."""
     from samgis.engine.registry import get_model_spec
     from samgis.engine.weights import resolve_weights
 
     spec = get_model_spec(model_id)
-    if spec.backend != "sam1":
-        raise ValueError(f"export-onnx exports segment-anything (sam1) models; {model_id} is {spec.backend!r}")
+    if spec.backend not in ("sam1", "sam2"):
+        raise ValueError(f"export-onnx exports sam1 and sam2 models; {model_id} is {spec.backend!r}")
     path = resolve_weights(spec, checkpoint, cache_dir=cache_dir, allow_download=allow_download)
     if quantize not in QUANTIZATIONS:  # before minutes of loading and exporting
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, not {quantize!r}")
-    model = load_sam(spec, path)
-    return export_sam1(model, model_id, out_dir, opset, quantize, checkpoint=str(path))
+    if spec.backend == "sam2":
+        from samgis.engine.backends.sam2 import load_model
+
+        return export_sam2(load_model(model_id, spec.config, path), model_id, out_dir, opset, quantize,
+                           checkpoint=str(path))
+    from samgis.engine.backends.sam1 import load_sam
+
+    return export_sam1(load_sam(spec, path), model_id, out_dir, opset, quantize, checkpoint=str(path))
 
 
 __all__ = ["export_sam1", "export_sam1_files", "export_sam2", "export_sam2_files", "export_onnx_command", "quantize_pair", "Sam1Decoder",
