@@ -1,4 +1,4 @@
-"""`samgis export-onnx MODEL -o DIR [--quantize uint8]`: a SAM 1 model as an ONNX encoder/decoder pair."""
+"""`samgis export-onnx MODEL -o DIR [--quantize uint8]`: a SAM 1 or SAM 2.1 model as an ONNX encoder/decoder pair."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def run_export_onnx(args: argparse.Namespace) -> int:
 
 
 def add_export_onnx_parser(sub) -> None:
-    x = sub.add_parser("export-onnx", help="export a SAM 1 model to an ONNX encoder/decoder pair + manifest")
+    x = sub.add_parser("export-onnx", help="export a SAM 1 or SAM 2.1 model to an ONNX encoder/decoder pair + manifest")
     x.add_argument("model", help="model id (see `samgis models`)")
     x.add_argument("-o", "--out", required=True, help="output folder (encoder.onnx, decoder.onnx, manifest.json)")
     x.add_argument("--quantize", choices=["uint8"], help="dynamic uint8 quantization of both files")
