@@ -21,7 +21,7 @@ from samgis.engine.amg import generate_with_point_batches, point_batch_arrays
 from samgis.engine.backends.sam1.decoder import decode_masks, positional_consts, prepare
 from samgis.engine.backends.sam1.encoder import encode
 from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
-from samgis.engine.devices import pick_device
+from samgis.engine.devices import pick_device, pick_precision
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -88,11 +88,7 @@ class SamEngine:
     def __init__(self, model: Sam, model_id: str, device: str = "auto", precision: str = "auto",
                  checkpoint: str | None = None):
         self.device = pick_device(device)
-        if precision == "auto":
-            precision = "fp16" if self.device.type == "cuda" else "fp32"
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
-        self.precision = precision
+        self.precision = pick_precision(self.device, precision, cuda_default="fp16")
         self.model = model.to(self.device).eval()
         self.model_id = model_id
         self.checkpoint = checkpoint

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from samgis.engine.amg import point_batch_arrays
-from samgis.engine.devices import pick_device
+from samgis.engine.devices import pick_device, pick_precision
 from samgis.engine.protocol import Capabilities, DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -136,11 +136,7 @@ class Sam2Engine:
         from sam2.utils.transforms import SAM2Transforms
 
         self.device = pick_device(device)
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
-        self.precision = precision
+        self.precision = pick_precision(self.device, precision, cuda_default="bf16")
         self.model = model.to(self.device).eval()
         self.model_id = model_id
         self.checkpoint = checkpoint
@@ -158,7 +154,7 @@ class Sam2Engine:
             "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
                              "automatic": True, "text": False},
             # bf16 / fp16 features differ from fp32 ones: the precision is part of the version
-            "embedding_version": f"{EMBEDDING_VERSION}/{precision}",
+            "embedding_version": f"{EMBEDDING_VERSION}/{self.precision}",
             "low_res_size": LOW_RES_SIZE,
             "input_size": self.image_size,
             "resize": "square",  # to input_size × input_size, aspect ratio not kept, no padding
