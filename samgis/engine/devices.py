@@ -1,4 +1,4 @@
-"""Torch devices for the torch backends."""
+"""Torch devices, precisions and state-dict loading for the torch backends."""
 
 from __future__ import annotations
 
@@ -22,3 +22,19 @@ def pick_precision(device: torch.device, precision: str = "auto", cuda_default: 
     if precision not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
     return precision
+
+
+def load_state(model: torch.nn.Module, state: dict, checkpoint, model_id: str) -> torch.nn.Module:
+    """Load `state` into `model` exactly (every tensor's name and shape) and return it in eval mode; a
+    ValueError naming `checkpoint` and `model_id` otherwise (another architecture's or size's weights)."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:300]
+        raise ValueError(f"{checkpoint} does not match {model_id}: {first.strip()}") from None
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint} does not match {model_id}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    return model.eval()

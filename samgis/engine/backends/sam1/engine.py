@@ -21,7 +21,7 @@ from samgis.engine.amg import generate_with_point_batches, point_batch_arrays
 from samgis.engine.backends.sam1.decoder import decode_masks, positional_consts, prepare
 from samgis.engine.backends.sam1.encoder import encode
 from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
-from samgis.engine.devices import pick_device, pick_precision
+from samgis.engine.devices import load_state, pick_device, pick_precision
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -60,17 +60,7 @@ def load_sam(spec: ModelSpec, checkpoint: Path) -> Sam:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches: another architecture's weights
-        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:300]
-        raise ValueError(f"{checkpoint} does not match {spec.model_id}: {first.strip()}") from None
-    if missing or unexpected:
-        raise ValueError(
-            f"{checkpoint} does not match {spec.model_id}: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
-    return model.eval()
+    return load_state(model, state, checkpoint, spec.model_id)
 
 
 class SamEngine:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from samgis.engine.amg import point_batch_arrays
-from samgis.engine.devices import pick_device, pick_precision
+from samgis.engine.devices import load_state, pick_device, pick_precision
 from samgis.engine.protocol import Capabilities, DecodeResult, Embedding, ModelCard, Prompts
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -84,17 +84,7 @@ def load_model(model_id: str, config_name: str, checkpoint: Path) -> torch.nn.Mo
     if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
         raise ValueError(f"{checkpoint} is not a SAM 2 checkpoint: expected a dict with a 'model' state dict")
     model = build_model(config_name, device="cpu")
-    try:
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    except RuntimeError as exc:  # shape mismatches: another size's weights
-        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:300]
-        raise ValueError(f"{checkpoint} does not match {model_id}: {first.strip()}") from None
-    if missing or unexpected:
-        raise ValueError(
-            f"{checkpoint} does not match {model_id}: {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
-    return model.eval()
+    return load_state(model, state["model"], checkpoint, model_id)
 
 
 def load_engine(model_id: str, config_name: str, checkpoint: Path, device: str = "auto",
