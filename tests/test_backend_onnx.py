@@ -84,7 +84,7 @@ def test_manifest_describes_the_pair(pair_dir, tiny_checkpoint):
         assert entry["size"] == (pair_dir / name).stat().st_size
         assert entry["sha256"] == file_sha256(pair_dir / name)
     assert m["capabilities"] == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                                 "automatic": True, "text": False}
+                                 "automatic": True, "text": False, "exemplars": False}
 
 
 def test_export_command_refuses_bad_input_before_exporting(tmp_path, tiny_checkpoint, capsys):
@@ -104,7 +104,7 @@ def test_card_capabilities_come_from_the_decoder(onnx_engine):
     assert card.device == "cpu" and card.dtype == "fp32" and card.resize == "longest-side"
     assert card.low_res_size == 256 and card.embedding_version.startswith("onnx-sam1-nchw-1024-")
     assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                                           "automatic": True, "text": False}
+                                           "automatic": True, "text": False, "exemplars": False}
     assert card.extra["providers"] == ["CPUExecutionProvider"]
     assert onnx_engine.batched and onnx_engine.masks_per_query == 4
 
@@ -259,7 +259,7 @@ def test_serves_a_samexporter_pair(tiny_checkpoint, tiny_engine, tmp_path, embed
     assert card.model_id == "tiny_vit" and card.extra["format"] == "samexporter" and card.dtype == "fp32"
     assert engine.input_layout == "hwc" and not engine.batched and engine.has_orig_im_size
     assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True,
-                                           "multimask": False, "automatic": False, "text": False}
+                                           "multimask": False, "automatic": False, "text": False, "exemplars": False}
     image = textured_image(H, W, seed=3)
     emb = engine.embed(image)
     np.testing.assert_allclose(emb.features, embeddings[1].features.numpy(), atol=1e-4)
@@ -325,7 +325,7 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
     card = engine.describe()
     assert card.extra["family"] == "sam2" and card.resize == "square"
     assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                                           "automatic": False, "text": False}
+                                           "automatic": False, "text": False, "exemplars": False}
     predictor = SAM2ImagePredictor(model)
     with torch.inference_mode():
         predictor.set_image(image)

@@ -176,7 +176,7 @@ def test_describe_card(tiny):
         fields = {k: card.extra[k] for k in ("capabilities", "embedding_version", "resize", "low_res_size",
                                              "input_size")}
     assert fields == {"capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                                       "automatic": True, "text": False},
+                                       "automatic": True, "text": False, "exemplars": False},
                       "embedding_version": "sam2.1-sq1024-1/fp32", "resize": "square", "low_res_size": 256,
                       "input_size": 1024}
 

@@ -36,7 +36,7 @@ def test_build_engine_loads_the_configured_model_through_its_backend(tiny_checkp
     assert (card.model_id, card.backend, card.input_size, card.resize, card.low_res_size) == (
         TINY.model_id, "sam1", 1024, "longest-side", 256)
     assert card.capabilities.as_dict() == {"points": True, "boxes": True, "mask_input": True,
-                                           "multimask": True, "automatic": True, "text": False}
+                                           "multimask": True, "automatic": True, "text": False, "exemplars": False}
     assert card.embedding_version.startswith("sam-rls-")
     image = textured_image(64, 96, seed=3)
     emb = engine.embed(image)

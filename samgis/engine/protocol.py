@@ -1,4 +1,4 @@
-"""The engine protocol: `embed`, `decode`, `describe`.
+"""The engine protocol: `embed`, `decode`, `generate`, `find`, `describe`.
 
 Coordinate frame of prompts ("image px, SAM convention"): (x, y) = (column, row) in pixels of the
 *original* image handed to `embed`, where integer values are pixel centres, exactly as
@@ -83,6 +83,55 @@ class DecodeResult:
 
 
 @dataclass(frozen=True)
+class ConceptPrompt:
+    """What to find with `Engine.find`: every instance of a noun phrase and/or of exemplar boxes (SAM 3's
+    "promptable concept segmentation").
+
+    `text`: a short noun phrase ("greenhouse", "swimming pool"), or None for exemplars only.
+    `boxes`: (E, 4) float32 exemplar boxes (x0, y0, x1, y1) in image px, SAM convention.
+    `labels`: (E,) int32, 1 = positive exemplar ("more like this"), 0 = negative ("not this").
+    """
+
+    text: str | None = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+
+    def __post_init__(self) -> None:
+        text = self.text.strip() if isinstance(self.text, str) else None
+        box = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        lbl = np.asarray(self.labels, np.int32).reshape(-1)
+        if len(box) != len(lbl):
+            raise ValueError(f"{len(box)} exemplar boxes but {len(lbl)} labels")
+        if not text and len(box) == 0:
+            raise ValueError("a concept needs a text phrase or at least one exemplar box")
+        object.__setattr__(self, "text", text or None)
+        object.__setattr__(self, "boxes", box)
+        object.__setattr__(self, "labels", lbl)
+
+    def needs(self) -> list[str]:
+        """The capabilities finding this concept needs."""
+        return (["text"] if self.text else []) + (["exemplars"] if len(self.boxes) else [])
+
+
+@dataclass(frozen=True)
+class FoundInstances:
+    """Output of `Engine.find`: N instances of one concept, best score first.
+
+    `masks`: (N, H, W) bool in the original image frame (H, W = `Embedding.original_size`).
+    `scores`: (N,) float32 in [0, 1], each ≥ the `score_threshold` asked for.
+    `boxes`: (N, 4) float32 (x0, y0, x1, y1) image px, SAM convention: each instance's box as the model
+    predicted it.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
 class AmgOptions:
     """Automatic-mask parameters (the names of `SamAutomaticMaskGenerator`'s), with CPU-sane defaults
     (16 × 16 points, one crop). Every backend's `generate` takes them."""
@@ -115,9 +164,12 @@ class Capabilities:
     multimask: bool = True
     automatic: bool = True
     text: bool = False
+    exemplars: bool = False
+
+    NAMES = ("points", "boxes", "mask_input", "multimask", "automatic", "text", "exemplars")
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("points", "boxes", "mask_input", "multimask", "automatic", "text")}
+        return {k: getattr(self, k) for k in self.NAMES}
 
     def missing(self, *needed: str) -> list[str]:
         """The names in `needed` this model lacks."""
@@ -205,6 +257,12 @@ class Engine(Protocol):
         `bbox` and `crop_box` [x, y, w, h] (px), `area` (px), `predicted_iou`, `stability_score`,
         `point_coords` [[x, y]] (image px, SAM convention). `image` (H, W, 3) uint8 is needed only for
         crops (`options.crop_n_layers > 0`). Blocks."""
+        ...
+
+    def find(self, embedding: Embedding, concept: ConceptPrompt, score_threshold: float = 0.5) -> FoundInstances:
+        """Every instance of `concept` in the embedded image scoring ≥ `score_threshold`. Only models whose
+        capabilities include "text" / "exemplars" implement it; callers check with `require` first
+        (`concept.needs()`). Blocks."""
         ...
 
     def describe(self) -> ModelCard:

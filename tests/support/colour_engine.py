@@ -15,6 +15,13 @@ Rules, per query (one per box, or one for the points alone):
 - multimask: 3 masks (the mask, the mask eroded by 2 px, dilated by 2 px), scores 0.9, 0.8, 0.7;
   otherwise 1 mask, score 0.95. `Prompts.mask_input` is ignored.
 
+Concept prompts (`find`, when built with `Capabilities(text=True, exemplars=True)`): a colour name finds
+every colour region of that colour family. A region's family is the name in `COLOUR_FAMILIES` whose
+reference RGB is nearest (Euclidean) its exact colour, so shapes of distinct colours can share a family
+("red" finds (200, 30, 30) and (220, 60, 40)). A positive exemplar box adds the family of the pixel under
+its centre; a negative one removes that family. Score: 1 - distance to the family's reference / 442,
+instances ordered by score, then by first pixel. `text` may also be "#rrggbb" (that exact colour only).
+
 Automatic masks (`generate`): `automatic="grid"` (default) runs Meta's generator over per-point decodes;
 `automatic="regions"` returns every 4-connected colour region of the window as one mask record
 (`colour_regions`), so stitching of automatic masks across windows can be checked exactly.
@@ -30,7 +37,8 @@ import numpy as np
 from scipy import ndimage
 
 from samgis.engine.amg import generate_with_point_batches
-from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.protocol import (AmgOptions, Capabilities, ConceptPrompt, DecodeResult, Embedding,
+                                    FoundInstances, ModelCard, Prompts, require)
 
 SINGLE_SCORE = 0.95
 MULTI_SCORES = (0.9, 0.8, 0.7)
@@ -138,6 +146,73 @@ def query_mask(image: np.ndarray, prompts: Prompts, box: np.ndarray | None) -> n
 REGION_SCORE = 0.95
 """`predicted_iou` of every record of `colour_regions` (`stability_score` is 1.0)."""
 
+#: Colour families of concept prompts: name -> reference RGB (see the module docstring).
+COLOUR_FAMILIES = {
+    "red": (220, 30, 30), "green": (40, 170, 40), "blue": (30, 60, 220), "yellow": (230, 220, 40),
+    "orange": (240, 140, 20), "purple": (140, 40, 170), "cyan": (40, 200, 210), "magenta": (220, 40, 200),
+    "brown": (130, 80, 40), "white": (250, 250, 250), "black": (10, 10, 10), "grey": (128, 128, 128),
+    "beige": (235, 235, 220),
+}
+_FAMILY_NAMES = tuple(COLOUR_FAMILIES)
+_FAMILY_RGB = np.array([COLOUR_FAMILIES[n] for n in _FAMILY_NAMES], np.float64)
+_MAX_DIST = 442.0  # just over the RGB cube's diagonal, sqrt(3) * 255
+
+
+def colour_family(rgb) -> tuple[str, float]:
+    """(family name, distance to its reference) of one RGB colour (3 ints 0..255)."""
+    d = np.linalg.norm(_FAMILY_RGB - np.asarray(rgb, np.float64), axis=1)
+    i = int(np.argmin(d))
+    return _FAMILY_NAMES[i], float(d[i])
+
+
+def _parse_hex(text: str) -> tuple[int, int, int] | None:
+    t = text.strip().lower()
+    if len(t) == 7 and t[0] == "#":
+        try:
+            return int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16)
+        except ValueError:
+            return None
+    return None
+
+
+def find_colour_instances(image: np.ndarray, concept: ConceptPrompt, score_threshold: float) -> FoundInstances:
+    """Every colour region of `image` ((H, W, 3) uint8 RGB, image px) matching `concept` (module docstring).
+
+    Returns `FoundInstances`: masks (N, H, W) bool, scores (N,) float32, boxes (N, 4) float32 (x0, y0, x1, y1)
+    image px SAM convention (outer pixel centres of each region). An unknown colour name finds nothing.
+    """
+    h, w = image.shape[:2]
+    wanted_families, wanted_exact, unwanted = set(), set(), set()
+    if concept.text:
+        exact = _parse_hex(concept.text)
+        if exact is not None:
+            wanted_exact.add(exact)
+        elif concept.text.lower() in COLOUR_FAMILIES:
+            wanted_families.add(concept.text.lower())
+    for box, label in zip(concept.boxes, concept.labels):
+        pixel = pixel_under((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0, (h, w))
+        if pixel is not None:
+            family = colour_family(image[pixel])[0]
+            (wanted_families if label == 1 else unwanted).add(family)
+    found = []
+    for rec in colour_regions(image):
+        seg = rec["segmentation"]
+        rgb = tuple(int(v) for v in image[np.unravel_index(int(np.flatnonzero(seg)[0]), (h, w))])
+        family, dist = colour_family(rgb)
+        if family in unwanted or not (rgb in wanted_exact or family in wanted_families):
+            continue
+        score = 1.0 if rgb in wanted_exact else 1.0 - dist / _MAX_DIST
+        if score < score_threshold:
+            continue
+        x, y, bw, bh = rec["bbox"]
+        found.append((score, seg, (x, y, x + bw - 1, y + bh - 1)))
+    found.sort(key=lambda t: -t[0])  # stable: ties keep first-pixel order
+    if not found:
+        return FoundInstances(masks=np.zeros((0, h, w), bool), scores=np.zeros((0,), np.float32),
+                              boxes=np.zeros((0, 4), np.float32))
+    return FoundInstances(masks=np.stack([f[1] for f in found]), scores=np.array([f[0] for f in found], np.float32),
+                          boxes=np.array([f[2] for f in found], np.float32))
+
 
 def colour_regions(image: np.ndarray, min_area: int = 0) -> list[dict]:
     """One automatic-mask record per 4-connected region of one exact colour in `image`.
@@ -240,6 +315,11 @@ class ColourRegionEngine:
         if self.automatic == "regions":
             return colour_regions(embedding.features, options.min_mask_region_area)
         return generate_with_point_batches(self, embedding, options, image)
+
+    def find(self, embedding: Embedding, concept: ConceptPrompt, score_threshold: float = 0.5) -> FoundInstances:
+        """Every colour region matching `concept` (module docstring); refuses (422) without the capabilities."""
+        require(self.describe(), concept.needs())
+        return find_colour_instances(embedding.features, concept, score_threshold)
 
     def describe(self) -> ModelCard:
         return ModelCard(model_id=self.model_id, backend="test-colour-region", device="cpu", dtype="uint8",

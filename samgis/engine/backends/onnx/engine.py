@@ -47,8 +47,8 @@ from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from samgis.engine.amg import point_batch_arrays
 from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, file_sha256, read_manifest
-from samgis.engine.protocol import (AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts, require,
-                                   required_capabilities)
+from samgis.engine.protocol import (AmgOptions, Capabilities, ConceptPrompt, DecodeResult, Embedding,
+                                    FoundInstances, ModelCard, Prompts, require, required_capabilities)
 from samgis.engine.registry import ModelSpec
 from samgis.engine.threads import on_torch_thread
 
@@ -430,6 +430,11 @@ class OnnxEngine:
         self._check(embedding)
         self.require("automatic")
         return generate_with_point_batches(self, embedding, options, image)
+
+    def find(self, embedding: Embedding, concept: ConceptPrompt, score_threshold: float = 0.5) -> FoundInstances:
+        """Concept prompts need a model with the "text"/"exemplars" capabilities: this one refuses (422)."""
+        require(self.describe(), concept.needs())
+        raise AssertionError("unreachable: this model has no concept capability")
 
     def describe(self) -> ModelCard:
         m = self.manifest or {}

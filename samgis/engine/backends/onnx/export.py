@@ -150,7 +150,8 @@ def export_sam1_files(model: Sam, out_dir: Path, opset: int = DEFAULT_OPSET, *, 
             "coords": "model input frame: ResizeLongestSide.apply_coords of image px, SAM convention",
         },
         "capabilities": {"points": True, "boxes": True, "mask_input": with_mask_input,
-                         "multimask": not single_mask, "automatic": not single_mask, "text": False},
+                         "multimask": not single_mask, "automatic": not single_mask, "text": False,
+                         "exemplars": False},
     }
 
 
@@ -240,7 +241,7 @@ def export_sam2_files(model, out_dir: Path, opset: int = DEFAULT_OPSET) -> dict:
         },
         # automatic masks of SAM 2 come from SAM2AutomaticMaskGenerator (the sam2 backend), not from here
         "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                         "automatic": False, "text": False},
+                         "automatic": False, "text": False, "exemplars": False},
     }
 
 

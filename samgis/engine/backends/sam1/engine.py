@@ -20,7 +20,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from samgis.engine.amg import generate_with_point_batches, point_batch_arrays
 from samgis.engine.backends.sam1.decoder import decode_masks, positional_consts, prepare
 from samgis.engine.backends.sam1.encoder import encode
-from samgis.engine.protocol import AmgOptions, Capabilities, DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.protocol import (AmgOptions, Capabilities, ConceptPrompt, DecodeResult, Embedding,
+                                    FoundInstances, ModelCard, Prompts, require)
 from samgis.engine.devices import load_state, pick_device, pick_precision
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
@@ -252,6 +253,11 @@ class SamEngine:
         if tuple(input_size) != tuple(original_size):
             x = torch.nn.functional.interpolate(x, original_size, mode="bilinear", align_corners=False)
         return x
+
+    def find(self, embedding: Embedding, concept: ConceptPrompt, score_threshold: float = 0.5) -> FoundInstances:
+        """Concept prompts need a model with the "text"/"exemplars" capabilities: this one refuses (422)."""
+        require(self.describe(), concept.needs())
+        raise AssertionError("unreachable: this model has no concept capability")
 
     def describe(self) -> ModelCard:
         return ModelCard(

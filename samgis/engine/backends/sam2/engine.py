@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from samgis.engine.amg import point_batch_arrays
 from samgis.engine.devices import load_state, pick_device, pick_precision
-from samgis.engine.protocol import Capabilities, DecodeResult, Embedding, ModelCard, Prompts
+from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
+                                    ModelCard, Prompts, require)
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
 BACKEND = "sam2"
@@ -142,7 +143,7 @@ class Sam2Engine:
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
         self.card_fields = {
             "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
-                             "automatic": True, "text": False},
+                             "automatic": True, "text": False, "exemplars": False},
             # bf16 / fp16 features differ from fp32 ones: the precision is part of the version
             "embedding_version": f"{EMBEDDING_VERSION}/{self.precision}",
             "low_res_size": LOW_RES_SIZE,
@@ -343,6 +344,11 @@ class Sam2Engine:
         return generate(self, embedding, options, image=image, decode_bytes=decode_bytes)
 
     # --- card ---------------------------------------------------------------------------------------
+
+    def find(self, embedding: Embedding, concept: ConceptPrompt, score_threshold: float = 0.5) -> FoundInstances:
+        """Concept prompts need a model with the "text"/"exemplars" capabilities: this one refuses (422)."""
+        require(self.describe(), concept.needs())
+        raise AssertionError("unreachable: this model has no concept capability")
 
     def describe(self) -> ModelCard:
         card = self.card_fields
