@@ -43,8 +43,9 @@ def test_regularize_squares_a_raster_stepped_rotated_rectangle(angle):
     assert min(abs(direction - angle % 180), 180 - abs(direction - angle % 180)) < 3, direction
 
 
-def test_regularize_keeps_a_simplified_outline_square_and_the_holes():
-    """After simplify_px (the order mask_to_geometry uses) too, and a courtyard stays a hole."""
+def test_regularize_squares_a_simplified_outline_and_keeps_the_holes():
+    """A Douglas-Peucker outline (not what mask_to_geometry hands it, but callers may) comes out square too,
+    and a courtyard stays a hole."""
     truth = rotated_rect(17.0, w=80, h=56).difference(rotated_rect(17.0, w=30, h=20))
     outline = pixel_polygons(raster(truth, 128))[0]
     simplified = shapely.simplify(outline, 1.0, preserve_topology=True)

@@ -5,11 +5,25 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from api.models import BoxIn, EverythingOut, EverythingRequest, FeatureCollectionOut, PointIn, SegmentRequest
+from api.models import (
+    BoxIn,
+    EverythingOut,
+    EverythingRequest,
+    FeatureCollectionOut,
+    PointIn,
+    SegmentRequest,
+    postprocess_option,
+)
 from samgis.services.map_segment import BBox, BoxPrompt, EverythingQuery, PointPrompt, SegmentQuery, SegmentService
 from api.resources import get_service
 from samgis.errors import LimitExceeded
 from samgis.vector.export import geojson_bytes
+from samgis.vector.postprocess import PostProcess, choose
+
+
+def postprocess_of(req: SegmentRequest | EverythingRequest) -> PostProcess | None:
+    """The request's `regularize` / `smooth` options as one step (422 naming "smooth" when both are on)."""
+    return choose(postprocess_option(req.regularize), postprocess_option(req.smooth))
 
 router = APIRouter(tags=["segment"])
 
@@ -42,7 +56,7 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
     return SegmentQuery(
         bbox=BBox(req.bbox.sw.lng, req.bbox.sw.lat, req.bbox.ne.lng, req.bbox.ne.lat),
         zoom=req.zoom, source=req.source, points=points, boxes=boxes, multimask=req.multimask,
-        simplify_px=req.simplify_px, min_area_px=req.min_area_px,
+        simplify_px=req.simplify_px, min_area_px=req.min_area_px, postprocess=postprocess_of(req),
     )
 
 
@@ -62,5 +76,5 @@ async def segment_everything(req: EverythingRequest, request: Request,
     """SAM's automatic mask generator over a points_per_side² grid of the 1024 px window a click at (lat, lng)
     would get at `zoom` (same window, same embedding cache as `/v1/segment`). One feature per mask, best
     score first, deduplicated, masks below `min_area_m2` dropped."""
-    return geojson_response(await service.segment_everything(EverythingQuery(**req.model_dump())),
-                            max_answer_bytes(request))
+    query = EverythingQuery(**req.model_dump(exclude={"regularize", "smooth"}), postprocess=postprocess_of(req))
+    return geojson_response(await service.segment_everything(query), max_answer_bytes(request))

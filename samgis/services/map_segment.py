@@ -27,6 +27,7 @@ from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
+from samgis.vector.postprocess import PostProcess, describe as describe_postprocess
 
 DEDUPE_IOU = 0.9
 """Automatic masks whose polygon overlaps a better-scored one's with at least this IoU are dropped."""
@@ -75,6 +76,8 @@ class SegmentQuery:
     merge_masks: bool = False
     """Vectorize the union of all decoded masks as one raster (SamGIS's `mask[m > 0] = 255` over its
     predictions) instead of one feature per mask: one feature whose geometry holds every foreground shape."""
+    postprocess: PostProcess | None = None
+    """`samgis.vector.postprocess.Regularize` or `Smooth` applied to every outline in window px (None: off)."""
 
 
 @dataclass
@@ -83,7 +86,7 @@ class EverythingQuery:
 
     Grid and filter options are `SamAutomaticMaskGenerator`'s (without crops). `simplify_px` and
     `min_area_px` (polygon parts) mean what they mean in `SegmentQuery`; `min_area_m2` drops whole masks
-    whose geodesic area is smaller.
+    whose geodesic area is smaller (measured after `postprocess`, as in `SegmentQuery`).
     """
 
     lng: float
@@ -97,6 +100,7 @@ class EverythingQuery:
     simplify_px: float = 1.0
     min_area_px: float = 0.0
     min_area_m2: float = 0.0
+    postprocess: PostProcess | None = None
 
     def amg_options(self) -> AmgOptions:
         return AmgOptions(points_per_side=self.points_per_side, pred_iou_thresh=self.pred_iou_thresh,
@@ -180,6 +184,8 @@ class SegmentService:
                 raise InvalidRequest(f"prompts[{i}]", "box is not inside the bbox")
         if q.simplify_px < 0:
             raise InvalidRequest("simplify_px", "must be ≥ 0")
+        if q.postprocess is not None:
+            q.postprocess.check()
         card = self.engine.describe()
         require(card, (["points"] if q.points else []) + (["boxes"] if q.boxes else []), "prompts")
         require(card, ["multimask"] if q.multimask else [], "multimask")
@@ -311,7 +317,7 @@ class SegmentService:
         timer.add("vectorize", t0)
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
-        return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source))
+        return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source, q.postprocess))
 
     async def _valid(self, source: TileSource, window: Window, pts: np.ndarray, labels: Sequence[int]):
         """(size, size) bool validity of the window's px (None: all valid); 422 when the window holds no data or
@@ -330,7 +336,8 @@ class SegmentService:
                     raise InvalidRequest(f"prompts[{i}]", f"the point is on a nodata pixel of source {source.id!r}")
         return valid
 
-    def _meta(self, window: Window, zoom_requested: int, hit: bool, timer: _Timer, source: TileSource) -> dict:
+    def _meta(self, window: Window, zoom_requested: int, hit: bool, timer: _Timer, source: TileSource,
+              postprocess: PostProcess | None = None) -> dict:
         """The `samgis` foreign member: how the answer was made."""
         return {
             "window": window.meta(),
@@ -340,6 +347,7 @@ class SegmentService:
             "model": self.engine.model_id,
             "source": source.id,
             "attribution": source.attribution,
+            "postprocess": describe_postprocess(postprocess),
         }
 
     def _properties(self, window: Window, source: TileSource) -> dict:
@@ -357,12 +365,13 @@ class SegmentService:
             union = np.asarray(result.masks, dtype=bool).reshape(n_q * n_m, *result.masks.shape[2:]).any(axis=0)
             best = float(np.max(result.scores)) if np.size(result.scores) else 0.0
             return masks_to_features(union[None], np.array([best]), transform, simplify_px=q.simplify_px,
-                                     min_area_px=q.min_area_px, properties=props, crs=window.crs)
+                                     min_area_px=q.min_area_px, properties=props, crs=window.crs,
+                                     postprocess=q.postprocess)
         for qi in range(n_q):
             feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
                                       properties={**props, "prompt_index": qi}, first_index=qi * n_m,
-                                      crs=window.crs)
+                                      crs=window.crs, postprocess=q.postprocess)
             features.extend(feats)
         return features
 
@@ -385,6 +394,8 @@ class SegmentService:
             value = getattr(q, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        if q.postprocess is not None:
+            q.postprocess.check()
         grid, px = q.amg_options().grid_points(), self._window_px(source)
         counted = grid * max(1.0, px / 2**20)
         if self.max_grid_points is not None and counted > self.max_grid_points:
@@ -439,7 +450,7 @@ class SegmentService:
             "crop_n_layers": options.crop_n_layers, "dedupe_iou": DEDUPE_IOU, "min_area_m2": q.min_area_m2,
             "min_area_px": q.min_area_px, "simplify_px": q.simplify_px,
         }
-        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source),
+        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source, q.postprocess),
                                                     "n_masks": len(features), "n_generated": len(records),
                                                     "generator": generator})
 
@@ -462,7 +473,7 @@ class SegmentService:
             extra = {"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)}
             feats = masks_to_features(mask[None], np.array([r["predicted_iou"]]), transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
-                                      properties={**props, **extra}, crs=window.crs)
+                                      properties={**props, **extra}, crs=window.crs, postprocess=q.postprocess)
             features.extend(f for f in feats if f["properties"]["area_m2"] >= q.min_area_m2)
         features = drop_near_duplicates(features, DEDUPE_IOU)
         for k, f in enumerate(features):

@@ -246,11 +246,14 @@ def mask_to_geometry(
     `simplify_px`: Douglas-Peucker tolerance in window px, topology preserved; 0 keeps the exact
     pixel staircase. `min_area_px`: parts (not holes) with fewer pixels than this are dropped.
     `postprocess`: a `samgis.vector.postprocess` `Regularize` or `Smooth` (None: off), applied in window px
-    after `min_area_px` and `simplify_px`, before the move to lng/lat.
+    after `min_area_px`, before the move to lng/lat. It takes the exact pixel outline (both libraries are made
+    for raster staircases; a Douglas-Peucker outline left 3 px jogs in regularized edges) and its own
+    `tolerance_px` takes the place of `simplify_px`, which is then not applied.
     Exterior rings are counter-clockwise, holes clockwise, coordinates rounded to 7 decimals.
     Returns None when nothing is left.
     """
-    geom = mask_to_px_geometry(mask, simplify_px=simplify_px, min_area_px=min_area_px)
+    geom = mask_to_px_geometry(mask, simplify_px=0.0 if postprocess is not None else simplify_px,
+                               min_area_px=min_area_px)
     geom = postprocess_apply(geom, postprocess)
     return px_geometry_to_lnglat(geom, transform, crs)
 

@@ -11,9 +11,12 @@ degree of latitude, so right angles would not stay right).
 - `Smooth` → smoothify (`smoothify`): Chaikin corner cutting of the pixel staircase with the area kept, then
   a Douglas-Peucker pass (shapely) of `tolerance_px` to drop the vertices the curve does not need.
 
-Only one of them applies to an answer (`choose` refuses both). They run after `simplify_px` and `min_area_px`
-and before the outline goes to EPSG:4326, so areas are measured on the processed outline. Results are made
-valid (shapely `make_valid`, polygonal parts only) and may be None when nothing polygonal is left.
+Only one of them applies to an answer (`choose` refuses both). They take the exact pixel outline (after
+`min_area_px`) and simplify it themselves (`tolerance_px`), in place of the answer's `simplify_px`: both
+libraries are made for raster staircases, and a Douglas-Peucker outline left 3 px jogs in regularized edges.
+They run before the outline goes to EPSG:4326 (and, for areas of interest, before the clip to the AOI), so
+areas are measured on the processed outline. Results are made valid (shapely `make_valid`, polygonal parts
+only) and may be None when nothing polygonal is left.
 """
 
 from __future__ import annotations
@@ -48,14 +51,17 @@ class Regularize:
     `tolerance_px`: the library's `simplify_tolerance` (Douglas-Peucker before edge alignment; its README
     advises 2-3 × the pixel size). `parallel_px`: its `parallel_threshold`, the distance under which nearly
     parallel neighbouring edges are merged (2 px: jogs of a rotated staircase go; the library's 1.0 left
-    some). `allow_45`: edges may also run at 45° to the main direction.
-    `diagonal_deg`: its `diagonal_threshold_reduction` (0-22.5°), larger = fewer 45° edges. `circles`: an
-    outline whose IoU with the circle of equal area exceeds `circle_iou` becomes that circle.
+    some). `diagonal_deg`: its `diagonal_threshold_reduction` (0-22.5°), larger = fewer 45° edges (22.5: only
+    edges within 22.5° of 45° become diagonals). `circles`: an outline whose IoU with the circle of equal area
+    exceeds `circle_iou` becomes that circle.
+
+    The library's `allow_45_degree` stays True (its default): in 0.2.5, False leaves notches in the outline
+    even of an exact axis-aligned box (box(0, 0, 60, 36) came back with 8 vertices), so it is not offered;
+    `diagonal_deg=22.5` is the way to ask for fewer diagonals.
     """
 
     tolerance_px: float = 2.0
     parallel_px: float = 2.0
-    allow_45: bool = True
     diagonal_deg: float = 15.0
     circles: bool = True
     circle_iou: float = 0.9
@@ -207,7 +213,7 @@ def _regularize_many(geoms: list, op: Regularize) -> list:
         warnings.filterwarnings("ignore", message=".*inplace.*", category=FutureWarning)
         result = regularize_geodataframe(
             frame, parallel_threshold=op.parallel_px, simplify=True, simplify_tolerance=op.tolerance_px,
-            allow_45_degree=op.allow_45, diagonal_threshold_reduction=op.diagonal_deg, allow_circles=op.circles,
+            allow_45_degree=True, diagonal_threshold_reduction=op.diagonal_deg, allow_circles=op.circles,
             circle_threshold=op.circle_iou, num_cores=1)  # num_cores=1: no process pool inside a server
     # The library explodes MultiPolygons into one row per part (attributes repeated): gather them back.
     for row, group in result.groupby("row"):
