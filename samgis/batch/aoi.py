@@ -9,7 +9,8 @@ The three stages of an `AoiItem` (called from `samgis.batch.work`):
    so a killed job restarted with the same command redoes only unfinished windows. Nothing of a window
    stays in memory after its file is written.
 3. `finish_aoi` (CPU): `samgis.vector.stitch.stitch` over the window files in row order; each object as
-   it completes is simplified, moved to EPSG:4326, clipped to the AOI, dropped under `min_area_m2`, and
+   it completes is simplified (or regularized / smoothed: `cfg.postprocess`, in global px), moved to EPSG:4326,
+   clipped to the AOI, dropped under `min_area_m2`, and
    appended to `<work dir>/segments.gpkg` in batches (memory stays bounded by the open objects). The
    report picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most
    `OVERVIEW_PX` a side) with every object outlined and the AOI's outline.
@@ -37,6 +38,7 @@ from samgis.batch.manifest import write_atomic
 from samgis.engine.protocol import Engine
 from samgis.geo.tiles import Window, checked_lnglat, world_px
 from samgis.vector.polygons import geodesic_area_m2, polygonal_part, rounded, valid_polygonal, window_to_lnglat
+from samgis.vector.postprocess import apply as postprocess_apply
 from samgis.vector.stitch import Lattice, pieces_bytes, pieces_from_bytes, stitch, window_pieces
 
 LAYER = "segments"
@@ -242,10 +244,15 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
     first = True
     for obj in stitch(lat, windows(), match_iou=cfg.match_iou):
         geom = obj.geometry
-        if cfg.simplify_px > 0:
+        if cfg.postprocess is not None:  # in global px, on the exact outline, before the clip
+            geom = postprocess_apply(geom, cfg.postprocess)
+            if geom is None:
+                continue
+        elif cfg.simplify_px > 0:
             geom = valid_polygonal(shapely.simplify(geom, cfg.simplify_px, preserve_topology=True))
             if geom is None:
                 continue
+        geom_px = geom
         geom = rounded(window_to_lnglat(geom, to_3857))
         if geom is not None and not aoi.contains(geom):  # clipped last: nothing ends up outside the AOI
             geom = polygonal_part(shapely.intersection(geom, aoi))
@@ -255,7 +262,8 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
         area = geodesic_area_m2(geom)
         if area < cfg.min_area_m2:
             continue
-        outline(shapely.intersection(obj.geometry, aoi_px), (255, 0, 255))  # as kept: clipped, specks gone
+        kept_px = obj.geometry if cfg.postprocess is None else geom_px
+        outline(shapely.intersection(kept_px, aoi_px), (255, 0, 255))  # as kept: clipped, specks gone
         rows.append({"item_id": item.item_id, "window_count": obj.window_count, "score": round(obj.score, 4),
                      "stability_score": round(obj.stability_score, 4), "area_m2": round(area, 2), "geometry": geom})
         if len(rows) >= BATCH:

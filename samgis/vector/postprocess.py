@@ -174,13 +174,18 @@ def apply(geom: Polygon | MultiPolygon | None, op: PostProcess | None) -> Polygo
     same px frame."""
     if op is None or geom is None or geom.is_empty:
         return geom
+    # Work near the origin: global px at high zooms are ~1e8, where the libraries' angle and area arithmetic
+    # would lose digits; the shift is undone exactly (whole px).
+    x0, y0 = np.floor(geom.bounds[:2])
+    local = shapely.transform(geom, lambda xy: xy - (x0, y0))
     if isinstance(op, Regularize):
-        out = _regularize(geom, op)
+        out = _regularize(local, op)
     elif isinstance(op, Smooth):
-        out = _smooth(geom, op)
+        out = _smooth(local, op)
     else:
         raise TypeError(f"unknown post-processing {op!r}")
-    return _polygonal(out)
+    out = _polygonal(out)
+    return None if out is None else shapely.transform(out, lambda xy: xy + (x0, y0))
 
 
 def apply_many(geoms: np.ndarray, op: PostProcess | None) -> np.ndarray:
@@ -190,7 +195,12 @@ def apply_many(geoms: np.ndarray, op: PostProcess | None) -> np.ndarray:
     if op is None or len(geoms) == 0:
         return geoms
     if isinstance(op, Regularize):
-        return np.array(_regularize_many(list(geoms), op) + [None], dtype=object)[:-1]
+        shifts = [None if g is None or g.is_empty else np.floor(g.bounds[:2]) for g in geoms]
+        local = [g if d is None else shapely.transform(g, lambda xy, d=d: xy - d) for g, d in zip(geoms, shifts)]
+        done = [_polygonal(g) for g in _regularize_many(local, op)]
+        out = [g if g is None or d is None else shapely.transform(g, lambda xy, d=d: xy + d)
+               for g, d in zip(done, shifts)]
+        return np.array(out + [None], dtype=object)[:-1]
     return np.array([apply(g, op) for g in geoms] + [None], dtype=object)[:-1]
 
 
