@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Mount
 
-from api.models import Bool, Int, Label, Num
+from api.models import REGULARIZE_DOC, SMOOTH_DOC, Bool, Int, Label, Num, RegularizeOption, SmoothOption
 from api.resources import Resources, get_engine, get_resources
 from api.routers import meta
 from samgis.services.azure import score_rows
@@ -63,6 +63,11 @@ class PredictOptions(BaseModel):
     crop_n_points_downscale_factor: Int | None = Field(None, ge=1)
     min_mask_region_area: Int | None = Field(None, ge=0, description="automatic mode: remove smaller "
                                                                      "holes/islands, px (default 0)")
+    # vector post-processing (samgis.vector.postprocess), mask_format "polygon" only; lengths in image px
+    regularize: RegularizeOption | None = Field(None, description=REGULARIZE_DOC.replace(
+        "tolerance_px replaces simplify_px", "mask_format polygon only"))
+    smooth: SmoothOption | None = Field(None, description=SMOOTH_DOC.replace(
+        "tolerance_px replaces simplify_px", "mask_format polygon only"))
 
 
 class PredictInstance(PredictOptions):

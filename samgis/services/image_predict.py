@@ -32,7 +32,8 @@ from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.imaging.geotiff import GeoRef, decode_any_image
 from samgis.imaging.images import DEFAULT_MAX_PIXELS, image_digest
 from samgis.imaging.masks import MASK_FORMATS, decode_array, encode_array, encode_mask
-from samgis.vector.polygons import geojson_geometry, mask_to_geometry, pixel_polygons, rounded
+from samgis.vector.polygons import geojson_geometry, mask_to_geometry, mask_to_px_geometry, pixel_polygons, rounded
+from samgis.vector.postprocess import PostProcess, apply as postprocess_apply, choose as choose_postprocess
 
 LOW_RES = 256
 """Side of SAM's low-resolution logits (and of `mask_input`)."""
@@ -74,9 +75,13 @@ class Instance:
     amg: AmgOptions = field(default_factory=AmgOptions)
     valid: np.ndarray | None = None
     geo: GeoRef | None = None
+    postprocess: PostProcess | None = None
+    """`regularize` / `smooth` of mask_format "polygon" outlines (samgis.vector.postprocess), in image px."""
 
 
-OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)))
+POSTPROCESS_KEYS = ("regularize", "smooth")
+OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)),
+               *POSTPROCESS_KEYS)
 PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input")
 
 
@@ -213,11 +218,19 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     defaults = {"multimask": False, "mask_format": "rle", "return_logits": False,
                 **{f.name: f.default for f in fields(AmgOptions)}}
     out = dict(defaults)
+    steps = {"regularize": (False, "parameters"), "smooth": (False, "parameters")}  # value, where it came from
     for source, prefix in ((base, "parameters"), (obj, field_name)):
         for key, value in source.items():
             if key in defaults and value is not None:
                 out[key] = _option(value, defaults[key], f"{prefix}.{key}")
+            elif key in steps and value is not None:
+                steps[key] = (value, prefix)
     fn = field_name
+    out["postprocess"] = _postprocess_option(steps, fn)
+    if out["postprocess"] is not None and out["mask_format"] != "polygon":
+        key = out["postprocess"].name
+        raise InvalidRequest(f"{steps[key][1]}.{key}", f"applies to polygon outlines: set mask_format to "
+                                                       f"\"polygon\" (it is {out['mask_format']!r})")
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
@@ -237,6 +250,16 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     if out["min_mask_region_area"] < 0 or out["stability_score_offset"] < 0:
         raise InvalidRequest(fn, "min_mask_region_area and stability_score_offset must be ≥ 0")
     return out
+
+
+def _postprocess_option(steps: dict, fn: str) -> PostProcess | None:
+    """`regularize` / `smooth` (each (value, "parameters" or the instance's field name)) as one step; errors
+    name the field where the offending value was given (e.g. `instances[0].smooth.iterations`)."""
+    try:
+        return choose_postprocess(steps["regularize"][0], steps["smooth"][0])
+    except InvalidRequest as e:
+        prefix = steps[e.field.split(".")[0]][1] if e.field != "smooth" else fn
+        raise InvalidRequest(f"{prefix}.{e.field}", e.message.split(": ", 1)[1]) from None
 
 
 def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict | None = None,
@@ -270,7 +293,8 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
                                                              f"grid points, over the limit of "
                                                              f"{limits.max_grid_points}", "max_grid_points")
     return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
-                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo)
+                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo,
+                    postprocess=opts["postprocess"])
 
 
 def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
@@ -335,18 +359,43 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def geo_geometries(mask: np.ndarray, geo: GeoRef) -> tuple[dict | None, dict | None]:
+PX_DECIMALS = 3
+"""Decimals kept in image-px coordinates of regularized / smoothed outlines (exact outlines are whole px)."""
+
+
+def encode_outline(mask: np.ndarray, mask_format: str, postprocess: PostProcess | None = None):
+    """`encode_mask`, except that "polygon" with a `postprocess` step gives the regularized / smoothed outline
+    (image px, pixel-edge frame, rounded to `PX_DECIMALS`, exteriors counter-clockwise); None if empty."""
+    if postprocess is None or mask_format != "polygon":
+        return encode_mask(mask, mask_format)
+    geom = processed_px_geometry(mask, postprocess)
+    return None if geom is None else geojson_geometry(shapely.orient_polygons(geom, exterior_cw=False))
+
+
+def processed_px_geometry(mask: np.ndarray, postprocess: PostProcess):
+    """The (H, W) bool mask's exact pixel outline, `postprocess`ed, in image px (rasterio convention), rounded to
+    `PX_DECIMALS`; None when nothing is left."""
+    geom = postprocess_apply(mask_to_px_geometry(mask, simplify_px=0.0), postprocess)
+    return None if geom is None else rounded(geom, PX_DECIMALS)
+
+
+def geo_geometries(mask: np.ndarray, geo: GeoRef, postprocess: PostProcess | None = None
+                   ) -> tuple[dict | None, dict | None]:
     """(EPSG:4326 lng/lat geometry, geometry in the image's CRS) of an (H, W) bool mask in image px: GeoJSON
-    Polygon/MultiPolygon dicts following pixel edges exactly (no simplification), exteriors counter-clockwise
-    (RFC 7946); lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3 (metres/feet) decimals; (None,
-    None) for an empty mask."""
-    lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt())
+    Polygon/MultiPolygon dicts following pixel edges exactly (no simplification) or, with `postprocess`, the
+    regularized / smoothed outline (made in image px, then moved), exteriors counter-clockwise (RFC 7946);
+    lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3 (metres/feet) decimals; (None, None) for an
+    empty mask."""
+    lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt(), postprocess=postprocess)
     if lnglat is None:
         return None, None
-    parts = pixel_polygons(mask)
+    if postprocess is None:
+        parts = pixel_polygons(mask)
+        px = parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
+    else:
+        px = postprocess_apply(mask_to_px_geometry(mask, simplify_px=0.0), postprocess)
     t = geo.transform
-    native = shapely.transform(parts[0] if len(parts) == 1 else shapely.multipolygons(parts),
-                               lambda xy: np.column_stack(t @ (xy[:, 0], xy[:, 1])))
+    native = shapely.transform(px, lambda xy: np.column_stack(t @ (xy[:, 0], xy[:, 1])))
     native = rounded(native, 7 if geo.crs.is_geographic else 3)
     native = None if native is None else geojson_geometry(shapely.orient_polygons(native, exterior_cw=False))
     return geojson_geometry(lnglat), native
@@ -362,7 +411,9 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     Without: `{"mode": "automatic", "masks": [{"segmentation", "bbox", "area", "predicted_iou",
     "stability_score", "point_coords", "crop_box"}], "grid_points", "image_size", "timings_ms"}`.
     Masks are encoded as `inst.mask_format` (see `encode_mask`) after clipping to `inst.valid` (nodata px
-    are never part of a mask). With `mask_format` "polygon" and a georeferenced image (`inst.geo`), each mask
+    are never part of a mask). With `inst.postprocess` (mask_format "polygon" only) every outline is
+    regularized / smoothed in image px (`encode_outline`) and the answer carries `postprocess`, the step and its
+    parameters. With `mask_format` "polygon" and a georeferenced image (`inst.geo`), each mask
     also comes back as GeoJSON geometry (`geo_geometries`): prompts mode adds `masks_lnglat` and `masks_crs`,
     shaped as `masks`; automatic mode adds `segmentation_lnglat` and `segmentation_crs` to each record; both add
     `crs`, the image CRS's name (e.g. "EPSG:32632", rasterio's `CRS.to_string()`, as segment-geospatial's REST
@@ -388,13 +439,16 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
         for r in records:
             seg = r["segmentation"] if inst.valid is None else r["segmentation"] & inst.valid
             rec = {**{k: v for k, v in r.items() if k != "segmentation"},
-                   "segmentation": encode_mask(seg, inst.mask_format)}
+                   "segmentation": encode_outline(seg, inst.mask_format, inst.postprocess)}
             if with_geo:
-                rec["segmentation_lnglat"], rec["segmentation_crs"] = geo_geometries(seg, inst.geo)
+                rec["segmentation_lnglat"], rec["segmentation_crs"] = geo_geometries(seg, inst.geo,
+                                                                                     inst.postprocess)
             masks.append(rec)
         timings["encode"] = _ms(t0)
         timings["total"] = _ms(t_start)
         out = {"mode": "automatic", "masks": masks, "grid_points": inst.amg.grid_points(), "image_size": [h, w]}
+        if inst.postprocess is not None:
+            out["postprocess"] = inst.postprocess.describe()
         if with_geo:
             out["crs"] = inst.geo.name
         out["timings_ms"] = timings
@@ -406,12 +460,14 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     all_masks = result.masks if inst.valid is None else result.masks & inst.valid
     out = {
         "mode": "prompts",
-        "masks": [[encode_mask(m, inst.mask_format) for m in query] for query in all_masks],
+        "masks": [[encode_outline(m, inst.mask_format, inst.postprocess) for m in query] for query in all_masks],
         "scores": result.scores.astype(float).tolist(),
         "image_size": [h, w],
     }
+    if inst.postprocess is not None:
+        out["postprocess"] = inst.postprocess.describe()
     if with_geo:
-        geoms = [[geo_geometries(m, inst.geo) for m in query] for query in all_masks]
+        geoms = [[geo_geometries(m, inst.geo, inst.postprocess) for m in query] for query in all_masks]
         out["crs"] = inst.geo.name
         out["masks_lnglat"] = [[g[0] for g in query] for query in geoms]
         out["masks_crs"] = [[g[1] for g in query] for query in geoms]
