@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict, Tag
 
 from samgis.engine.protocol import AmgOptions
-from samgis.vector.postprocess import Regularize, Smooth
+from samgis.vector.postprocess import MAX_SMOOTH_ITERATIONS, MIN_REGULARIZE_TOLERANCE_PX, Regularize, Smooth
 
 # Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
 # finite (NaN/Infinity are refused before parsing by `api.limits.BodyLimitMiddleware`; this is the second
@@ -64,7 +64,7 @@ class RegularizeIn(BaseModel):
     """buildingregulariser parameters; lengths in window px."""
 
     model_config = ConfigDict(extra="forbid")
-    tolerance_px: Num = Field(Regularize.tolerance_px, gt=0, le=50,
+    tolerance_px: Num = Field(Regularize.tolerance_px, ge=MIN_REGULARIZE_TOLERANCE_PX, le=50,
                               description="simplification before edge alignment, px (library: 2-3 × pixel size)")
     parallel_px: Num = Field(Regularize.parallel_px, ge=0, le=50,
                              description="nearly parallel neighbouring edges closer than this are merged, px")
@@ -79,7 +79,8 @@ class SmoothIn(BaseModel):
     """smoothify parameters, then a Douglas-Peucker pass; lengths in window px."""
 
     model_config = ConfigDict(extra="forbid")
-    iterations: Int = Field(Smooth.iterations, ge=1, le=8, description="Chaikin corner-cutting passes")
+    iterations: Int = Field(Smooth.iterations, ge=1, le=MAX_SMOOTH_ITERATIONS,
+                            description="Chaikin corner-cutting passes (each doubles the curve's vertices)")
     tolerance_px: Num = Field(Smooth.tolerance_px, ge=0, le=10,
                               description="vertices of the smoothed curve closer than this to it are dropped, px")
     preserve_area: Bool = Field(Smooth.preserve_area, description="restore the outline's area after smoothing")

@@ -110,7 +110,8 @@ def test_options_default_off_and_refuse_bad_values():
     assert describe(Smooth())["library"] == "smoothify"
     cases = [
         ({"regularize": True, "smooth": True}, "smooth"),
-        ({"regularize": {"tolerance_px": 0}}, "regularize.tolerance_px"),
+        ({"regularize": {"tolerance_px": 0.1}}, "regularize.tolerance_px"),
+        ({"smooth": {"iterations": 6}}, "smooth.iterations"),
         ({"regularize": {"diagonal_deg": 40}}, "regularize.diagonal_deg"),
         ({"regularize": {"angle": 3}}, "regularize.angle"),
         ({"smooth": {"iterations": 0}}, "smooth.iterations"),

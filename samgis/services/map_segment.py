@@ -26,7 +26,13 @@ from samgis.geo.fetch import TileFetcher
 from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window
-from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
+from samgis.vector.polygons import (
+    drop_near_duplicates,
+    feature_collection,
+    mask_to_px_geometry,
+    masks_to_features,
+    px_geometries_to_features,
+)
 from samgis.vector.postprocess import PostProcess, describe as describe_postprocess
 
 DEDUPE_IOU = 0.9
@@ -465,16 +471,19 @@ class SegmentService:
         """
         transform = window.affine()
         props = self._properties(window, source)
-        features: list[dict] = []
-        for r in sorted(records, key=lambda r: (-r["predicted_iou"], -r["stability_score"])):
+        ranked = sorted(records, key=lambda r: (-r["predicted_iou"], -r["stability_score"]))
+        simplify = 0.0 if q.postprocess is not None else q.simplify_px  # the step simplifies on its own
+        outlines, extras = [], []
+        for r in ranked:
             mask = r["segmentation"]
             x, y, w, h = r["bbox"]
             edge = x <= 0 or y <= 0 or x + w >= mask.shape[1] - 1 or y + h >= mask.shape[0] - 1
-            extra = {"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)}
-            feats = masks_to_features(mask[None], np.array([r["predicted_iou"]]), transform,
-                                      simplify_px=q.simplify_px, min_area_px=q.min_area_px,
-                                      properties={**props, **extra}, crs=window.crs, postprocess=q.postprocess)
-            features.extend(f for f in feats if f["properties"]["area_m2"] >= q.min_area_m2)
+            extras.append({"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)})
+            outlines.append(mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=q.min_area_px))
+        features = px_geometries_to_features(outlines, [r["predicted_iou"] for r in ranked], transform,
+                                             properties=props, crs=window.crs, postprocess=q.postprocess,
+                                             per_feature=extras)
+        features = [f for f in features if f["properties"]["area_m2"] >= q.min_area_m2]
         features = drop_near_duplicates(features, DEDUPE_IOU)
         for k, f in enumerate(features):
             f["properties"]["mask_index"] = k

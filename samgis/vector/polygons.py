@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
-from samgis.vector.postprocess import apply as postprocess_apply
+from samgis.vector.postprocess import apply as postprocess_apply, apply_many as postprocess_apply_many
 
 COORD_DECIMALS = 7
 """Decimals kept in output lng/lat (1e-7 degree is about 1 cm)."""
@@ -340,16 +340,37 @@ def masks_to_features(
     `transform`: window px → `crs` (default EPSG:3857 metres). Properties of feature i are
     `{"mask_index": first_index + i, "score", "area_m2" (geodesic), **properties}`.
     Masks that are empty (or empty after `min_area_px`) give no feature. `postprocess`: see
-    `mask_to_geometry`; `area_m2` is measured on the processed outline.
+    `mask_to_geometry` (all masks' outlines go through it in one batch); `area_m2` is measured on the
+    processed outline.
     """
     masks = np.asarray(masks, dtype=bool)
     scores = np.asarray(scores, dtype=float).reshape(-1)
     if masks.ndim != 3 or len(scores) != len(masks):
         raise ValueError(f"masks must be (M, H, W) with M scores; got {masks.shape} and {scores.shape}")
+    simplify = 0.0 if postprocess is not None else simplify_px
+    geoms = [mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=min_area_px) for mask in masks]
+    return px_geometries_to_features(geoms, scores, transform, properties=properties, first_index=first_index,
+                                     crs=crs, postprocess=postprocess)
+
+
+def px_geometries_to_features(
+    geoms: list,
+    scores,
+    transform: affine.Affine,
+    properties: dict | None = None,
+    first_index: int = 0,
+    crs: object = 3857,
+    postprocess=None,
+    per_feature: list[dict] | None = None,
+) -> list[dict]:
+    """`masks_to_features` from (M,) window-px outlines (valid Polygon/MultiPolygon or None, as
+    `mask_to_px_geometry` makes them) and (M,) scores: `postprocess` (one batch), EPSG:4326, area, properties
+    (`per_feature[i]` added to feature i's). None outlines give no feature; `mask_index` counts them."""
+    if postprocess is not None:
+        geoms = list(postprocess_apply_many(np.array(list(geoms) + [None], dtype=object)[:-1], postprocess))
     features = []
-    for i, (mask, score) in enumerate(zip(masks, scores)):
-        geom = mask_to_geometry(mask, transform, simplify_px=simplify_px, min_area_px=min_area_px, crs=crs,
-                                postprocess=postprocess)
+    for i, (geom, score) in enumerate(zip(geoms, np.asarray(scores, dtype=float).reshape(-1))):
+        geom = px_geometry_to_lnglat(geom, transform, crs)
         if geom is None:
             continue
         props = {
@@ -357,6 +378,7 @@ def masks_to_features(
             "score": round(float(score), 4),
             "area_m2": round(geodesic_area_m2(geom), 2),
             **(properties or {}),
+            **(per_feature[i] if per_feature is not None else {}),
         }
         features.append({"type": "Feature", "geometry": geojson_geometry(geom), "properties": props})
     return features

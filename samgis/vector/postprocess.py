@@ -44,6 +44,13 @@ from samgis.errors import InvalidRequest
 #     area_tolerance=0.01)` — "segment_length: resolution of the original raster data in map units" (1 px here).
 
 
+MIN_REGULARIZE_TOLERANCE_PX = 0.5
+"""Smallest `Regularize.tolerance_px`: buildingregulariser segmentizes the outline to 5 × this before aligning
+edges, so a tiny tolerance would multiply the vertices without bound (0.5 px already doubles the time of 2 px)."""
+MAX_SMOOTH_ITERATIONS = 5
+"""Largest `Smooth.iterations` (smoothify's README: typically 3-5); each pass doubles the curve's vertices."""
+
+
 @dataclass(frozen=True)
 class Regularize:
     """Square up building-like outlines (buildingregulariser). All lengths in px of the outline's frame.
@@ -70,7 +77,7 @@ class Regularize:
 
     def check(self, field: str = "regularize") -> "Regularize":
         """Self, or `InvalidRequest` naming `field.<parameter>` when a value is out of range."""
-        _in_range(field, "tolerance_px", self.tolerance_px, 0.0, 50.0, low_open=True)
+        _in_range(field, "tolerance_px", self.tolerance_px, MIN_REGULARIZE_TOLERANCE_PX, 50.0)
         _in_range(field, "parallel_px", self.parallel_px, 0.0, 50.0)
         _in_range(field, "diagonal_deg", self.diagonal_deg, 0.0, 22.5)
         _in_range(field, "circle_iou", self.circle_iou, 0.0, 1.0)
@@ -98,8 +105,10 @@ class Smooth:
 
     def check(self, field: str = "smooth") -> "Smooth":
         """Self, or `InvalidRequest` naming `field.<parameter>` when a value is out of range."""
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or not 1 <= self.iterations <= 8:
-            raise InvalidRequest(f"{field}.iterations", f"must be an integer in [1, 8], got {self.iterations!r}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) \
+                or not 1 <= self.iterations <= MAX_SMOOTH_ITERATIONS:
+            raise InvalidRequest(f"{field}.iterations", f"must be an integer in [1, {MAX_SMOOTH_ITERATIONS}], "
+                                                        f"got {self.iterations!r}")
         _in_range(field, "tolerance_px", self.tolerance_px, 0.0, 10.0)
         return self
 
