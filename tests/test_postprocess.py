@@ -123,3 +123,17 @@ def test_options_default_off_and_refuse_bad_values():
         with pytest.raises(InvalidRequest) as e:
             choose(**kwargs)
         assert e.value.field == field, kwargs
+
+
+def test_library_fallbacks_go_to_the_log(caplog):
+    """buildingregulariser returns a part unchanged (with a warning) when its result would overlap it with
+    IoU < 0.1 (here a 2 × 1 px speck at the default 2 px tolerance); that warning reaches the samgis.vector log,
+    and the part comes back as it was."""
+    import logging
+
+    speck = shapely.box(0, 0, 2, 1)
+    with caplog.at_level(logging.WARNING, logger="samgis.vector"):
+        got = apply(speck, Regularize())
+    assert got.is_valid and got.equals(speck)
+    assert any(r.getMessage().startswith("buildingregulariser: ") and "original" in r.getMessage()
+               for r in caplog.records)

@@ -21,8 +21,10 @@ only) and may be None when nothing polygonal is left.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Union
 
@@ -32,6 +34,26 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from samgis.errors import InvalidRequest
+
+log = logging.getLogger("samgis.vector")
+
+
+@contextmanager
+def _library_warnings(library: str):
+    """Run a library call with its warnings (e.g. "returning original polygon") sent to the `samgis.vector` log
+    instead of stderr; pandas' deprecation of `drop(inplace=True)`, which buildingregulariser 0.2.5 uses, is
+    dropped (not ours to act on)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, (DeprecationWarning, FutureWarning)) and "inplace" in text:
+            continue
+        if text not in seen:
+            seen.add(text)
+            log.warning("%s: %s", library, text)
 
 # Library versions are pinned in pyproject.toml (buildingregulariser==0.2.5, smoothify==0.3.3). Parameters and
 # defaults below follow their READMEs / signatures:
@@ -226,10 +248,7 @@ def _regularize_many(geoms: list, op: Regularize) -> list:
     if not keep:
         return out
     frame = gpd.GeoDataFrame({"row": keep}, geometry=[geoms[i] for i in keep])
-    with warnings.catch_warnings():
-        # pandas 3 deprecates `drop(inplace=True)`, which buildingregulariser 0.2.5 uses; not ours to act on.
-        warnings.filterwarnings("ignore", message=".*inplace.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*inplace.*", category=FutureWarning)
+    with _library_warnings("buildingregulariser"):
         result = regularize_geodataframe(
             frame, parallel_threshold=op.parallel_px, simplify=True, simplify_tolerance=op.tolerance_px,
             allow_45_degree=True, diagonal_threshold_reduction=op.diagonal_deg, allow_circles=op.circles,
@@ -251,9 +270,10 @@ def _smooth(geom: Polygon | MultiPolygon, op: Smooth) -> BaseGeometry | None:
     # merge_multipolygons/merge_holes off: parts of a mask are distinct 4-connected regions (they meet at most
     # at a corner) and stay distinct; parts that come to overlap after smoothing are unioned by `_polygonal`.
     # Invalid input is returned unchanged by smoothify with a warning; our outlines are valid.
-    smoothed = smoothify(geom, segment_length=1.0, num_cores=1, smooth_iterations=op.iterations,
-                         merge_collection=False, merge_multipolygons=False, merge_holes=False,
-                         preserve_area=op.preserve_area)
+    with _library_warnings("smoothify"):
+        smoothed = smoothify(geom, segment_length=1.0, num_cores=1, smooth_iterations=op.iterations,
+                             merge_collection=False, merge_multipolygons=False, merge_holes=False,
+                             preserve_area=op.preserve_area)
     smoothed = _polygonal(smoothed)
     if smoothed is None or op.tolerance_px == 0:
         return smoothed
