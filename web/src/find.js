@@ -172,17 +172,19 @@ function select(key, { zoom = false } = {}) {
 }
 
 /**
- * Refine one instance with the prompt tools: the view moves to show all of it (never zooming in), the prompts are
- * replaced by a rectangle around it and an include point inside it — a new object, segmented at once, which
- * shows in "Current result" and the Layers history — and the include tool is picked, so every further click adds
- * an include point (E: exclude) and segments again. The found instances stay on the map until cleared.
+ * Refine one instance with the prompt tools: the view zooms to it (as close as the source allows, with a margin),
+ * the prompts are replaced by a rectangle around it and an include point inside it (find-core.js `refineSeed`) —
+ * a new object, segmented at once at that zoom, which shows in "Current result" and the Layers history — and the
+ * include tool is picked, so every further click adds an include point (E: exclude points, R: rectangle) and
+ * segments again. The found instances stay on the map until cleared.
  */
 function refine(key) {
   const inst = state.find?.instances.find((i) => i.key === key);
   if (!inst) return;
   state.find.selected = key;
   const lyr = polygons.get(key);
-  if (lyr) map.fitBounds(lyr.getBounds(), { padding: [40, 40], maxZoom: map.getZoom(), animate: false });
+  const maxZoom = Math.min(state.source?.max_zoom ?? 19, 19);
+  if (lyr) map.fitBounds(lyr.getBounds(), { padding: [60, 60], maxZoom, animate: false });
   const b = map.getBounds();
   const seed = refineSeed(inst.feature, { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() });
   if (!seed) {
