@@ -68,8 +68,9 @@ export function findAvailability(models) {
 }
 
 /**
- * The instances of a find answer, best first: [{key, instance, score, area, concept, feature}]. `key` is the
- * feature's index in `fc.features` (stable while the answer is shown); `instance` is the server's 0-based rank.
+ * The instances of a find answer, best first: [{key, instance, score, area, concept, edge, feature}]. `key` is the
+ * feature's index in `fc.features` (stable while the answer is shown); `instance` is the server's 0-based rank;
+ * `edge`: the instance touches the edge of the window the model saw, so it may go on outside it.
  */
 export function instancesOf(fc) {
   return (fc?.features ?? [])
@@ -77,7 +78,7 @@ export function instancesOf(fc) {
       const p = f.properties || {};
       return {
         key, instance: Number.isInteger(p.instance) ? p.instance : key, score: Number(p.score),
-        area: Number(p.area_m2), concept: p.concept ?? '', feature: f,
+        area: Number(p.area_m2), concept: p.concept ?? '', edge: Boolean(p.at_window_edge), feature: f,
       };
     })
     .sort((a, b) => (b.score - a.score) || (a.instance - b.instance));
@@ -88,14 +89,19 @@ export function filterInstances(instances, minScore) {
   return instances.filter((i) => Number.isFinite(i.score) && i.score >= minScore);
 }
 
-/** Rows of the list for the shown instances: {key, label, score, area, title}; numbered from 1 as people count. */
+/**
+ * Rows of the list for the shown instances: {key, label, score, area, edge, title}; numbered from 1 as people
+ * count. `edge` is a word for an instance cut by the window's edge ('' otherwise).
+ */
 export function listRows(shown) {
   return shown.map((i) => ({
     key: i.key,
     label: `#${i.instance + 1}`,
     score: formatScore(i.score),
     area: formatArea(i.area),
-    title: `${i.concept ? `“${i.concept}” ` : ''}instance ${i.instance + 1}: score ${formatScore(i.score)}, ${formatArea(i.area)}`,
+    edge: i.edge ? 'at the edge' : '',
+    title: `${i.concept ? `“${i.concept}” ` : ''}instance ${i.instance + 1}: score ${formatScore(i.score)}, ` +
+      `${formatArea(i.area)}${i.edge ? ', cut by the edge of the window the model saw (it may go on outside)' : ''}`,
   }));
 }
 

@@ -83,9 +83,13 @@ describe('instances, the score filter and the list', () => {
   it('makes list rows numbered from 1 with score and area words', () => {
     const rows = listRows(filterInstances(instances, 0.5));
     expect(rows).toEqual([
-      { key: 0, label: '#1', score: '0.97', area: '1,234 m²', title: '“red” instance 1: score 0.97, 1,234 m²' },
-      { key: 1, label: '#2', score: '0.81', area: '5.60 ha', title: '“red” instance 2: score 0.81, 5.60 ha' },
+      { key: 0, label: '#1', score: '0.97', area: '1,234 m²', edge: '', title: '“red” instance 1: score 0.97, 1,234 m²' },
+      { key: 1, label: '#2', score: '0.81', area: '5.60 ha', edge: '', title: '“red” instance 2: score 0.81, 5.60 ha' },
     ]);
+    const cut = { ...answer.features[1], properties: { ...answer.features[1].properties, at_window_edge: true } };
+    const [row] = listRows(instancesOf({ features: [cut] }));
+    expect(row.edge).toBe('at the edge');
+    expect(row.title).toMatch(/cut by the edge of the window/);
   });
 
   it('sums up what is shown', () => {

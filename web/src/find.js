@@ -146,7 +146,7 @@ function render() {
     const sw = document.createElement('span');
     sw.className = 'swatch';
     sw.style.background = scoreColor(Number(row.score));
-    pick.append(sw, `${row.label} · score ${row.score} · ${row.area}`);
+    pick.append(sw, [row.label, `score ${row.score}`, row.area, row.edge].filter(Boolean).join(' · '));
     pick.addEventListener('click', () => select(row.key, { zoom: true }));
     const refineBtn = document.createElement('button');
     refineBtn.type = 'button';
