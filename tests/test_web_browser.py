@@ -526,7 +526,7 @@ def find_case():
 def test_find_every_instance_filter_keep_export_and_refine(browser, tiles, tmp_path):
     """A model with the text capability: a phrase finds every instance in the view, listed with scores; the slider
     filters them without a request; the shown ones become a layer and download as GeoJSON; Refine seeds the prompt
-    tools on one instance."""
+    tools on one instance; an instance sent back as a counter-example finds again with an exemplar prompt."""
     from samgis.engine.protocol import Capabilities
 
     (lat, lng), expected = find_case()
@@ -610,6 +610,18 @@ def test_find_every_instance_filter_keep_export_and_refine(browser, tiles, tmp_p
             cur = current_fc(page)
             assert cur and iou(union_geometry(cur), expected[0][1].polygon) >= 0.8, page.inner_text("#messages")
             shot(page, "14_find_refined")
+
+            # The model takes exemplars: "Not like #1" finds the phrase again over the same area with that instance
+            # as a counter-example (the colour engine then drops its whole colour family); "Forget" undoes it.
+            page.get_by_role("button", name="Not like #1").click()
+            page.wait_for_function("samgis.state.findsDone >= 2")
+            again = page.evaluate("samgis.state.lastFindRequest")
+            assert again["bbox"] == req["bbox"] and again["prompts"][0] == req["prompts"][0]
+            assert [(p["type"], p["label"]) for p in again["prompts"][1:]] == [("exemplar", 0)]
+            assert rows.count() == 0 and "1 counter-example" in page.inner_text("#find-exemplars")
+            page.click("#find-forget")
+            page.wait_for_function("samgis.state.findsDone >= 3")
+            assert rows.count() == len(keep) and page.locator("#find-exemplars").is_hidden()
         finally:
             ctx.close()
         assert not problems, problems

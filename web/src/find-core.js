@@ -43,6 +43,35 @@ export function findRequest({ bounds, zoom, source, text, scoreThreshold = SCORE
 }
 
 /**
+ * An exemplar prompt from a found instance: its bounds (a GeoJSON Feature, lon/lat) kept inside the request's
+ * `bbox` ({ne, sw}, as the server requires); label 1 = "more like this", 0 = "not like this". null when nothing of
+ * it is inside the bbox.
+ */
+export function exemplarPrompt(feature, bbox, label) {
+  const b = geometryBounds(feature?.geometry);
+  if (!b) return null;
+  const sw = latLng(Math.max(b[1], bbox.sw.lat), Math.max(b[0], bbox.sw.lng));
+  const ne = latLng(Math.min(b[3], bbox.ne.lat), Math.min(b[2], bbox.ne.lng));
+  if (!(sw.lat < ne.lat && sw.lng < ne.lng)) return null;
+  return { type: 'exemplar', ne, sw, label: label ? 1 : 0 };
+}
+
+/** `request` (a `findRequest` body) asked again with `exemplars` (`exemplarPrompt`s) after its text prompt. */
+export function withExemplars(request, exemplars) {
+  return { ...request, prompts: [...request.prompts.filter((p) => p.type === 'text'), ...exemplars] };
+}
+
+/** "1 example, 2 counter-examples" of exemplar prompts ('' for none). */
+export function exemplarSummary(exemplars) {
+  const pos = exemplars.filter((e) => e.label === 1).length;
+  const neg = exemplars.length - pos;
+  return [
+    pos ? `${pos} example${pos === 1 ? '' : 's'}` : '',
+    neg ? `${neg} counter-example${neg === 1 ? '' : 's'}` : '',
+  ].filter(Boolean).join(', ');
+}
+
+/**
  * What the loaded model allows, from GET /v1/models:
  * {state: 'ready' | 'loading' | 'unavailable', model, exemplars, message}. `message` explains a state other than
  * 'ready' in plain words.

@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { ApiError } from './api.js';
 import { describeApiError } from './errors.js';
 import {
-  DEFAULT_MIN_SCORE, MAX_PHRASE, SCORE_FLOOR, filterInstances, findAvailability, findErrorMessage, findRequest,
-  findSummary, geometryBounds, instancesOf, interiorPoint, keptCollection, listRows, phraseProblem, refineSeed,
+  DEFAULT_MIN_SCORE, MAX_PHRASE, SCORE_FLOOR, exemplarPrompt, exemplarSummary, filterInstances, findAvailability,
+  findErrorMessage, findRequest, findSummary, geometryBounds, instancesOf, interiorPoint, keptCollection, listRows,
+  phraseProblem, refineSeed, withExemplars,
 } from './find-core.js';
 
 const square = (w, s, e, n) => ({ type: 'Polygon', coordinates: [[[w, s], [e, s], [e, n], [w, n], [w, s]]] });
@@ -42,6 +43,33 @@ describe('find request body', () => {
     expect(phraseProblem(undefined)).toMatch(/Type what to find/);
     expect(phraseProblem('x'.repeat(MAX_PHRASE + 1))).toMatch(`${MAX_PHRASE + 1} characters`);
     expect(phraseProblem('swimming pool')).toBe('');
+  });
+});
+
+describe('exemplars (more / not like this)', () => {
+  const req = findRequest({ bounds, zoom: 17, source: 'Scene', text: 'red' });
+
+  it('turns an instance into an exemplar box inside the request bbox', () => {
+    expect(exemplarPrompt(answer.features[0], req.bbox, 1)).toEqual({
+      type: 'exemplar', ne: { lat: 45.001, lng: 11.001 }, sw: { lat: 45, lng: 11 }, label: 1,
+    });
+    const across = feature(0, 0.9, square(11.005, 45.005, 11.02, 45.02));
+    expect(exemplarPrompt(across, req.bbox, 0)).toEqual({
+      type: 'exemplar', ne: { lat: 45.01, lng: 11.01 }, sw: { lat: 45.005, lng: 11.005 }, label: 0,
+    });
+    expect(exemplarPrompt(feature(0, 0.9, square(12, 46, 12.1, 46.1)), req.bbox, 1)).toBeNull();
+  });
+
+  it('asks the same phrase over the same area with the exemplars after the text', () => {
+    const ex = [exemplarPrompt(answer.features[0], req.bbox, 1), exemplarPrompt(answer.features[1], req.bbox, 0)];
+    const again = withExemplars(withExemplars(req, ex.slice(0, 1)), ex);
+    expect(again.prompts).toEqual([{ type: 'text', text: 'red' }, ...ex]);
+    expect(again.bbox).toEqual(req.bbox);
+    expect(again.score_threshold).toBe(req.score_threshold);
+    expect(withExemplars(again, []).prompts).toEqual([{ type: 'text', text: 'red' }]);
+    expect(exemplarSummary(ex)).toBe('1 example, 1 counter-example');
+    expect(exemplarSummary([ex[1], ex[1]])).toBe('2 counter-examples');
+    expect(exemplarSummary([])).toBe('');
   });
 });
 

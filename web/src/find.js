@@ -1,14 +1,16 @@
 // The Find tool: a phrase → every instance of it in the map view (POST /v1/segment with a text prompt), drawn
 // on the map and listed with scores. The minimum-score slider filters them in the page, without a new request;
 // the shown instances can be kept as a layer (then downloaded from the Layers panel), downloaded directly, or
-// one of them refined with the prompt tools (see `refine`). Shown only when the loaded model has the `text`
-// capability (GET /v1/models); otherwise the box says why. The logic lives in find-core.js.
+// one of them refined with the prompt tools (see `refine`). With a model that takes exemplar boxes, an instance
+// can also be sent back as an example or a counter-example of the phrase (`addExemplar`). Shown only when the
+// loaded model has the `text` capability (GET /v1/models); otherwise the box says why. The logic: find-core.js.
 import L from 'leaflet';
 
 import * as api from './api.js';
 import {
-  DEFAULT_MIN_SCORE, SCORE_FLOOR, filterInstances, findAvailability, findErrorMessage, findRequest, findSummary,
-  instancesOf, keptCollection, listRows, phraseProblem, refineSeed,
+  DEFAULT_MIN_SCORE, SCORE_FLOOR, exemplarPrompt, exemplarSummary, filterInstances, findAvailability,
+  findErrorMessage, findRequest, findSummary, instancesOf, keptCollection, listRows, phraseProblem, refineSeed,
+  withExemplars,
 } from './find-core.js';
 import { formatScore, resultSummary, scoreColor } from './format.js';
 import { modelNotReady } from './health.js';
@@ -22,6 +24,7 @@ import { replacePrompts, setMode } from './tools.js';
 let inflight = null;
 let group = null; // Leaflet layer of the shown instances
 const polygons = new Map(); // instance key → Leaflet layer
+let exemplarsAllowed = false; // the model takes exemplar boxes: rows offer "more / not like this"
 
 /** Ask the server what the loaded model can do, and show the Find form or say why not. */
 export async function refreshFindAvailability() {
@@ -32,13 +35,16 @@ export async function refreshFindAvailability() {
     av = { state: 'unavailable', message: `Find is off: ${err.message}` };
   }
   state.findAvailable = av.state;
+  exemplarsAllowed = av.state === 'ready' && av.exemplars;
+  render();
   $('find-form').hidden = av.state !== 'ready';
   $('find-unavailable').hidden = av.state === 'ready';
   $('find-unavailable').textContent = av.message;
   return av;
 }
 
-async function runFind() {
+/** The form: a new phrase over the current view (examples of an earlier answer are forgotten). */
+function runFind() {
   const text = $('find-text').value.trim();
   const problem = phraseProblem(text);
   if (problem) {
@@ -50,25 +56,30 @@ async function runFind() {
     showMessage('find', 'No basemap is selected yet, so there is nothing to search.');
     return;
   }
+  const b = map.getBounds();
+  sendFind(text, findRequest({
+    bounds: { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() },
+    zoom: map.getZoom(), source: state.source, text, scoreThreshold: SCORE_FLOOR,
+  }));
+}
+
+/** POST the find `request` (for `text`) and show its answer; `exemplars` are its exemplar prompts, kept with it. */
+async function sendFind(text, request, exemplars = []) {
   clearMessage('find');
   inflight?.abort();
   const ctrl = new AbortController();
   inflight = ctrl;
-  const b = map.getBounds();
-  const request = findRequest({
-    bounds: { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() },
-    zoom: map.getZoom(), source: state.source, text, scoreThreshold: SCORE_FLOOR,
-  });
   state.lastFindRequest = request;
   $('find-btn').disabled = true;
-  setStatus('busy', `Finding every “${text}” in the view on “${request.source}” at z${request.zoom}…`);
+  const how = exemplars.length ? ` with ${exemplarSummary(exemplars)}` : '';
+  setStatus('busy', `Finding every “${text}”${how} in the view on “${request.source}” at z${request.zoom}…`);
   try {
     const fc = await api.find(request, { signal: ctrl.signal });
     if (inflight !== ctrl) return;
-    showAnswer(text, request, fc);
+    showAnswer(text, request, fc, exemplars);
     const n = fc.features.length;
     const rest = resultSummary(fc).split(' · ').slice(n ? 2 : 1); // the window, cache and timings
-    setStatus('ok', [`Find “${text}”: ${n ? `${n} instance${n === 1 ? '' : 's'}` : 'none found'}`, ...rest].join(' · '));
+    setStatus('ok', [`Find “${text}”${how}: ${n ? `${n} instance${n === 1 ? '' : 's'}` : 'none found'}`, ...rest].join(' · '));
   } catch (err) {
     if (inflight !== ctrl || err.aborted) return;
     setStatus('error', `Find failed (${err.status ? `HTTP ${err.status}` : 'no answer'}); see the message below.`);
@@ -83,10 +94,23 @@ async function runFind() {
   }
 }
 
-function showAnswer(text, request, fc) {
+/**
+ * Find the same phrase over the same area again, with one more exemplar: the instance `key` as an example
+ * (label 1, "more like this") or a counter-example (label 0, "not like this"). Needs the `exemplars` capability.
+ */
+function addExemplar(key, label) {
+  const f = state.find;
+  const inst = f?.instances.find((i) => i.key === key);
+  const ex = inst && exemplarPrompt(inst.feature, f.request.bbox, label);
+  if (!ex) return;
+  const exemplars = [...f.exemplars, ex];
+  sendFind(f.text, withExemplars(f.request, exemplars), exemplars);
+}
+
+function showAnswer(text, request, fc, exemplars) {
   clearAnswer();
   const instances = instancesOf(fc);
-  state.find = { text, request, fc, instances, minScore: minScore(), selected: null };
+  state.find = { text, request, fc, instances, exemplars, minScore: minScore(), selected: null };
   group = L.layerGroup().addTo(map);
   for (const inst of instances) {
     const c = scoreColor(inst.score);
@@ -148,18 +172,32 @@ function render() {
     sw.style.background = scoreColor(Number(row.score));
     pick.append(sw, [row.label, `score ${row.score}`, row.area, row.edge].filter(Boolean).join(' · '));
     pick.addEventListener('click', () => select(row.key, { zoom: true }));
-    const refineBtn = document.createElement('button');
-    refineBtn.type = 'button';
-    refineBtn.className = 'find-refine';
-    refineBtn.textContent = 'Refine';
-    refineBtn.title = `Refine ${row.label} with include / exclude points`;
-    refineBtn.setAttribute('aria-label', `Refine ${row.title} with points`);
-    refineBtn.addEventListener('click', () => refine(row.key));
+    const refineBtn = rowButton('Refine', 'find-refine', `Refine ${row.label} with include / exclude points`, () => refine(row.key));
     li.append(pick, refineBtn);
+    if (exemplarsAllowed) {
+      li.append(
+        rowButton('＋', 'find-more', `More like ${row.label}: find again with it as an example`, () => addExemplar(row.key, 1)),
+        rowButton('−', 'find-less', `Not like ${row.label}: find again with it as a counter-example`, () => addExemplar(row.key, 0)),
+      );
+    }
     return li;
   }));
+  const ex = f?.exemplars?.length ? exemplarSummary(f.exemplars) : '';
+  $('find-exemplars').hidden = !ex;
+  $('find-exemplars-text').textContent = ex ? `Found with ${ex}.` : '';
   for (const id of ['find-keep', 'find-dl-geojson', 'find-dl-gpkg']) $(id).disabled = !list.length;
   $('find-clear').disabled = !f;
+}
+
+function rowButton(text, className, label, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = className;
+  b.textContent = text;
+  b.title = label;
+  b.setAttribute('aria-label', label);
+  b.addEventListener('click', onClick);
+  return b;
 }
 
 function select(key, { zoom = false } = {}) {
@@ -237,6 +275,10 @@ export function initFind() {
   $('find-keep').addEventListener('click', keep);
   $('find-dl-geojson').addEventListener('click', () => downloadShown('geojson'));
   $('find-dl-gpkg').addEventListener('click', () => downloadShown('gpkg'));
+  $('find-forget').addEventListener('click', () => {
+    const f = state.find;
+    if (f?.exemplars.length) sendFind(f.text, withExemplars(f.request, []), []);
+  });
   $('find-clear').addEventListener('click', () => {
     inflight?.abort();
     clearAnswer();
