@@ -176,7 +176,7 @@ function render() {
     li.append(pick, refineBtn);
     if (exemplarsAllowed) {
       li.append(
-        rowButton('＋', 'find-more', `More like ${row.label}: find again with it as an example`, () => addExemplar(row.key, 1)),
+        rowButton('+', 'find-more', `More like ${row.label}: find again with it as an example`, () => addExemplar(row.key, 1)),
         rowButton('−', 'find-less', `Not like ${row.label}: find again with it as a counter-example`, () => addExemplar(row.key, 0)),
       );
     }
