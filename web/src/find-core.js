@@ -161,6 +161,10 @@ export function findErrorMessage(err, text) {
     return `Find is not possible with this model: it cannot look for a phrase like “${text}” (${detail}). ` +
       'Use points and rectangles, or serve a model with text prompts such as SAM 3.';
   }
+  if (err?.status === 422 && err.body?.field === 'bbox') {
+    return `Find cannot search this view: ${detail.replace(/^bbox: /, '').replace(/\.$/, '')}. It looks at the whole view in one ` +
+      'model window: zoom in, or pan, and find again.';
+  }
   return err?.message || `Find failed: ${detail || 'no detail'}`;
 }
 

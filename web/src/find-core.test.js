@@ -148,6 +148,13 @@ describe('error display', () => {
       .toBe('Find was refused: prompts[0].text: too long');
   });
 
+  it('says what to do when the view is too large for one window', () => {
+    const detail = 'bbox: the area to search spans too large an area to fit one 1024 px window at zoom 1–3; zoom in less or segment the parts separately';
+    const msg = findErrorMessage(err(422, { detail, field: 'bbox', error: 'InvalidRequest' }), 'red');
+    expect(msg).toMatch(/^Find cannot search this view: the area to search spans too large an area/);
+    expect(msg).toMatch(/zoom in, or pan, and find again\.$/);
+  });
+
   it('keeps the plain words of other failures', () => {
     expect(findErrorMessage(err(502, { detail: 'tile 17/1/2 failed' }), 'red'))
       .toBe('Find failed: the map tiles from “Scene” could not be fetched. tile 17/1/2 failed');
