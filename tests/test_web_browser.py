@@ -499,39 +499,39 @@ def test_a_raster_source_is_shown_over_the_basemap_zoomed_to_and_segmented(brows
 
 # --- Find (concept prompts) ---------------------------------------------------------------------------
 
-FIND_PHRASE = "blue"
-FIND_ZOOM = 13  # the whole mid-latitude place (~7 km) in one view: two blue shapes, of different scores
+FIND_PHRASE = "red"
+FIND_ZOOM = 16  # concept_scene()'s ~800 m square in one view, each shape 55–110 px across
 
 
 def find_case():
-    """The view (lat, lng) of the mid place and its shapes of the `FIND_PHRASE` family with the colour engine's
-    scores, best first."""
+    """concept_scene() and its shapes of the `FIND_PHRASE` colour family with the colour engine's scores, best
+    first (three reds of distinct scores)."""
     from tests.support.colour_engine import colour_family
+    from tests.support.scene import concept_scene
 
-    mid = [s for s in SCENE.shapes if s.name.startswith("mid-")]
-    w = min(s.polygon.bounds[0] for s in mid)
-    e = max(s.polygon.bounds[2] for s in mid)
-    south = min(s.polygon.bounds[1] for s in mid)
-    north = max(s.polygon.bounds[3] for s in mid)
+    scene = concept_scene()
     found = []
-    for s in mid:
+    for s in scene.shapes:
         family, dist = colour_family(s.rgb)
         if family == FIND_PHRASE:
             found.append((1.0 - dist / 442.0, s))
     found.sort(key=lambda t: -t[0])
-    assert len(found) >= 2 and found[0][0] - found[1][0] > 0.01, "the scene needs two blue shapes of distinct scores"
-    return ((south + north) / 2, (w + e) / 2), found
+    assert len(found) >= 3 and found[1][0] - found[2][0] > 0.01, "the scene needs reds of distinct scores"
+    return scene, found
 
 
-def test_find_every_instance_filter_keep_export_and_refine(browser, tiles, tmp_path):
+def test_find_every_instance_filter_keep_export_and_refine(browser, tmp_path):
     """A model with the text capability: a phrase finds every instance in the view, listed with scores; the slider
     filters them without a request; the shown ones become a layer and download as GeoJSON; Refine seeds the prompt
     tools on one instance; an instance sent back as a counter-example finds again with an exemplar prompt."""
     from samgis.engine.protocol import Capabilities
+    from tests.support.scene import CONCEPT_PLACE
+    from tests.support.tileserver import SceneTileServer
 
-    (lat, lng), expected = find_case()
+    scene, expected = find_case()
+    lng, lat = CONCEPT_PLACE
     engine = ColourRegionEngine(capabilities=Capabilities(text=True, exemplars=True))
-    with LiveServer(create_app(web_settings(tiles, tmp_path), engine=engine)) as srv:
+    with SceneTileServer(scene) as tiles, LiveServer(create_app(web_settings(tiles, tmp_path), engine=engine)) as srv:
         ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
         page = ctx.new_page()
         page.set_default_timeout(15_000)
@@ -565,22 +565,22 @@ def test_find_every_instance_filter_keep_export_and_refine(browser, tiles, tmp_p
             assert texts[0].startswith("#1 · score ") and f"{expected[0][0]:.2f}" in texts[0], texts
             shot(page, "12_find_instances")
 
-            # The slider filters in the page: End (keyboard) hides all below 1.0, then a minimum between the two
-            # best scores leaves the best one. No request is sent.
+            # The slider filters in the page: End (keyboard) hides all below 1.0, then a minimum between the second
+            # and third scores leaves the two best. No request is sent.
             posts = len(segment_posts)
             page.get_by_label("Min score").press("End")
             assert rows.count() == sum(s >= 1.0 for s, _ in expected)
             assert page.locator("#find-keep").is_disabled()
-            cut = round((expected[0][0] + expected[1][0]) / 2, 2)
+            cut = round((expected[1][0] + expected[2][0]) / 2, 2)
             page.evaluate("v => { const s = document.getElementById('find-score'); s.value = v; "
                           "s.dispatchEvent(new Event('input', {bubbles: true})); }", str(cut))
             keep = [s for s, _ in expected if s >= cut]
-            assert rows.count() == len(keep) == 1
-            assert page.locator(".leaflet-found-pane path.found-polygon").count() == 1
-            assert f"1 of {len(expected)} instances" in page.inner_text("#find-summary")
+            assert rows.count() == len(keep) == 2
+            assert page.locator(".leaflet-found-pane path.found-polygon").count() == 2
+            assert f"2 of {len(expected)} instances" in page.inner_text("#find-summary")
             assert len(segment_posts) == posts, "the slider sent a request"
 
-            # Keep as layer: one layer of the shown instance, exported through the Layers panel.
+            # Keep as layer: one layer of the shown instances, exported through the Layers panel.
             page.click("#find-keep")
             layer = page.locator("#layer-list > li")
             assert layer.count() == 1
@@ -588,14 +588,15 @@ def test_find_every_instance_filter_keep_export_and_refine(browser, tiles, tmp_p
             with page.expect_download() as dl:
                 layer.locator("button.dl-geojson").click()
             d = dl.value
-            assert d.suggested_filename.startswith(f"samgis_find-{FIND_PHRASE}_z{FIND_ZOOM}") and d.suggested_filename.endswith(".geojson")
+            z = fc["samgis"]["window"]["z"]  # the window's zoom (stepped out when the view does not fit one)
+            assert d.suggested_filename == f"samgis_find-{FIND_PHRASE}_z{z}_1.geojson", d.suggested_filename
             path = tmp_path / d.suggested_filename
             d.save_as(path)
             got = json.loads(path.read_text())
-            assert got["type"] == "FeatureCollection" and len(got["features"]) == 1
-            assert got["features"][0]["properties"]["concept"] == FIND_PHRASE
-            assert got["features"][0]["properties"]["score"] >= cut
-            assert iou(union_geometry(got), union_geometry({"features": [by_score[0]]})) > 0.99
+            assert got["type"] == "FeatureCollection" and len(got["features"]) == 2
+            assert all(f["properties"]["concept"] == FIND_PHRASE and f["properties"]["score"] >= cut
+                       for f in got["features"])
+            assert iou(union_geometry(got), union_geometry({"features": by_score[:2]})) > 0.99
             shot(page, "13_find_filtered_and_kept")
 
             # Refine the best instance: the view zooms to it, a rectangle and an include point seeded on it
@@ -611,9 +612,11 @@ def test_find_every_instance_filter_keep_export_and_refine(browser, tiles, tmp_p
             assert cur and iou(union_geometry(cur), expected[0][1].polygon) >= 0.8, page.inner_text("#messages")
             shot(page, "14_find_refined")
 
-            # The model takes exemplars: "Not like #1" finds the phrase again over the same area with that instance
-            # as a counter-example (the colour engine then drops its whole colour family); "Forget" undoes it.
-            page.get_by_role("button", name="Not like #1").click()
+            # The model takes exemplars: "Not like #k" finds the phrase again over the same area with that instance
+            # as a counter-example; the colour engine then drops the colour family under the box's centre, so take
+            # an instance whose box centre is inside it. "Forget examples" undoes it.
+            k = next(k for k, (_, sh) in enumerate(expected[:len(keep)]) if sh.polygon.contains(sh.polygon.envelope.centroid))
+            page.get_by_role("button", name=f"Not like #{k + 1}").click()
             page.wait_for_function("samgis.state.findsDone >= 2")
             again = page.evaluate("samgis.state.lastFindRequest")
             assert again["bbox"] == req["bbox"] and again["prompts"][0] == req["prompts"][0]

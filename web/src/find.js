@@ -78,7 +78,8 @@ async function sendFind(text, request, exemplars = []) {
     if (inflight !== ctrl) return;
     showAnswer(text, request, fc, exemplars);
     const n = fc.features.length;
-    const rest = resultSummary(fc).split(' · ').slice(n ? 2 : 1); // the window, cache and timings
+    const rest = resultSummary(fc).replace('to fit the prompts', 'to fit the view')
+      .split(' · ').slice(n ? 2 : 1); // the window, cache and timings
     setStatus('ok', [`Find “${text}”${how}: ${n ? `${n} instance${n === 1 ? '' : 's'}` : 'none found'}`, ...rest].join(' · '));
   } catch (err) {
     if (inflight !== ctrl || err.aborted) return;
