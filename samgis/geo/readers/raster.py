@@ -88,12 +88,13 @@ def bands_to_rgb(data: np.ndarray, valid: np.ndarray, ranges: np.ndarray | None)
     """(B, H, W) band values (B = 1 or 3) → (H, W, 3) uint8 RGB, pixel frame unchanged: each band's (lo, hi)
     of `ranges` ((B, 2), see `stretch_ranges`) mapped linearly to 0..255 and clipped, or, `ranges` None
     (uint8 data), values clipped to 0..255 as they are; invalid px ((H, W) bool `valid` False) black; one band
-    is repeated as grey."""
+    is repeated as grey. Float32 `data` is stretched in float32, anything else in float64."""
     if ranges is None:
         scaled = np.clip(data, 0, 255)
     else:
-        lo, hi = ranges[:, 0][:, None, None], ranges[:, 1][:, None, None]
-        scaled = np.clip((data - lo) / (hi - lo) * 255.0, 0, 255)
+        ftype = np.float32 if data.dtype == np.float32 else np.float64  # float32 data is stretched in float32
+        lo, hi = ranges[:, 0][:, None, None].astype(ftype), ranges[:, 1][:, None, None].astype(ftype)
+        scaled = np.clip((data - lo) / (hi - lo) * ftype(255.0), 0, 255)
     rgb = np.round(scaled).astype(np.uint8)
     rgb[:, ~valid] = 0
     if rgb.shape[0] == 1:
