@@ -19,6 +19,7 @@ import io
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform_bounds
 
-from samgis.errors import InvalidRequest, UpstreamError
+from samgis.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from samgis.geo.readers import WindowImage
 
 #: Percentiles of the default ("auto") stretch for data that is not uint8.
@@ -342,9 +343,24 @@ class RasterReader:
         return [RasterWindow(f, c, r, n, z, self.transform, self.source.crs_wkt) for c, r in cells]
 
     # -- pixels -------------------------------------------------------------------------------------------
+    async def _within(self, deadline: float | None, what: str, fn, *args):
+        """`fn(*args)` on a worker thread, awaited until `deadline` (a `time.monotonic()` instant, None: no
+        limit). Past it, `UpstreamTimeout` (504) names the source; the read itself cannot be interrupted, so it
+        finishes on its thread (bounded by GDAL's own HTTP timeouts for a remote file) and is dropped."""
+        if deadline is None:
+            return await asyncio.to_thread(fn, *args)
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=left)
+        except TimeoutError:
+            raise UpstreamTimeout(f"raster source {self.source.id!r}: the request's deadline passed while "
+                                  f"reading {what}") from None
+
     async def read_window(self, window: RasterWindow, deadline: float | None = None) -> WindowImage:
-        """The window's RGB and validity (local file: no deadline applies to the read itself)."""
-        return await asyncio.to_thread(self._read_window, window)
+        """The window's RGB and validity, within `deadline` (see `_within`)."""
+        return await self._within(deadline, "a window", self._read_window, window)
 
     async def valid_mask(self, window: RasterWindow) -> np.ndarray | None:
         with self._lock:
@@ -441,8 +457,9 @@ class RasterReader:
 
     # -- display tiles -------------------------------------------------------------------------------------
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
-        """A 256-px RGBA PNG of Web-Mercator tile (z, x, y), transparent where the raster has no data."""
-        return await asyncio.to_thread(self._display_tile, z, x, y)
+        """A 256-px RGBA PNG of Web-Mercator tile (z, x, y), transparent where the raster has no data; within
+        `deadline` (see `_within`)."""
+        return await self._within(deadline, f"tile {z}/{x}/{y}", self._display_tile, z, x, y)
 
     def _display_tile(self, z: int, x: int, y: int) -> bytes:
         ts = self.source.tile_size
