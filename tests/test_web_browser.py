@@ -544,8 +544,10 @@ def test_find_every_instance_filter_keep_export_and_refine(browser, tmp_path):
             page.wait_for_selector("#find-form:not([hidden])")  # shown: the model has the text capability
             assert page.locator("#find-unavailable").is_hidden()
 
-            page.get_by_label("Phrase to find").fill(FIND_PHRASE)
-            page.get_by_label("Phrase to find").press("Enter")  # the keyboard submits
+            page.keyboard.press("f")  # the keyboard alone: F to the phrase box, type, Enter
+            page.keyboard.type(FIND_PHRASE)
+            page.keyboard.press("Enter")
+            assert page.get_by_label("Phrase to find").input_value() == FIND_PHRASE
             page.wait_for_function("samgis.state.findsDone >= 1")
             assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
             req = page.evaluate("samgis.state.lastFindRequest")

@@ -260,8 +260,19 @@ function downloadShown(format) {
   download({ name, fc: keptCollection(list) }, format);
 }
 
+/** F (outside text fields) puts the cursor in the phrase box when Find is available. */
+function onKeyDown(e) {
+  if (e.key.toLowerCase() !== 'f' || e.ctrlKey || e.metaKey || e.altKey || $('find-form').hidden) return;
+  const t = e.target;
+  if (t instanceof HTMLElement && (t.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName))) return;
+  e.preventDefault();
+  $('find-text').focus();
+  $('find-text').select();
+}
+
 /** Wire the Find form (after `initMap`); its availability comes from `refreshFindAvailability`. */
 export function initFind() {
+  document.addEventListener('keydown', onKeyDown);
   const slider = $('find-score');
   slider.min = String(SCORE_FLOOR);
   slider.value = String(DEFAULT_MIN_SCORE);
