@@ -191,7 +191,7 @@ def test_basemaps_come_from_the_server_and_the_view_is_shared_in_the_url(page, l
     # This model takes points and boxes only: the Find box says so instead of showing its form.
     page.wait_for_function("samgis.state.findAvailable === 'unavailable'")
     assert page.locator("#find-form").is_hidden()
-    assert "cannot look for objects by a phrase" in page.inner_text("#find-unavailable")
+    assert "takes points and rectangles, not phrases" in page.inner_text("#find-unavailable")
 
     page.fill("#source-filter", "scene")  # the filter narrows the long list
     assert all("Scene" in o for o in page.locator("#source-select option").all_inner_texts())

@@ -90,8 +90,8 @@ export function findAvailability(models) {
   const model = loaded.id ?? loaded.model_id ?? 'the loaded model';
   if (!caps.text) {
     return { state: 'unavailable', model, exemplars: false,
-      message: `Find is off: the loaded model “${model}” cannot look for objects by a phrase (it takes points ` +
-        'and rectangles only). Serve a model with text prompts, such as SAM 3, to find every instance of a phrase.' };
+      message: `Find is off: the model “${model}” takes points and rectangles, not phrases; a model with text ` +
+        'prompts (e.g. SAM 3) finds every instance of one.' };
   }
   return { state: 'ready', model, exemplars: Boolean(caps.exemplars), message: '' };
 }

@@ -79,7 +79,7 @@ describe('availability from GET /v1/models', () => {
     expect(findAvailability(models({ text: true, exemplars: true }))).toMatchObject({ state: 'ready', exemplars: true, message: '' });
     const off = findAvailability(models({ text: false, points: true }));
     expect(off.state).toBe('unavailable');
-    expect(off.message).toMatch(/“sam3” cannot look for objects by a phrase/);
+    expect(off.message).toMatch(/“sam3” takes points and rectangles, not phrases/);
     expect(off.message).toMatch(/SAM 3/);
   });
 
