@@ -144,3 +144,30 @@ def test_both_options_are_refused(client, route):
     r = client.post(route, json={**base, "regularize": True, "smooth": True})
     assert r.status_code == 422, r.text
     assert r.json()["field"] == "smooth" and "regularize" in r.json()["detail"]
+
+
+def test_concept_answers_are_post_processed_too(tmp_path_factory):
+    """Text prompts ("find every red") take the option as clicks do: every instance regularized, reported."""
+    from samgis.engine.protocol import Capabilities
+    from tests.support.scene import concept_bbox, concept_scene
+
+    scene = concept_scene()
+    w, s, e, n = concept_bbox(scene)
+    body = {"bbox": {"ne": {"lat": n, "lng": e}, "sw": {"lat": s, "lng": w}}, "zoom": 16, "source": "Scene",
+            "prompts": [{"type": "text", "text": "red"}]}
+    engine = ColourRegionEngine(capabilities=Capabilities(text=True, exemplars=True))
+    with SceneTileServer(scene) as tiles, \
+            LiveServer(create_app(tiles.settings(tmp_path_factory.mktemp("pp_concepts")), engine=engine)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        plain = c.post("/v1/segment", json=body).json()
+        r = c.post("/v1/segment", json={**body, "regularize": {"circles": False}})
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    assert fc["samgis"]["postprocess"]["library"] == "buildingregulariser" and plain["samgis"]["postprocess"] is None
+    assert len(fc["features"]) == len(plain["features"]) == 3
+    for f, g in zip(fc["features"], plain["features"]):
+        got, before = shape(f["geometry"]), shape(g["geometry"])
+        assert got.is_valid and iou(got, before) >= 0.85
+        assert f["properties"]["area_m2"] == pytest.approx(geodesic_area_m2(got), abs=0.01)
+        off = interior_angles_deg(metric(got)) % 45
+        assert np.all(np.minimum(off, 45 - off) < 3), off  # multiples of 45° only (the round one gets diagonals)
