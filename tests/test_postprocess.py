@@ -137,3 +137,24 @@ def test_library_fallbacks_go_to_the_log(caplog):
     assert got.is_valid and got.equals(speck)
     assert any(r.getMessage().startswith("buildingregulariser: ") and "original" in r.getMessage()
                for r in caplog.records)
+
+
+def test_interactive_answers_have_a_vertex_budget():
+    """Outlines over the budget are refused (naming the option) before any library work; none when off."""
+    from samgis.geo.tiles import Window
+    from samgis.vector.polygons import px_geometries_to_features
+    from samgis.vector.postprocess import ANSWER_MAX_VERTICES, check_budget
+
+    outline = pixel_polygons(raster(rotated_rect(9.0), 128))[0]
+    n = shapely.get_num_coordinates(outline)
+    check_budget([outline, None], Smooth(), max_vertices=n)  # at the budget: fine
+    check_budget([outline], None, max_vertices=1)  # no step: nothing to bound
+    with pytest.raises(InvalidRequest) as e:
+        check_budget([outline, outline], Regularize(), max_vertices=2 * n - 1)
+    assert e.value.field == "regularize" and str(2 * n) in e.value.message
+    transform = Window(17, 68000, 45000, tiles=1, tile_size=128).affine()
+    with pytest.raises(InvalidRequest) as e:
+        px_geometries_to_features([outline], [0.9], transform, postprocess=Smooth(), postprocess_max_vertices=n - 1)
+    assert e.value.field == "smooth"
+    assert len(px_geometries_to_features([outline], [0.9], transform, postprocess=Smooth(),
+                                         postprocess_max_vertices=ANSWER_MAX_VERTICES)) == 1

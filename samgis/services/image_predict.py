@@ -37,8 +37,10 @@ from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.imaging.geotiff import GeoRef, decode_any_image
 from samgis.imaging.images import DEFAULT_MAX_PIXELS, image_digest
 from samgis.imaging.masks import MASK_FORMATS, decode_array, encode_array, encode_mask
-from samgis.vector.polygons import geojson_geometry, mask_to_geometry, mask_to_px_geometry, pixel_polygons, rounded
-from samgis.vector.postprocess import PostProcess, apply as postprocess_apply, choose as choose_postprocess
+from samgis.vector.polygons import (geojson_geometry, mask_to_geometry, mask_to_px_geometry, pixel_polygons,
+                                    px_geometry_to_lnglat, rounded)
+from samgis.vector.postprocess import PostProcess, apply as postprocess_apply, check_budget
+from samgis.vector.postprocess import choose as choose_postprocess
 
 LOW_RES = 256
 """Side of SAM's low-resolution logits (and of `mask_input`)."""
@@ -420,37 +422,57 @@ PX_DECIMALS = 3
 """Decimals kept in image-px coordinates of regularized / smoothed outlines (exact outlines are whole px)."""
 
 
-def encode_outline(mask: np.ndarray, mask_format: str, postprocess: PostProcess | None = None):
+_UNSET = object()
+
+
+def encode_outline(mask: np.ndarray, mask_format: str, postprocess: PostProcess | None = None,
+                   processed=_UNSET):
     """`encode_mask`, except that "polygon" with a `postprocess` step gives the regularized / smoothed outline
-    (image px, pixel-edge frame, rounded to `PX_DECIMALS`, exteriors counter-clockwise); None if empty."""
+    (image px, pixel-edge frame, rounded to `PX_DECIMALS`, exteriors counter-clockwise); None if empty.
+    `processed`: that outline when the caller already has it (`processed_px_geometry`)."""
     if postprocess is None or mask_format != "polygon":
         return encode_mask(mask, mask_format)
-    geom = processed_px_geometry(mask, postprocess)
+    geom = processed_px_geometry(mask, postprocess) if processed is _UNSET else processed
+    geom = None if geom is None else rounded(geom, PX_DECIMALS)
     return None if geom is None else geojson_geometry(shapely.orient_polygons(geom, exterior_cw=False))
 
 
 def processed_px_geometry(mask: np.ndarray, postprocess: PostProcess):
-    """The (H, W) bool mask's exact pixel outline, `postprocess`ed, in image px (rasterio convention), rounded to
-    `PX_DECIMALS`; None when nothing is left."""
-    geom = postprocess_apply(mask_to_px_geometry(mask, simplify_px=0.0), postprocess)
-    return None if geom is None else rounded(geom, PX_DECIMALS)
+    """The (H, W) bool mask's exact pixel outline, `postprocess`ed, in image px (rasterio convention); None when
+    nothing is left. An outline over `ANSWER_MAX_VERTICES` is refused (`InvalidRequest` naming the option)."""
+    geom = mask_to_px_geometry(mask, simplify_px=0.0)
+    check_budget([geom], postprocess)
+    return postprocess_apply(geom, postprocess)
 
 
-def geo_geometries(mask: np.ndarray, geo: GeoRef, postprocess: PostProcess | None = None
+def mask_answer(mask: np.ndarray, inst: Instance, with_geo: bool) -> tuple:
+    """(encoded mask, lng/lat geometry, CRS geometry) of one (H, W) bool mask of `inst`: the geometries only
+    `with_geo` (else None, None); a post-processed outline is made once for all three."""
+    processed = _UNSET
+    if inst.postprocess is not None and inst.mask_format == "polygon":
+        processed = processed_px_geometry(mask, inst.postprocess)
+    encoded = encode_outline(mask, inst.mask_format, inst.postprocess, processed)
+    if not with_geo:
+        return encoded, None, None
+    return (encoded, *geo_geometries(mask, inst.geo, inst.postprocess, processed))
+
+
+def geo_geometries(mask: np.ndarray, geo: GeoRef, postprocess: PostProcess | None = None, processed=_UNSET
                    ) -> tuple[dict | None, dict | None]:
     """(EPSG:4326 lng/lat geometry, geometry in the image's CRS) of an (H, W) bool mask in image px: GeoJSON
     Polygon/MultiPolygon dicts following pixel edges exactly (no simplification) or, with `postprocess`, the
-    regularized / smoothed outline (made in image px, then moved), exteriors counter-clockwise (RFC 7946);
-    lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3 (metres/feet) decimals; (None, None) for an
-    empty mask."""
-    lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt(), postprocess=postprocess)
-    if lnglat is None:
-        return None, None
+    regularized / smoothed outline (made in image px, then moved; `processed` when the caller has it),
+    exteriors counter-clockwise (RFC 7946); lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3
+    (metres/feet) decimals; (None, None) for an empty mask."""
     if postprocess is None:
-        parts = pixel_polygons(mask)
-        px = parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
+        lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt())
+        parts = pixel_polygons(mask) if lnglat is not None else []
+        px = None if lnglat is None else parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
     else:
-        px = postprocess_apply(mask_to_px_geometry(mask, simplify_px=0.0), postprocess)
+        px = processed_px_geometry(mask, postprocess) if processed is _UNSET else processed
+        lnglat = px_geometry_to_lnglat(px, geo.transform, geo.crs.to_wkt())
+    if lnglat is None or px is None:
+        return None, None
     t = geo.transform
     native = shapely.transform(px, lambda xy: np.column_stack(t @ (xy[:, 0], xy[:, 1])))
     native = rounded(native, 7 if geo.crs.is_geographic else 3)
@@ -497,11 +519,10 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
         masks = []
         for r in records:
             seg = r["segmentation"] if inst.valid is None else r["segmentation"] & inst.valid
-            rec = {**{k: v for k, v in r.items() if k != "segmentation"},
-                   "segmentation": encode_outline(seg, inst.mask_format, inst.postprocess)}
+            encoded, lnglat, native = mask_answer(seg, inst, with_geo)
+            rec = {**{k: v for k, v in r.items() if k != "segmentation"}, "segmentation": encoded}
             if with_geo:
-                rec["segmentation_lnglat"], rec["segmentation_crs"] = geo_geometries(seg, inst.geo,
-                                                                                     inst.postprocess)
+                rec["segmentation_lnglat"], rec["segmentation_crs"] = lnglat, native
             masks.append(rec)
         timings["encode"] = _ms(t0)
         timings["total"] = _ms(t_start)
@@ -517,19 +538,19 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     timings["decode"] = _ms(t0)
     t0 = time.perf_counter()
     all_masks = result.masks if inst.valid is None else result.masks & inst.valid
+    answers = [[mask_answer(m, inst, with_geo) for m in query] for query in all_masks]
     out = {
         "mode": "prompts",
-        "masks": [[encode_outline(m, inst.mask_format, inst.postprocess) for m in query] for query in all_masks],
+        "masks": [[a[0] for a in query] for query in answers],
         "scores": result.scores.astype(float).tolist(),
         "image_size": [h, w],
     }
     if inst.postprocess is not None:
         out["postprocess"] = inst.postprocess.describe()
     if with_geo:
-        geoms = [[geo_geometries(m, inst.geo, inst.postprocess) for m in query] for query in all_masks]
         out["crs"] = inst.geo.name
-        out["masks_lnglat"] = [[g[0] for g in query] for query in geoms]
-        out["masks_crs"] = [[g[1] for g in query] for query in geoms]
+        out["masks_lnglat"] = [[a[1] for a in query] for query in answers]
+        out["masks_crs"] = [[a[2] for a in query] for query in answers]
     if inst.return_logits:
         out["logits"] = encode_array(result.logits)
     timings["encode"] = _ms(t0)
@@ -565,20 +586,21 @@ def predict_concept(engine: Engine, inst: Instance, embedding: Embedding | None 
         masks = masks & inst.valid
     order = sorted((k for k in range(len(found)) if masks[k].any()), key=lambda k: -float(found.scores[k]))
     h, w = inst.image.shape[:2]
+    with_geo = inst.geo is not None and inst.mask_format == "polygon"
+    answers = [mask_answer(masks[k], inst, with_geo) for k in order]
     out = {
         "mode": "concept", "concept": concept_label(concept), "score_threshold": inst.score_threshold,
-        "masks": [encode_outline(masks[k], inst.mask_format, inst.postprocess) for k in order],
+        "masks": [a[0] for a in answers],
         "scores": [round(float(found.scores[k]), 6) for k in order],
         "boxes": [[float(v) for v in found.boxes[k]] for k in order],
         "image_size": [h, w],
     }
     if inst.postprocess is not None:
         out["postprocess"] = inst.postprocess.describe()
-    if inst.geo is not None and inst.mask_format == "polygon":
-        geoms = [geo_geometries(masks[k], inst.geo, inst.postprocess) for k in order]
+    if with_geo:
         out["crs"] = inst.geo.name
-        out["masks_lnglat"] = [g[0] for g in geoms]
-        out["masks_crs"] = [g[1] for g in geoms]
+        out["masks_lnglat"] = [a[1] for a in answers]
+        out["masks_crs"] = [a[2] for a in answers]
     timings["encode"] = _ms(t0)
     timings["total"] = _ms(t_start)
     out["timings_ms"] = timings

@@ -41,7 +41,7 @@ from samgis.vector.polygons import (
     masks_to_features,
     px_geometries_to_features,
 )
-from samgis.vector.postprocess import PostProcess, describe as describe_postprocess
+from samgis.vector.postprocess import ANSWER_MAX_VERTICES, PostProcess, describe as describe_postprocess
 
 DEDUPE_IOU = 0.9
 """Automatic masks whose polygon overlaps a better-scored one's with at least this IoU are dropped."""
@@ -429,12 +429,13 @@ class SegmentService:
             best = float(np.max(result.scores)) if np.size(result.scores) else 0.0
             return masks_to_features(union[None], np.array([best]), transform, simplify_px=q.simplify_px,
                                      min_area_px=q.min_area_px, properties=props, crs=window.crs,
-                                     postprocess=q.postprocess)
+                                     postprocess=q.postprocess, postprocess_max_vertices=ANSWER_MAX_VERTICES)
         for qi in range(n_q):
             feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
                                       simplify_px=q.simplify_px, min_area_px=q.min_area_px,
                                       properties={**props, "prompt_index": qi}, first_index=qi * n_m,
-                                      crs=window.crs, postprocess=q.postprocess)
+                                      crs=window.crs, postprocess=q.postprocess,
+                                      postprocess_max_vertices=ANSWER_MAX_VERTICES)
             features.extend(feats)
         return features
 
@@ -563,7 +564,8 @@ class SegmentService:
                                                   or mask[:, -1].any())})
             outlines.append(mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=min_area_px))
         features = px_geometries_to_features(outlines, [scores[k] for k in order], transform, properties=props,
-                                             crs=window.crs, postprocess=postprocess, per_feature=extras)
+                                             crs=window.crs, postprocess=postprocess, per_feature=extras,
+                                             postprocess_max_vertices=ANSWER_MAX_VERTICES)
         features = [f for f in features if f["properties"]["area_m2"] >= min_area_m2]
         for i, f in enumerate(features):
             f["properties"]["instance"] = f["properties"]["mask_index"] = i
@@ -706,7 +708,7 @@ class SegmentService:
             outlines.append(mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=q.min_area_px))
         features = px_geometries_to_features(outlines, [r["predicted_iou"] for r in ranked], transform,
                                              properties=props, crs=window.crs, postprocess=q.postprocess,
-                                             per_feature=extras)
+                                             per_feature=extras, postprocess_max_vertices=ANSWER_MAX_VERTICES)
         features = [f for f in features if f["properties"]["area_m2"] >= q.min_area_m2]
         features = drop_near_duplicates(features, DEDUPE_IOU)
         for k, f in enumerate(features):

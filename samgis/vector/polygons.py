@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
-from samgis.vector.postprocess import apply as postprocess_apply, apply_many as postprocess_apply_many
+from samgis.vector.postprocess import apply as postprocess_apply, apply_many as postprocess_apply_many, check_budget
 
 COORD_DECIMALS = 7
 """Decimals kept in output lng/lat (1e-7 degree is about 1 cm)."""
@@ -333,6 +333,7 @@ def masks_to_features(
     first_index: int = 0,
     crs: object = 3857,
     postprocess=None,
+    postprocess_max_vertices: int | None = None,
 ) -> list[dict]:
     """One GeoJSON Feature per non-empty mask, geometry in EPSG:4326 lng/lat degrees.
 
@@ -341,7 +342,7 @@ def masks_to_features(
     `{"mask_index": first_index + i, "score", "area_m2" (geodesic), **properties}`.
     Masks that are empty (or empty after `min_area_px`) give no feature. `postprocess`: see
     `mask_to_geometry` (all masks' outlines go through it in one batch); `area_m2` is measured on the
-    processed outline.
+    processed outline. `postprocess_max_vertices`: see `px_geometries_to_features`.
     """
     masks = np.asarray(masks, dtype=bool)
     scores = np.asarray(scores, dtype=float).reshape(-1)
@@ -350,7 +351,8 @@ def masks_to_features(
     simplify = 0.0 if postprocess is not None else simplify_px
     geoms = [mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=min_area_px) for mask in masks]
     return px_geometries_to_features(geoms, scores, transform, properties=properties, first_index=first_index,
-                                     crs=crs, postprocess=postprocess)
+                                     crs=crs, postprocess=postprocess,
+                                     postprocess_max_vertices=postprocess_max_vertices)
 
 
 def px_geometries_to_features(
@@ -362,11 +364,15 @@ def px_geometries_to_features(
     crs: object = 3857,
     postprocess=None,
     per_feature: list[dict] | None = None,
+    postprocess_max_vertices: int | None = None,
 ) -> list[dict]:
     """`masks_to_features` from (M,) window-px outlines (valid Polygon/MultiPolygon or None, as
     `mask_to_px_geometry` makes them) and (M,) scores: `postprocess` (one batch), EPSG:4326, area, properties
-    (`per_feature[i]` added to feature i's). None outlines give no feature; `mask_index` counts them."""
+    (`per_feature[i]` added to feature i's). None outlines give no feature; `mask_index` counts them.
+    `postprocess_max_vertices`: refuse (`InvalidRequest` naming the option) outlines holding more vertices in all
+    (`samgis.vector.postprocess.check_budget`); None = no bound."""
     if postprocess is not None:
+        check_budget(geoms, postprocess, postprocess_max_vertices)
         geoms = list(postprocess_apply_many(np.array(list(geoms) + [None], dtype=object)[:-1], postprocess))
     features = []
     for i, (geom, score) in enumerate(zip(geoms, np.asarray(scores, dtype=float).reshape(-1))):

@@ -71,6 +71,22 @@ MIN_REGULARIZE_TOLERANCE_PX = 0.5
 edges, so a tiny tolerance would multiply the vertices without bound (0.5 px already doubles the time of 2 px)."""
 MAX_SMOOTH_ITERATIONS = 5
 """Largest `Smooth.iterations` (smoothify's README: typically 3-5); each pass doubles the curve's vertices."""
+ANSWER_MAX_VERTICES = 50_000
+"""Vertices of exact outlines one interactive answer may post-process (`check_budget`): the work runs on a worker
+thread that a request deadline cannot stop, and costs ~0.1-0.2 ms per vertex (a whole-window mask of 162 blobby
+parts, 45,900 vertices: 4.5 s to regularize, 7.5 s to smooth on the 2-core test machine)."""
+
+
+def check_budget(geoms, op: "PostProcess | None", max_vertices: int | None = ANSWER_MAX_VERTICES) -> None:
+    """`InvalidRequest` naming `op`'s option ("regularize" / "smooth") when the outlines `geoms` (iterable of
+    geometries or None) hold more than `max_vertices` vertices in all; nothing when `op` or `max_vertices` is
+    None."""
+    if op is None or max_vertices is None:
+        return
+    n = int(sum(shapely.get_num_coordinates(g) for g in geoms if g is not None))
+    if n > max_vertices:
+        raise InvalidRequest(op.name, f"the outlines to {op.name} hold {n} vertices, over the {max_vertices} one "
+                                      f"answer may take; zoom in, raise min_area_px or leave {op.name} off")
 
 
 @dataclass(frozen=True)
