@@ -4,7 +4,8 @@ The three stages of an `AoiItem` (called from `samgis.batch.work`):
 
 1. `plan_aoi` (load): the AOI in global px at its zoom, the `Lattice` of `window_tiles * 256` px windows
    overlapping by `overlap_px` that covers it, and the windows that meet the AOI.
-2. `infer_aoi` (model): per window, fetch its pixels, embed, `Engine.generate` (automatic masks), and write
+2. `infer_aoi` (model): per window, fetch its pixels, embed, `Engine.generate` (automatic masks; with the
+   item's phrase, `Engine.find`'s instances: `samgis.batch.concepts.window_masks`), and write
    its `Piece`s to `<work dir>/w_<row>_<col>.npz` (atomically). A window whose file exists is not redone,
    so a killed job restarted with the same command redoes only unfinished windows. Nothing of a window
    stays in memory after its file is written.
@@ -32,6 +33,7 @@ import numpy as np
 import shapely
 from PIL import Image, ImageDraw
 
+from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem
 from samgis.batch.manifest import write_atomic
 from samgis.engine.protocol import Engine
@@ -42,7 +44,7 @@ from samgis.vector.stitch import Lattice, pieces_bytes, pieces_from_bytes, stitc
 LAYER = "segments"
 BATCH = 256
 """Objects appended to the GeoPackage per write."""
-FIELDS = ("item_id", "window_count", "score", "stability_score", "area_m2")
+FIELDS = ("item_id", "window_count", "score", "stability_score", "area_m2", "concept")
 OVERVIEW_PX = 1024
 """Largest side of an AOI's overview picture in the report."""
 
@@ -70,7 +72,8 @@ def aoi_work_dir(cfg, item: AoiItem) -> Path:
 
     if not cfg.work_dir:
         raise ValueError("AOI jobs need a work folder (JobConfig.work_dir); run them through run_batch")
-    digest = hashlib.sha256(repr((item.item_id, item.source, item.zoom, item.wkb_hex)).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(repr((item.item_id, item.source, item.zoom, item.wkb_hex)
+                                 + ((item.text,) if item.text else ())).encode()).hexdigest()[:12]
     return Path(cfg.work_dir) / f"{slug(item.item_id)}-{digest}"
 
 
@@ -166,7 +169,7 @@ def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int =
                 t1 = time.perf_counter()
                 emb = engine.embed(image)
                 t2 = time.perf_counter()
-                pieces = window_pieces(plan.lattice, ij, engine.generate(emb, ctx.cfg.amg, image))
+                pieces = window_pieces(plan.lattice, ij, window_masks(engine, emb, ctx.cfg, image, plan.item.text))
                 t3 = time.perf_counter()
                 write_atomic(thumb_file(plan, ij), png_bytes_rgb(reduce_image(image, f)))
                 write_atomic(window_file(plan, ij), pieces_bytes(pieces))  # last: this window is finished
@@ -190,7 +193,8 @@ def _frame(rows: list[dict]):
          "window_count": pd.Series([r["window_count"] for r in rows], dtype="int64"),
          "score": pd.Series([r["score"] for r in rows], dtype="float64"),
          "stability_score": pd.Series([r["stability_score"] for r in rows], dtype="float64"),
-         "area_m2": pd.Series([r["area_m2"] for r in rows], dtype="float64")},
+         "area_m2": pd.Series([r["area_m2"] for r in rows], dtype="float64"),
+         "concept": pd.Series([r["concept"] for r in rows], dtype="string")},
         geometry=gpd.GeoSeries([r["geometry"] for r in rows], crs="EPSG:4326"))
 
 
@@ -257,7 +261,8 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
             continue
         outline(shapely.intersection(obj.geometry, aoi_px), (255, 0, 255))  # as kept: clipped, specks gone
         rows.append({"item_id": item.item_id, "window_count": obj.window_count, "score": round(obj.score, 4),
-                     "stability_score": round(obj.stability_score, 4), "area_m2": round(area, 2), "geometry": geom})
+                     "stability_score": round(obj.stability_score, 4), "area_m2": round(area, 2), "concept": item.text,
+                     "geometry": geom})
         if len(rows) >= BATCH:
             append_rows(tmp, rows, first)
             written += len(rows)
