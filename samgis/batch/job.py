@@ -53,7 +53,8 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     `everything`: the input is a vector file of areas of interest, segmented whole (`samgis.batch.aoi`).
     `text`: a phrase (every instance of it, `samgis.batch.concepts`) for items without their own; for a vector
     file it implies `everything`, like `text_column` (the AOI property holding each area's phrase, default
-    "text"). A model without the "text" capability fails the job when its engine is built (MissingCapability).
+    "text"). A model without the "text" capability fails the job when its engine is built (MissingCapability;
+    with Ray the driver builds it once to check, before any cluster work).
     """
     executor = engine if engine is not None else executor
     if executor not in EXECUTORS:
@@ -81,6 +82,8 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
         from samgis.batch.concepts import ConceptCheckedFactory
 
         engine_factory = ConceptCheckedFactory(engine_factory)
+        if executor == "ray":  # a Ray actor's failed start reaches the driver as ActorDiedError: check here
+            engine_factory()
     run_id = uuid.uuid4().hex[:12]
     t_start = time.time()
     manifest.write_job({"input": str(input_path), "executor": executor, "workers": workers, "model": model_key,
