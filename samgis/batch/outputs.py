@@ -119,7 +119,7 @@ def write_coco(outdir: Path, image_ids: list[str], records: dict) -> Path | None
     if not image_ids:
         return None
     images, annotations = [], []
-    categories = {"segment": 1}  # automatic masks; then one category per phrase, in order of appearance
+    categories = {None: 1}  # automatic masks and prompts ("segment"); then one per phrase, in order of appearance
     for item_id in image_ids:
         rec = records.get(item_id)
         if rec is None or rec.get("status") != "done":
@@ -129,12 +129,12 @@ def write_coco(outdir: Path, image_ids: list[str], records: dict) -> Path | None
         images.append({"id": image_id, "file_name": item_id, "height": doc["height"], "width": doc["width"]})
         for m in doc["masks"]:
             concept = m.get("concept")
-            category = categories.setdefault(concept, len(categories) + 1) if concept else 1
+            category = categories.setdefault(concept or None, len(categories) + 1)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
                                 "segmentation": m["rle"], "score": m["score"], "area": m["area"],
                                 "bbox": m["bbox"], "iscrowd": 0} | ({"concept": concept} if concept else {}))
     doc = {"images": images, "annotations": annotations,
-           "categories": [{"id": i, "name": name} for name, i in categories.items()]}
+           "categories": [{"id": i, "name": "segment" if name is None else name} for name, i in categories.items()]}
     path = outdir / COCO
     write_atomic(path, json.dumps(doc).encode())
     return path
