@@ -18,7 +18,7 @@ from PIL import Image
 
 from samgis.batch import JobConfig, run_batch
 from samgis.batch.concepts import instance_records
-from samgis.batch.inputs import image_items
+from samgis.batch.inputs import image_items, load_items
 from samgis.cli.batch import main
 from samgis.engine.protocol import Capabilities, FoundInstances
 from samgis.errors import MissingCapability
@@ -133,6 +133,23 @@ def test_prompts_file_phrases_are_checked(tmp_path):
     assert "not both" in b.problem and b.text is None
     assert "prompts.text" in c.problem and "empty" in c.problem
     assert "prompts.text" in d.problem and "string" in d.problem
+
+
+def test_aoi_phrase_inputs(tmp_path):
+    path = tmp_path / "areas.geojson"
+    boxes = [S.rect(0, 0, 10, 10)] * 4
+    gpd.GeoDataFrame({"kind": ["roof", None, "  ", "pool"], "text": ["x", "y", "z", None]}, geometry=boxes,
+                     crs="EPSG:4326").to_file(path, engine="pyogrio")
+    items = load_items(path, zoom=18, source="S", text="car", text_column="kind")  # implies everything
+    assert [(i.kind, i.text) for i in items] == [("aoi", "roof"), ("aoi", "car"), ("aoi", None), ("aoi", "pool")]
+    assert "kind: empty" in items[2].problem and items[0].problem is None
+    assert [i.text for i in load_items(path, zoom=18, source="S", everything=True)] == ["x", "y", "z", None]
+    with pytest.raises(ValueError, match="no column 'class'"):
+        load_items(path, zoom=18, source="S", text_column="class")
+    with pytest.raises(ValueError, match="--text: empty"):
+        load_items(path, text=" ")
+    with pytest.raises(ValueError, match="--text-column needs a vector file"):
+        load_items(tmp_path, text_column="kind")
 
 
 def test_model_without_text_fails_at_start_naming_it(tmp_path):

@@ -133,8 +133,9 @@ def load_items(path: str | Path, *, zoom: int | None = None, source: str | None 
     path = Path(path)
     text = job_text(text)
     if path.is_dir():
-        if everything:
-            raise ValueError(f"--everything needs a vector file of areas, and {str(path)!r} is a folder")
+        if everything or text_column:
+            raise ValueError(f"--{'everything' if everything else 'text-column'} needs a vector file of areas, and "
+                             f"{str(path)!r} is a folder")
         return image_items(path, prompts_file, text=text)
     if path.is_file():
         if everything or text or text_column:
