@@ -388,3 +388,48 @@ def test_azure_text_column(client):
     assert r.status_code == 422 and r.json()["field"] == "input_data.data[0].text", r.text
     r = client.post("/score", json=azure_body([[png_b64(img), "red"]], {"score_threshold": 2}))
     assert r.status_code == 422 and r.json()["field"] == "params.score_threshold", r.text
+
+
+# --- raster sources: a concept on the raster's own grid, masks clipped to valid pixels -------------------------
+
+from tests.test_raster_sources import rasters  # noqa: E402,F401  (the module's GeoTIFFs, as a fixture here too)
+
+
+@pytest.fixture(scope="module")
+def raster_client(rasters):  # noqa: F811
+    from samgis.settings import Settings
+
+    settings = Settings(providers=rasters["providers"], builtin_sources=False, cache_dir=rasters["tmp"] / "cc")
+    with LiveServer(create_app(settings, engine=ColourRegionEngine(capabilities=CONCEPTS))) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def test_concept_on_a_utm_raster(raster_client, rasters):  # noqa: F811
+    utm = rasters["Ortho"]
+    field = utm.shape("field").lnglat()
+    req = {"bbox": bbox_of(*field.buffer(3e-4).bounds), "zoom": 18, "source": "Ortho",
+           "prompts": [text("red")], "simplify_px": 0}
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    (f,) = fc["features"]
+    assert fc["samgis"]["window"]["crs"] == utm.crs and f["properties"]["concept"] == "red"
+    assert iou(shape(f["geometry"]), field) >= 0.97
+
+
+def test_concept_masks_leave_out_nodata(raster_client, rasters):  # noqa: F811
+    scene = rasters["Scene"]
+    dark = scene.shape("dark")  # black after the stretch, like nodata, and it runs into the left margin
+    valid = scene.data_area_lnglat(1400, 100, 2460, 924)
+    w, s, e, n = dark.lnglat().bounds
+    req = {"bbox": bbox_of(w + 1e-5, s - 1e-4, e + 1e-4, n + 1e-4), "zoom": 18, "source": "Scene",
+           "prompts": [text("black")], "simplify_px": 0}
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 200, r.text
+    geoms = [shape(f["geometry"]) for f in r.json()["features"]]
+    assert max(iou(g, dark.lnglat().intersection(valid)) for g in geoms) >= 0.97
+    assert all(g.difference(valid).area < 1e-3 * g.area for g in geoms)
+    req["bbox"] = bbox_of(*scene.px_to_lnglat(100, 600), *scene.px_to_lnglat(400, 400))  # nodata only
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 422 and r.json()["field"] == "bbox", r.text

@@ -487,7 +487,13 @@ class SegmentService:
         ex_corners = np.array([((e.west, e.north), (e.east, e.south)) for e in q.exemplars],
                               np.float64).reshape(-1, 2)
         window = self._concept_window(source, bbox_corners, q.zoom, "bbox")
-        valid = await self._valid(source, window, np.zeros((0, 2)), [])
+        try:
+            valid = await self._valid(source, window, np.zeros((0, 2)), [])
+        except InvalidRequest as e:  # a window of nodata only: the area searched is what is wrong
+            if e.field != "prompts":
+                raise
+            raise InvalidRequest("bbox", e.message.split(": ", 1)[-1].replace("around the prompts",
+                                                                             "holding the bbox")) from None
         t0 = timer.add("validate", t_start)
 
         embedding, hit = await self.embedding_for(source, window, timer, deadline)
