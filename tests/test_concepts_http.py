@@ -346,6 +346,7 @@ def test_predict_routes_with_text(client, route, fmt):
         assert np.array_equal(mask, truth[name]) and score == pytest.approx(score_of(name), abs=1e-5)
     assert bg["mode"] == "concept" and bg["concept"] == "exemplar"  # the background's own family (beige)
     assert click["mode"] == "prompts"  # other instances keep their meaning
+    assert bg["cache"] == click["cache"] == "hit"  # one embedding of the image serves concepts and clicks
 
 
 @pytest.mark.parametrize("instance,field", [
@@ -433,3 +434,28 @@ def test_concept_masks_leave_out_nodata(raster_client, rasters):  # noqa: F811
     req["bbox"] = bbox_of(*scene.px_to_lnglat(100, 600), *scene.px_to_lnglat(400, 400))  # nodata only
     r = raster_client.post("/v1/segment", json=req)
     assert r.status_code == 422 and r.json()["field"] == "bbox", r.text
+
+
+def test_predict_concept_on_a_geotiff_gives_lnglat_and_crs_polygons(client, tmp_path):
+    """A georeferenced image: each instance also as EPSG:4326 and raster-CRS polygons, as the prompts mode."""
+    import shapely
+
+    from tests.support.raster import write_raster
+
+    o, res = (500000.0, 5000000.0), 2.0  # EPSG:32632, 2 m px
+
+    def px_box(c0, r0, c1, r1):
+        return shapely.box(o[0] + c0 * res, o[1] - r1 * res, o[0] + c1 * res, o[1] - r0 * res)
+
+    tif = write_raster(tmp_path / "two.tif", crs="EPSG:32632", origin=o, res=res, width=120, height=80,
+                       background=(60, 60, 60), shapes=[("a", px_box(10, 10, 50, 40), (200, 30, 30)),
+                                                        ("b", px_box(70, 30, 110, 70), (225, 45, 35))])
+    body = {"instances": [{"image": base64.b64encode(tif.path.read_bytes()).decode(), "text": "red",
+                           "mask_format": "polygon"}]}
+    r = client.post("/v1/predict", json=body)
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    assert pred["mode"] == "concept" and pred["crs"] == "EPSG:32632" and len(pred["masks"]) == 2
+    for name, lnglat, native in zip(("b", "a"), pred["masks_lnglat"], pred["masks_crs"]):  # best score first
+        assert iou(shape(native), tif.shape(name).polygon) >= 0.97
+        assert iou(shape(lnglat), tif.shape(name).lnglat()) >= 0.97
