@@ -60,7 +60,9 @@ def engine():
 
 @pytest.fixture(scope="module")
 def live(scene_tiles, engine, tmp_path_factory):
-    app = create_app(scene_tiles.settings(tmp_path_factory.mktemp("concepts")), engine=engine)
+    # a small automatic-mask grid cap: it must not refuse text, which decodes no grid
+    settings = scene_tiles.settings(tmp_path_factory.mktemp("concepts"), max_grid_points=16)
+    app = create_app(settings, engine=engine)
     vertex_routes(app, {"AIP_PREDICT_ROUTE": VERTEX_ROUTE})
     with LiveServer(app) as server:
         yield server

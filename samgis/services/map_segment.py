@@ -569,6 +569,12 @@ class SegmentService:
             raise InvalidRequest("score_threshold", "applies with text only (automatic masks use pred_iou_thresh)")
         else:
             require(self.engine.describe(), ["automatic"], "model")
+        for name in ("simplify_px", "min_area_px", "min_area_m2"):
+            value = getattr(q, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        if q.text is not None:  # no grid is decoded (and no grid option was given)
+            return source
         if not 1 <= q.points_per_side <= self.max_points_per_side:
             raise InvalidRequest("points_per_side", f"must be in [1, {self.max_points_per_side}] (this server's "
                                                     f"max_points_per_side), got {q.points_per_side}")
@@ -576,10 +582,6 @@ class SegmentService:
             value = getattr(q, name)
             if not 0.0 <= value <= 1.0:
                 raise InvalidRequest(name, f"must be in [0, 1], got {value}")
-        for name in ("simplify_px", "min_area_px", "min_area_m2"):
-            value = getattr(q, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
         grid, px = q.amg_options().grid_points(), self._window_px(source)
         counted = grid * max(1.0, px / 2**20)
         if self.max_grid_points is not None and counted > self.max_grid_points:
