@@ -60,8 +60,9 @@ def engine():
 
 @pytest.fixture(scope="module")
 def live(scene_tiles, engine, tmp_path_factory):
-    # a small automatic-mask grid cap: it must not refuse text, which decodes no grid
-    settings = scene_tiles.settings(tmp_path_factory.mktemp("concepts"), max_grid_points=16)
+    # small automatic-mask grid caps (below the default grid of 16): they must not refuse text, which decodes no
+    # grid, nor click instances on the plain-image routes
+    settings = scene_tiles.settings(tmp_path_factory.mktemp("concepts"), max_grid_points=16, max_points_per_side=8)
     app = create_app(settings, engine=engine)
     vertex_routes(app, {"AIP_PREDICT_ROUTE": VERTEX_ROUTE})
     with LiveServer(app) as server:
