@@ -462,3 +462,47 @@ def test_predict_concept_on_a_geotiff_gives_lnglat_and_crs_polygons(client, tmp_
     for name, lnglat, native in zip(("b", "a"), pred["masks_lnglat"], pred["masks_crs"]):  # best score first
         assert iou(shape(native), tif.shape(name).polygon) >= 0.97
         assert iou(shape(lnglat), tif.shape(name).lnglat()) >= 0.97
+
+
+# --- odd numbers in every numeric field of concept bodies (as tests/test_hostile_property.py) ------------------
+
+def concept_bodies() -> dict[str, dict]:
+    return {
+        "/v1/segment": find_request(text("red"), exemplar("green-park"), exemplar("red-shed", label=0),
+                                    score_threshold=0.5, min_area_px=0.5, simplify_px=1.0),
+        "/v1/segment/everything": everything(text="red", score_threshold=0.5, min_area_m2=1.5),
+        "/v1/predict": {"instances": [{"image": png_b64(), "text": "red", "score_threshold": 0.5},
+                                      {"image": png_b64(), "exemplar_boxes": [[8, 8, 23, 23]],
+                                       "exemplar_labels": [1]}],
+                        "parameters": {"score_threshold": 0.4}},
+    }
+
+
+@pytest.mark.parametrize("route", sorted(concept_bodies()))
+def test_concept_base_bodies_are_valid(client, route):
+    r = client.post(route, json=concept_bodies()[route])
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", sorted(concept_bodies()))
+def test_no_5xx_for_odd_numbers_in_concept_bodies(client, route):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.test_hostile_property import TOKENS, is_non_finite, numeric_paths, with_token
+
+    body = concept_bodies()[route]
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(path=st.sampled_from(numeric_paths(body)), token=TOKENS)
+    def check(path, token):
+        r = client.post(route, content=with_token(body, path, token).encode(),
+                        headers={"content-type": "application/json"})
+        assert r.status_code < 500, (path, token[:40], r.text[:500])
+        answer = r.json()
+        if is_non_finite(token):
+            assert r.status_code == 422, (path, token, answer)
+
+    check()
