@@ -392,6 +392,9 @@ def test_azure_text_column(client):
     assert r.status_code == 422 and r.json()["field"] == "input_data.data[0].text", r.text
     r = client.post("/score", json=azure_body([[png_b64(img), "red"]], {"score_threshold": 2}))
     assert r.status_code == 422 and r.json()["field"] == "params.score_threshold", r.text
+    for bad in (42, ["red"], "x" * (MAX_TEXT_CHARS + 1), "   ", "a\x00b"):
+        r = client.post("/score", json=azure_body([[png_b64(), bad]]))
+        assert r.status_code == 422 and r.json()["field"] == "input_data.data[0].text", (bad, r.text)
 
 
 # --- raster sources: a concept on the raster's own grid, masks clipped to valid pixels -------------------------
@@ -420,6 +423,10 @@ def test_concept_on_a_utm_raster(raster_client, rasters):  # noqa: F811
     (f,) = fc["features"]
     assert fc["samgis"]["window"]["crs"] == utm.crs and f["properties"]["concept"] == "red"
     assert iou(shape(f["geometry"]), field) >= 0.97
+    w, s_, e, n = field.bounds
+    req["bbox"] = bbox_of(*utm.px_to_lnglat(-50, 700), e, n)  # its west edge off the raster
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 422 and r.json()["field"] == "bbox" and "outside raster" in r.json()["detail"], r.text
 
 
 def test_concept_masks_leave_out_nodata(raster_client, rasters):  # noqa: F811
