@@ -87,7 +87,8 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     run_id = uuid.uuid4().hex[:12]
     t_start = time.time()
     manifest.write_job({"input": str(input_path), "executor": executor, "workers": workers, "model": model_key,
-                        "zoom": zoom, "source": source, "prompts": None if prompts_file is None else str(prompts_file), "text": text, "text_column": text_column,
+                        "zoom": zoom, "source": source, "prompts": None if prompts_file is None else str(prompts_file),
+                        "text": text, "text_column": text_column,
                         "options": options, "items": len(items), "last_run": run_id, "started": t_start})
 
     from tqdm import tqdm

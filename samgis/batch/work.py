@@ -99,7 +99,8 @@ class ItemResult:
     Map items: `features`, GeoJSON Features (EPSG:4326) with properties item_id, mask_index, score, area_m2.
     Image items: `masks`, one dict per mask: index, score, area (px), bbox [x, y, w, h] (px), rle (COCO),
     png (bytes of an 8-bit PNG, 255 = mask), concept (the phrase, items with one); `image_size` (H, W).
-    `preview`: PNG bytes of the report picture. `timings`: seconds per stage. A failed item has `ok=False`, `error` and the failing `stage`.
+    `preview`: PNG bytes of the report picture. `timings`: seconds per stage. A failed item has `ok=False`,
+    `error` and the failing `stage`.
     """
 
     item_id: str
