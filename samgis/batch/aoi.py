@@ -1,18 +1,22 @@
 """Whole areas of interest: every object in an AOI, stitched across a lattice of overlapping windows.
 
-The three stages of an `AoiItem` (called from `samgis.batch.work`):
+The three stages of an `AoiItem` (called from `samgis.batch.work`; the Ray executor runs the same functions
+window by window, `samgis.batch.executors.ray`):
 
 1. `plan_aoi` (load): the AOI in global px at its zoom, the `Lattice` of `window_tiles * 256` px windows
    overlapping by `overlap_px` that covers it, and the windows that meet the AOI.
-2. `infer_aoi` (model): per window, fetch its pixels, embed, `Engine.generate` (automatic masks), and write
-   its `Piece`s to `<work dir>/w_<row>_<col>.npz` (atomically). A window whose file exists is not redone,
-   so a killed job restarted with the same command redoes only unfinished windows. Nothing of a window
-   stays in memory after its file is written.
-3. `finish_aoi` (CPU): `samgis.vector.stitch.stitch` over the window files in row order; each object as
-   it completes is simplified, moved to EPSG:4326, clipped to the AOI, dropped under `min_area_m2`, and
-   appended to `<work dir>/segments.gpkg` in batches (memory stays bounded by the open objects). The
-   report picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most
-   `OVERVIEW_PX` a side) with every object outlined and the AOI's outline.
+2. Per window (model), the unit of work: `fetch_pixels`, `window_embedding` (the encoder), `window_output`
+   (`Engine.generate`, automatic masks, as the window's `Piece`s and a thumbnail). Windows whose file
+   exists (`todo_windows`) are not redone, so a killed job restarted with the same command redoes only
+   unfinished windows. `infer_aoi` pipelines these on the local executor.
+3. `AoiReduce` (CPU), fed each window's output as it finishes, in any order: writes the window's files
+   (`w_<row>_<col>.npz`, atomically: from then on the window is finished) and stitches
+   (`samgis.vector.stitch.Stitcher`) the windows contiguous in row-major order; each object as it completes
+   is simplified, moved to EPSG:4326, clipped to the AOI, dropped under `min_area_m2`, and appended to
+   `<work dir>/segments.gpkg` in batches. Memory stays bounded by two lattice rows of masks, the open
+   objects and the windows in flight: no process holds the whole AOI. `finish_aoi` closes it. The report
+   picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most `OVERVIEW_PX` a
+   side) with every object outlined and the AOI's outline.
 
 Window pixels: window (i, j) is the square of `size` px from global px `lattice.origin(i, j)`; its tiles are
 fetched as the smallest tile-aligned `Window` holding it and cropped (lattice origins need not fall on tile
@@ -147,17 +151,24 @@ class WindowOutput:
     timings: dict = field(default_factory=dict)
 
 
-def window_output(plan: AoiPlan, ij: tuple[int, int], image: np.ndarray, engine: Engine, ctx) -> WindowOutput:
-    """The model's part of one window: `image` ((size, size, 3) uint8 RGB, window px, from `fetch_pixels`)
-    embedded, `Engine.generate` (automatic masks), its pieces and thumbnail. Both executors call this per
-    window (locally in the model thread, on Ray in a model actor)."""
+def window_embedding(plan: AoiPlan, ij: tuple[int, int], image: np.ndarray, engine: Engine, ctx):
+    """The encoder pass of window `ij`: `image` (size, size, 3) uint8 RGB, window px, from `fetch_pixels`."""
+    return engine.embed(image)
+
+
+def window_output(plan: AoiPlan, ij: tuple[int, int], image: np.ndarray, embedding, engine: Engine,
+                  ctx) -> WindowOutput:
+    """The rest of one window after `window_embedding`: `Engine.generate` (automatic masks) on `embedding` of
+    `image` ((size, size, 3) uint8 RGB, window px), its pieces and thumbnail; timings["decode"] is the
+    generate time. Both executors call these two per window (locally on the model thread and the decode
+    thread, on Ray in a model actor)."""
+    t0 = time.perf_counter()
+    records = engine.generate(embedding, ctx.cfg.amg, image)
     t1 = time.perf_counter()
-    emb = engine.embed(image)
-    t2 = time.perf_counter()
-    pieces = window_pieces(plan.lattice, ij, engine.generate(emb, ctx.cfg.amg, image))
-    t3 = time.perf_counter()
+    pieces = window_pieces(plan.lattice, ij, records)
+    del records
     return WindowOutput(ij, pieces_bytes(pieces), png_bytes_rgb(reduce_image(image, overview_factor(plan.lattice))),
-                        {"embed": t2 - t1, "decode": t3 - t2})
+                        {"decode": t1 - t0})
 
 
 def todo_windows(plan: AoiPlan) -> list[tuple[int, int]]:
@@ -166,11 +177,11 @@ def todo_windows(plan: AoiPlan) -> list[tuple[int, int]]:
 
 
 def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int = 2) -> AoiPlan:
-    """Stage 2 of an AOI on the local executor: the windows without a file (module docstring), each through
-    `fetch_pixels` and `window_output`, streamed to an `AoiReduce` (`plan.reduce`) that stitches on a thread
-    of its own while the model works. Up to `prefetch` windows' pixels are fetched ahead on threads.
-    `timings` gains load (time the model waited for pixels), embed, decode and the counts `windows` /
-    `windows_run`."""
+    """Stage 2 of an AOI on the local executor: the windows without a file (module docstring), pipelined:
+    `fetch_pixels` on `prefetch` threads ahead of the model, `window_embedding` on the calling thread,
+    `window_output` (automatic masks, pieces) on a decode thread while the next window is embedded, and an
+    `AoiReduce` (`plan.reduce`) stitching on a thread of its own. `timings` gains load (time the model waited
+    for pixels), embed, decode and the counts `windows` / `windows_run`."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -178,10 +189,12 @@ def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int =
     reduce = AoiReduce(plan, ctx.cfg)
     plan.reduce = reduce
     with ThreadPoolExecutor(max(1, prefetch), thread_name_prefix="samgis-aoi-fetch") as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="samgis-aoi-decode") as decode_pool, \
             ThreadPoolExecutor(1, thread_name_prefix="samgis-aoi-stitch") as stitch_pool:
         ahead: deque = deque()
         pending = iter(todo)
-        adding = None
+        decoding: deque = deque()
+        adding: list = []
 
         def refill() -> None:
             while len(ahead) < max(1, prefetch):
@@ -189,6 +202,15 @@ def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int =
                 if ij is None:
                     return
                 ahead.append((ij, pool.submit(fetch_pixels, plan, ij, ctx)))
+
+        def to_reduce(limit: int) -> None:
+            """Hand decoded windows to the reduce until at most `limit` are decoding (raises their errors)."""
+            while len(decoding) > limit:
+                out = decoding.popleft().result()
+                timings["decode"] = timings.get("decode", 0.0) + out.timings["decode"]
+                if adding:
+                    adding.pop().result()  # one window in the reduce at a time; raises its error here
+                adding.append(stitch_pool.submit(reduce.add, out))
 
         try:
             refill()
@@ -198,16 +220,20 @@ def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int =
                 image = fut.result()
                 refill()
                 t1 = time.perf_counter()
-                out = window_output(plan, ij, image, engine, ctx)
-                if adding is not None:
-                    adding.result()  # one window in the reduce at a time; raises its error here
-                adding = stitch_pool.submit(reduce.add, out)
-                for name, dt in (("load", t1 - t0), *out.timings.items()):
+                emb = window_embedding(plan, ij, image, engine, ctx)
+                t2 = time.perf_counter()
+                to_reduce(0)  # the previous window's masks before this one's: at most two embeddings alive
+                decoding.append(decode_pool.submit(window_output, plan, ij, image, emb, engine, ctx))
+                del emb, image
+                for name, dt in (("load", t1 - t0), ("embed", t2 - t1)):
                     timings[name] = timings.get(name, 0.0) + dt
-            if adding is not None:
-                adding.result()
+            to_reduce(0)
+            if adding:
+                adding.pop().result()
         finally:
             for _, fut in ahead:
+                fut.cancel()
+            for fut in decoding:
                 fut.cancel()
     timings["windows"] = len(plan.windows)
     timings["windows_run"] = len(todo)

@@ -132,8 +132,8 @@ def _run_items(items, engine_factory, cfg, on_result, workers, model_args, threa
 
 # --- whole areas: windows through model actors, the stitch as a reduce ---------------------------------------
 
-PER_ACTOR = 2
-"""Window calls in flight per model actor: one holds the model while the next fetches its pixels."""
+PER_ACTOR = 3
+"""Window calls in flight per model actor: one fetches its pixels, one is in the encoder, one in `generate`."""
 
 
 class _WindowActor:
@@ -143,22 +143,27 @@ class _WindowActor:
         self.ctx = StageContext(cfg)
         self.engine = engine_factory()
         set_engine_threads(self.engine, threads)
-        self.model = threading.Lock()  # calls run on PER_ACTOR threads; one at a time uses the model
+        # calls run on PER_ACTOR threads: one at a time in the encoder, one at a time in `generate`
+        self.encoder, self.decoder = threading.Lock(), threading.Lock()
 
     def run(self, plan, ij: tuple[int, int]):
         """(status, output): status {"timings": …} with the `WindowOutput` of window `ij` of `plan`, or
         {"error": text} with None (the error of the window's item)."""
-        from samgis.batch.aoi import fetch_pixels, window_output
+        from samgis.batch.aoi import fetch_pixels, window_embedding, window_output
 
         try:
             t0 = time.perf_counter()
             image = fetch_pixels(plan, ij, self.ctx)
             t1 = time.perf_counter()
-            with self.model:
-                out = window_output(plan, ij, image, self.engine, self.ctx)
+            with self.encoder:
+                t2 = time.perf_counter()
+                emb = window_embedding(plan, ij, image, self.engine, self.ctx)
+                t3 = time.perf_counter()
+            with self.decoder:
+                out = window_output(plan, ij, image, emb, self.engine, self.ctx)
         except Exception as exc:  # one broken window fails its area, not the job
             return {"error": error_text(exc)}, None
-        return {"timings": {"load": t1 - t0, **out.timings}}, out
+        return {"timings": {"load": t1 - t0, "embed": t3 - t2, **out.timings}}, out
 
     def peak_rss_kb(self) -> int:
         return _peak_rss_kb()
