@@ -226,7 +226,9 @@ def _run_areas(items, engine_factory, cfg, on_result, workers, model_args, threa
 
     ctx = StageContext(cfg)  # the driver plans the areas: source registry only, no tile fetching
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    model = ray.remote(_WindowActor).options(max_concurrency=PER_ACTOR, **model_args)
+    # a model actor that dies (out of memory, a lost node) is restarted and its windows run again
+    model = ray.remote(_WindowActor).options(max_concurrency=PER_ACTOR, max_restarts=2, max_task_retries=2,
+                                             **model_args)
     reducer = ray.remote(_ReduceActor).options(num_cpus=0.125, scheduling_strategy=here)
     actors = [model.remote(cfg, engine_factory, threads) for _ in range(workers)]
     busy = {a: 0 for a in actors}
@@ -297,7 +299,10 @@ def _run_areas(items, engine_factory, cfg, on_result, workers, model_args, threa
             if ref in inflight:
                 area, ij, actor, out = inflight.pop(ref)
                 busy[actor] -= 1
-                status = ray.get(ref)
+                try:
+                    status = ray.get(ref)
+                except Exception as exc:  # the actor is gone for good: this area fails, the job goes on
+                    status = {"error": error_text(exc)}
                 if area.failed:
                     continue
                 if "error" in status:
@@ -313,14 +318,20 @@ def _run_areas(items, engine_factory, cfg, on_result, workers, model_args, threa
             elif ref in acks:
                 area = acks.pop(ref)
                 area.acks.discard(ref)
-                error = ray.get(ref)
+                try:
+                    error = ray.get(ref)
+                except Exception as exc:  # the reduce actor died
+                    error = error_text(exc)
                 if error is not None and not area.failed:
                     fail(area, "finish", error)
             else:
                 area = closing.pop(ref)
                 if area.failed:
                     continue
-                answer = ray.get(ref)
+                try:
+                    answer = ray.get(ref)
+                except Exception as exc:  # the reduce actor died
+                    answer = error_text(exc)
                 if isinstance(answer, str):
                     fail(area, "finish", answer)
                     continue
