@@ -266,7 +266,8 @@ def aoi_main(args, tmp: Path) -> None:
             first, steady = sampler.steady()
             frames[conf] = gpd.read_file(out / "segments.gpkg")
             rows.append((executor, int(workers), windows, wall, windows / wall, first - t0, steady,
-                         rec["timings"].get("post", 0.0) / wall, sampler.peak_kb, len(frames[conf])))
+                         rec["timings"].get("post", 0.0) / wall, rec["timings"].get("post_close", 0.0) / wall,
+                         sampler.peak_kb, len(frames[conf])))
         if ray_started:
             import ray
 
@@ -274,12 +275,12 @@ def aoi_main(args, tmp: Path) -> None:
 
     print()
     print(f"{'executor':8s} {'workers':>7s} {'windows':>7s} {'seconds':>8s} {'win/s':>6s} {'/ceil':>6s} "
-          f"{'start s':>7s} {'steady':>6s} {'/ceil':>6s} {'stitch':>6s} {'driver':>7s} {'model':>7s} "
+          f"{'start s':>7s} {'steady':>6s} {'/ceil':>6s} {'stitch':>6s} {'tail':>5s} {'driver':>7s} {'model':>7s} "
           f"{'reduce':>7s} {'objects':>7s}")
-    for executor, workers, windows, wall, rate, start, steady, stitch_share, peak, objects in rows:
+    for executor, workers, windows, wall, rate, start, steady, stitch_share, tail, peak, objects in rows:
         mb = [f"{peak[r] / 1024:.0f} MB" if peak.get(r) else "-" for r in ("driver", "model actor", "reduce actor")]
         print(f"{executor:8s} {workers:7d} {windows:7d} {wall:8.1f} {rate:6.2f} {rate / ceil:6.2f} {start:7.1f} "
-              f"{steady:6.2f} {steady / ceil:6.2f} {stitch_share:6.1%} {mb[0]:>7s} {mb[1]:>7s} {mb[2]:>7s} "
+              f"{steady:6.2f} {steady / ceil:6.2f} {stitch_share:6.1%} {tail:5.1%} {mb[0]:>7s} {mb[1]:>7s} {mb[2]:>7s} "
               f"{objects:7d}")
     print(f"{'ceiling':8s} {'':7s} {'':7s} {'':8s} {ceil:6.2f} {1.0:6.2f}")
     first = next(iter(frames.values()))
@@ -288,7 +289,8 @@ def aoi_main(args, tmp: Path) -> None:
     print(f"\nsame objects, byte for byte, from every run: {'yes' if same else 'NO'}")
     print("win/s: windows over the whole run (start-up included); steady: first to last finished window "
           "(start-up amortised); start s: seconds to the first finished window; stitch: share of the wall time "
-          "the stitching reduce was busy (it runs beside the model); RSS peaks sampled at 10 Hz (driver: this "
+          "the stitching reduce was busy (it runs beside the model); tail: share spent stitching after the last "
+          "window (what the stitch adds to the wall time); RSS peaks sampled at 10 Hz (driver: this "
           "process, which also serves the tiles). /ceil compares with one engine's embed rate: with the sleep "
           "stand-in two actors can reach 2x, a CPU-bound encoder on shared cores cannot.")
 

@@ -165,9 +165,6 @@ class _WindowActor:
             return {"error": error_text(exc)}, None
         return {"timings": {"load": t1 - t0, "embed": t3 - t2, **out.timings}}, out
 
-    def peak_rss_kb(self) -> int:
-        return _peak_rss_kb()
-
 
 class _ReduceActor:
     """Ray actor: the `AoiReduce` of one area (on the driver's node: it writes the area's work folder)."""
@@ -191,11 +188,11 @@ class _ReduceActor:
         return self.error
 
     def close(self):
-        """(path, objects, overview PNG, busy seconds, peak RSS kB), or the error text."""
+        """(path, objects, overview PNG, busy seconds, seconds in close), or the error text."""
         if self.error is None:
             try:
                 path, count, preview = self.reduce.close()
-                return str(path), count, preview, self.reduce.busy_s, _peak_rss_kb()
+                return str(path), count, preview, self.reduce.busy_s, self.reduce.close_s
             except Exception as exc:
                 self.error = error_text(exc)
         return self.error
@@ -335,8 +332,9 @@ def _run_areas(items, engine_factory, cfg, on_result, workers, model_args, threa
                 if isinstance(answer, str):
                     fail(area, "finish", answer)
                     continue
-                path, count, preview, busy_s, _ = answer
+                path, count, preview, busy_s, close_s = answer
                 area.timings["post"] = area.timings.get("post", 0.0) + busy_s
+                area.timings["post_close"] = area.timings.get("post_close", 0.0) + close_s
                 open_areas.remove(area)
                 ray.kill(area.reducer)
                 item = area.plan.item
@@ -348,15 +346,6 @@ def _run_areas(items, engine_factory, cfg, on_result, workers, model_args, threa
         for actor in actors:
             ray.kill(actor)
         ctx.close()
-
-
-def _peak_rss_kb() -> int:
-    """This process's peak resident set size (VmHWM, kB; 0 where /proc is missing)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
-    except OSError:
-        return 0
 
 
 def _python_path() -> list[str]:
