@@ -13,12 +13,17 @@ file at the same paths). Ray is imported here only, when this executor is used.
 
 Whole areas (`AoiItem`) are cut into windows, and the window is the unit of work:
 
-    driver: plan each area (lattice, windows without a file) ─▶ windows in row-major order, at most two in
-    flight per model actor ─▶ model actors (`workers`, the engine built once each from the picklable
-    recipe): `fetch_pixels` + `window_output`, one fetching while the other holds the model ─▶ one reduce
-    actor per area on the driver's node (`AoiReduce`): writes the window's files at once (resume works per
-    window), stitches windows as soon as they are contiguous in row-major order and appends finished
-    objects to the area's GeoPackage ─▶ driver writes the outputs
+    driver: plan each area (lattice, windows without a file) ─▶ windows in row-major order, at most
+    PER_ACTOR in flight per model actor ─▶ model actors (`workers`, the engine built once each from the
+    picklable recipe): `fetch_pixels`, `window_embedding`, `window_output`, one window fetching, one in the
+    encoder and one in `generate` at a time ─▶ one reduce actor per area on the driver's node
+    (`AoiReduce`): writes the window's files at once (resume works per window), stitches windows as soon as
+    they are contiguous in row-major order and appends finished objects to the area's GeoPackage ─▶ the
+    driver writes the outputs
+
+Backpressure: no more windows go out while 2 x PER_ACTOR x workers window outputs wait for their reduce, or
+while workers + 2 areas are open. A model actor that dies is restarted (its windows run again); a window
+that fails (tiles, model) fails its area, recorded like a local failure, and the job goes on.
 
 Window results go from model actor to reduce actor through the object store (the driver passes references
 and never loads them). No process holds a whole area: the reduce holds two lattice rows of masks, the open
