@@ -10,9 +10,11 @@ was busy, and peak RSS of the driver and of the Ray workers (model actors, reduc
 Engine: `--model colour` (default for this job): the colour-region test engine with `--embed-delay` seconds of
 sleep in `embed` standing in for the encoder (the stitching and the rest are real), or a SAM 2.1 model with
 random weights (`--model sam2.1_hiera_tiny`: a real encoder; automatic masks from a `--points-per-side`²
-grid). Run: `.venv/bin/python bench/bench_batch.py --job aoi` (about 3–4 minutes with the defaults).
+grid). Run: `.venv/bin/python bench/bench_batch.py --job aoi` (about 6–7 minutes with the defaults on the
+shared 2-core VM; a SAM 2.1 tiny embed took 33 s there under load, so real-model runs of 100 windows need
+a quieter or bigger machine).
 
-The job: a folder of 1024 x 1024 scene mosaics (from the synthetic tile scene of tests/support), one include
+`--job images` (default): a folder of 1024 x 1024 scene mosaics (from the synthetic tile scene of tests/support), one include
 click each, or (`--job map`) map areas on a local tile server, one clicked building per area. Weights are
 random (no download): `--model sam_vit_b` (default) or `test_vit_tiny` (fast, overhead-bound).
 
