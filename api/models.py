@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from samgis.engine.protocol import AmgOptions
+from samgis.services.map_segment import MAX_WINDOW_BUDGET
 
 # Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
 # finite (NaN/Infinity are refused before parsing by `api.limits.BodyLimitMiddleware`; this is the second
@@ -70,6 +71,14 @@ class SegmentRequest(BaseModel):
     multimask: Bool = Field(False, description="three candidate masks per prompt group")
     simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
+    # -- objects larger than a window --
+    window_budget: Int = Field(4, ge=1, le=MAX_WINDOW_BUDGET,
+                               description="most 1024 px windows the answer may use: a point-prompted mask that "
+                                           "touches its window's edge is followed into the neighbouring windows "
+                                           "and a box larger than a window is decoded in each window it covers, "
+                                           "the pieces merged into one polygon; 1 = one window (the object is cut "
+                                           "at its edge). The windows used and whether the budget stopped the "
+                                           "following are in `samgis.windows` and `samgis.follow`")
 
 
 class WindowOut(BaseModel):
@@ -79,8 +88,14 @@ class WindowOut(BaseModel):
     size: int
 
 
+class FollowOut(BaseModel):
+    window_budget: int = Field(..., description="the window_budget the request was answered with")
+    stopped_by_budget: bool = Field(..., description="a mask went on past its windows' edges into a window the "
+                                                     "budget left out: the object is cut there")
+
+
 class SamgisMeta(BaseModel):
-    window: WindowOut
+    window: WindowOut = Field(..., description="the first window used (the one holding the prompts)")
     zoom_requested: int
     cache: Literal["hit", "miss"]
     timings_ms: dict[str, float]
@@ -89,12 +104,19 @@ class SamgisMeta(BaseModel):
     attribution: str
 
 
+class SegmentMeta(SamgisMeta):
+    windows: list[dict[str, Any]] = Field(..., description="every window used, in the order they were embedded "
+                                                           "(the first is `window`), each with its `cache` hit "
+                                                           "or miss")
+    follow: FollowOut
+
+
 class FeatureCollectionOut(BaseModel):
     """RFC 7946 FeatureCollection (lon/lat, WGS84) with a `samgis` foreign member."""
 
     type: Literal["FeatureCollection"]
     features: list[dict[str, Any]]
-    samgis: SamgisMeta
+    samgis: SegmentMeta
 
 
 class EverythingRequest(BaseModel):

@@ -43,6 +43,7 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
         bbox=BBox(req.bbox.sw.lng, req.bbox.sw.lat, req.bbox.ne.lng, req.bbox.ne.lat),
         zoom=req.zoom, source=req.source, points=points, boxes=boxes, multimask=req.multimask,
         simplify_px=req.simplify_px, min_area_px=req.min_area_px,
+        window_budget=req.window_budget,
     )
 
 

@@ -6,7 +6,8 @@ web map. Nothing above it (service, routers) knows which kind of source it talks
 class here and one line in `open_reader`.
 
 Windows (`samgis.geo.tiles.Window` for tile sources, `samgis.geo.readers.raster.RasterWindow` for rasters)
-share: `size` (px per side), `key()` (grid level and lattice cell, for cache keys), `affine()` (window px →
+share: `size` (px per side), `origin_px()` (NW pixel on the level's global px grid), `neighbour(dx, dy)`
+(the next lattice window that way), `key()` (grid level and lattice cell, for cache keys), `affine()` (window px →
 `crs`), `crs`, `lnglat_to_px(lnglat)` and `meta()`.
 """
 
@@ -39,6 +40,10 @@ class Reader(Protocol):
     def window_candidates(self, lnglat: np.ndarray, zoom: int, max_steps: int) -> Iterator[tuple[Any, list]]:
         """(grid level, windows best first) from the level matching `zoom` outwards, at most `max_steps`
         steps; `lnglat`: (N, 2) float64 lng/lat degrees EPSG:4326. An empty list: the prompts do not fit."""
+
+    def cover(self, lnglat: np.ndarray, zoom: int) -> list:
+        """The fewest lattice windows of the grid level matching `zoom` that together cover the extent of
+        `lnglat` ((N, 2) float64 lng/lat degrees EPSG:4326), row-major; for prompts larger than a window."""
 
     async def read_window(self, window: Any, deadline: float | None = None) -> WindowImage:
         """The window's pixels; `deadline` a `time.monotonic()` instant."""

@@ -15,6 +15,7 @@ is one), so colours do not change with the window.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import math
 import os
@@ -41,6 +42,7 @@ from rasterio.warp import reproject, transform_bounds
 
 from samgis.errors import InvalidRequest, UpstreamError
 from samgis.geo.readers import WindowImage
+from samgis.geo.tiles import lattice_cover
 
 #: Percentiles of the default ("auto") stretch for data that is not uint8.
 AUTO_PERCENTILES = (2.0, 98.0)
@@ -233,6 +235,25 @@ class RasterWindow:
         col, row = ~self.affine() @ (np.asarray(x), np.asarray(y))
         return np.column_stack([col, row]).astype(np.float64)
 
+    def origin_px(self) -> tuple[int, int]:
+        """(col, row) of the window's NW pixel in the px of its level's grid."""
+        return self.col, self.row
+
+    def neighbour(self, dx: int, dy: int) -> "RasterWindow":
+        """The lattice window next to this one in direction (dx, dy) (each -1, 0 or 1; x east, y south) at the
+        same level: the next lattice origin (multiples of `size // 2`) beyond this one's on each axis moved.
+        Windows may overhang the raster (those px read as invalid)."""
+        step = max(1, self.size // 2)
+
+        def move(o: int, d: int) -> int:
+            if d > 0:
+                return (o // step + 1) * step
+            if d < 0:
+                return (o // step) * step if o % step else o - step
+            return o
+
+        return dataclasses.replace(self, col=move(self.col, dx), row=move(self.row, dy))
+
     def native_window(self) -> rasterio.windows.Window:
         """The window in native px."""
         f = self.level
@@ -304,7 +325,8 @@ class RasterReader:
                 best = i
         return best
 
-    def window_candidates(self, lnglat: np.ndarray, zoom: int, max_steps: int) -> Iterator[tuple[str, list]]:
+    def _native_px(self, lnglat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lnglat (N, 2) float64 degrees, native px (N, 2) float64 (col, row)); 422 when off the raster."""
         pts = np.asarray(lnglat, np.float64).reshape(-1, 2)
         if not np.isfinite(pts).all():
             raise InvalidRequest("prompts", "coordinates must be finite numbers")
@@ -318,11 +340,27 @@ class RasterReader:
             i = int(np.argmax(outside))
             raise InvalidRequest(f"prompts[{i}]", f"(lng {pts[i, 0]}, lat {pts[i, 1]}) is outside raster "
                                                   f"source {self.source.id!r}")
+        return pts, native
+
+    def window_candidates(self, lnglat: np.ndarray, zoom: int, max_steps: int) -> Iterator[tuple[str, list]]:
+        pts, native = self._native_px(lnglat)
         centre = pts.mean(axis=0)
         first = self.level_for_zoom(float(centre[0]), float(centre[1]), zoom)
         for step, i in enumerate(range(first, min(len(self.levels), first + max_steps + 1))):
             f = self.levels[i]
             yield f"{f}x", self._lattice(native / f, f, zoom - step)
+
+    def cover(self, lnglat: np.ndarray, zoom: int) -> list[RasterWindow]:
+        """The fewest lattice windows of the level matching `zoom` that together cover the points' extent
+        (`lattice_cover` on each axis), row-major. `lnglat`: (N, 2) float64 degrees EPSG:4326."""
+        pts, native = self._native_px(lnglat)
+        centre = pts.mean(axis=0)
+        f = self.levels[self.level_for_zoom(float(centre[0]), float(centre[1]), zoom)]
+        px = native / f
+        lo, hi = px.min(axis=0), px.max(axis=0)
+        cols = lattice_cover(float(lo[0]), float(hi[0]), self.size, self.stride)
+        rows = lattice_cover(float(lo[1]), float(hi[1]), self.size, self.stride)
+        return [RasterWindow(f, c, r, self.size, zoom, self.transform, self.source.crs_wkt) for r in rows for c in cols]
 
     def _lattice(self, px: np.ndarray, f: int, z: int) -> list[RasterWindow]:
         """Lattice windows at level f strictly containing level px `px` (N, 2), nearest-centred first. Windows
