@@ -5,7 +5,7 @@ import L from 'leaflet';
 import { renderLayers } from './layers.js';
 import { map } from './map.js';
 import {
-  boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, summarizePrompts,
+  boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, summarizePrompts, windowBudgetValue,
 } from './prompts.js';
 import { scheduleSegment } from './segmenter.js';
 import { $, state } from './state.js';
@@ -91,6 +91,13 @@ export function setMultimask(on) {
   if (state.prompts.length) scheduleSegment();
 }
 $('multimask').addEventListener('change', (e) => setMultimask(e.target.checked));
+
+export function setWindowBudget(v) {
+  state.windowBudget = windowBudgetValue(v);
+  $('window-budget').value = String(state.windowBudget);
+  if (state.prompts.length) scheduleSegment();
+}
+$('window-budget').addEventListener('change', (e) => setWindowBudget(e.target.value));
 $('undo-btn').addEventListener('click', removeLastPrompt);
 $('reset-btn').addEventListener('click', resetPrompts);
 
