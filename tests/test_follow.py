@@ -4,17 +4,22 @@ covers, returning one merged polygon. Real uvicorn + the scene tile server + the
 
 from __future__ import annotations
 
+import json
+
 import httpx
-import mercantile
 import numpy as np
 import pytest
+import shapely
+from pyproj import Transformer
 from shapely.geometry import Polygon
 
 from api.app import create_app
 from samgis.geo.tiles import Window, lattice_cover
+from samgis.settings import Settings
 from samgis.vector.seams import depth, merge_pieces, seam_directions, seam_point
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
+from tests.support.raster import write_raster
 from tests.support.geometry import iou, union_geometry
 from tests.support.scene import Scene, Shape
 from tests.support.tileserver import SceneTileServer
@@ -152,6 +157,28 @@ def test_deadline_while_following_is_a_504_saying_how_far_it_got(scene_tiles, tm
         assert r.status_code == 504, r.text
         assert "had embedded 1 of at most 4 (window_budget)" in r.json()["detail"]
         assert c.post("/v1/segment", json=click(window_budget=1)).status_code == 200
+
+
+def test_raster_sources_follow_on_their_own_grid(tmp_path):
+    """A strip 2800 native px long in a UTM GeoTIFF: followed window by window on the raster's own lattice."""
+    o, res = (500000.0, 5000000.0), 0.5
+    strip = shapely.box(o[0] + 100 * res, o[1] - 600 * res, o[0] + 2900 * res, o[1] - 400 * res)
+    raster = write_raster(tmp_path / "utm.tif", crs="EPSG:32632", origin=o, res=res, width=3072, height=1024,
+                          background=(120, 120, 120), shapes=[("strip", strip, (200, 30, 30))])
+    (tmp_path / "providers.json").write_text(json.dumps({"Ortho": {"raster": "utm.tif"}}))
+    settings = Settings(providers=tmp_path / "providers.json", builtin_sources=False, cache_dir=tmp_path / "cache")
+    truth = raster.shapes[0].lnglat()
+    lng, lat = Transformer.from_crs("EPSG:32632", 4326, always_xy=True).transform(*(raster.transform * (300, 500)))
+    req = {"bbox": {"ne": {"lat": lat + 0.02, "lng": lng + 0.05}, "sw": {"lat": lat - 0.02, "lng": lng - 0.05}},
+           "zoom": 18, "source": "Ortho", "simplify_px": 0, "window_budget": 6,
+           "prompts": [{"type": "point", "lat": lat, "lng": lng, "label": 1}]}
+    with LiveServer(create_app(settings, engine=ColourRegionEngine())) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        fc = c.post("/v1/segment", json=req).json()
+    meta = fc["samgis"]
+    assert [(w["level"], w["col"], w["row"]) for w in meta["windows"]] == [(1, c, 0) for c in (0, 512, 1024, 1536, 2048)]
+    assert meta["follow"]["stopped_by_budget"] is False
+    assert iou(union_geometry(fc), truth) >= 0.95, iou(union_geometry(fc), truth)
 
 
 # --- the shared pieces ------------------------------------------------------------------------------------

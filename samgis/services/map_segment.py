@@ -264,8 +264,9 @@ class SegmentService:
                 emb = await asyncio.to_thread(self.engine.embed, image)
             else:  # admitted (or refused, 503) before any tile is fetched
                 t0 = time.perf_counter()
+                tiles_before = timer.timings.get("tiles", 0.0)  # earlier windows' fetches are not this one's
                 emb = await self.encoder_queue.run(self.engine.embed, prepare=fetch)
-                t0 += timer.timings.get("tiles", 0.0) / 1000
+                t0 += (timer.timings.get("tiles", 0.0) - tiles_before) / 1000
             timer.add("embed", t0)  # the wait in the queue included
             return emb
 
