@@ -95,6 +95,7 @@ def box_request(**extra) -> dict:
             "prompts": [{"type": "box", "sw": {"lat": s, "lng": w}, "ne": {"lat": n, "lng": e}}], **extra}
 
 
+@pytest.mark.slow
 def test_click_follows_the_object_into_neighbour_windows_and_returns_it_whole(client, scene_tiles, engine):
     r = client.post("/v1/segment", json=click())
     assert r.status_code == 200, r.text
@@ -146,6 +147,7 @@ def test_box_spanning_windows_is_decoded_per_window_and_merged(client):
     assert stepped["window"]["z"] == Z - 1 and len(stepped["windows"]) == 1
 
 
+@pytest.mark.slow
 def test_deadline_while_following_is_a_504_saying_how_far_it_got(scene_tiles, tmp_path):
     engine = ColourRegionEngine()
     settings = scene_tiles.settings(tmp_path, deadline_s=2.0)
@@ -159,6 +161,7 @@ def test_deadline_while_following_is_a_504_saying_how_far_it_got(scene_tiles, tm
         assert c.post("/v1/segment", json=click(window_budget=1)).status_code == 200
 
 
+@pytest.mark.slow
 def test_raster_sources_follow_on_their_own_grid(tmp_path):
     """A strip 2800 native px long in a UTM GeoTIFF: followed window by window on the raster's own lattice."""
     o, res = (500000.0, 5000000.0), 0.5

@@ -41,7 +41,7 @@ from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.services.image_predict import decode_prompts, parse_prompts
 from samgis.vector.polygons import masks_to_features
-from samgis.vector.seams import depth, merge_pieces, seam_directions, seam_point
+from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 MAX_PANELS = 10
 """Segments shown per item in the report."""
@@ -268,22 +268,16 @@ def window_prompts(grid: Grid, origin: tuple[int, int], world: np.ndarray, label
 
     `world`: (N, 2) float64 global px (col, row), rasterio convention, with (N,) `labels`; `box_world`: (4,)
     float64 (col0, row0, col1, row1) global px or None. Points outside the window are dropped; the box is
-    clipped to the window. Returned coordinates are window px, SAM convention (rasterio px - 0.5).
+    clipped to the window (`samgis.vector.seams.prompts_in_window`, as for interactive clicks). Returned coordinates are window px, SAM convention (rasterio px - 0.5).
     """
     offset = np.array(origin, np.float64) * grid.ts
-    px = world - offset
-    inside = np.all((px > 0) & (px < grid.size), axis=1) if len(px) else np.zeros(0, bool)
-    pts, lab = px[inside], labels[inside]
-    boxes = np.zeros((0, 4))
-    if box_world is not None:
-        b = box_world - np.concatenate([offset, offset])
-        b = np.clip(b, 0.0, float(grid.size))
-        if b[2] <= b[0] or b[3] <= b[1]:
-            return None
-        boxes = b.reshape(1, 4)
+    box = np.zeros((0, 4)) if box_world is None else (box_world - np.concatenate([offset, offset])).reshape(1, 4)
+    pts, lab, boxes, kept = prompts_in_window(world - offset, labels, box, grid.size)
+    if box_world is not None and not kept:
+        return None
     if len(boxes) == 0 and not (lab == 1).any():
         return None
-    return Prompts(points=pts - 0.5, labels=lab, boxes=boxes - 0.5)
+    return Prompts(points=pts, labels=lab, boxes=boxes)
 
 
 def plan_objects(item: MapItem, grid: Grid) -> list[ObjectPlan]:

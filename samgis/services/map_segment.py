@@ -29,7 +29,7 @@ from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
-from samgis.vector.seams import depth, merge_pieces, seam_directions, seam_point
+from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 DEDUPE_IOU = 0.9
 """Automatic masks whose polygon overlaps a better-scored one's with at least this IoU are dropped."""
@@ -382,19 +382,12 @@ class SegmentService:
         query. `pts`: (N, 2) float64 lng/lat with (N,) int32 `labels`; `corners`: (2B, 2) float64 lng/lat, each
         box's NW then SE corner. Points outside the window are dropped and boxes clipped to it (a box that
         misses it is dropped), as in batch; the window holding all prompts gets them all unchanged."""
-        size = float(window.size)
         px = window.lnglat_to_px(pts) if len(pts) else np.zeros((0, 2))
-        inside = np.all((px > 0) & (px < size), axis=1) if len(px) else np.zeros(0, bool)
-        points, lab = px[inside] - 0.5, labels[inside]  # continuous window px (rasterio) → SAM convention
+        box_px = window.lnglat_to_px(corners).reshape(-1, 4) if len(corners) else np.zeros((0, 4))
+        points, lab, boxes, kept = prompts_in_window(px, labels, box_px, window.size)
         if not len(corners):
-            if not len(points):
-                return None, []
-            return Prompts(points=points, labels=lab), [0]
-        boxes = np.clip(window.lnglat_to_px(corners).reshape(-1, 4), 0.0, size)
-        keep = [b for b in range(len(boxes)) if boxes[b, 2] > boxes[b, 0] and boxes[b, 3] > boxes[b, 1]]
-        if not keep:
-            return None, []
-        return Prompts(points=points, labels=lab, boxes=boxes[keep] - 0.5), keep
+            return (Prompts(points=points, labels=lab), [0]) if len(points) else (None, [])
+        return (Prompts(points=points, labels=lab, boxes=boxes), kept) if kept else (None, [])
 
     async def _follow(self, source: TileSource, q: SegmentQuery, home, chains: list[dict], pts: np.ndarray,
                       labels: np.ndarray, used: dict, embed, timer: _Timer) -> bool:
@@ -441,7 +434,7 @@ class SegmentService:
             emb = await embed(window)
             valid = await self.readers(source).valid_mask(window)
             ex = window.lnglat_to_px(excl) if len(excl) else np.zeros((0, 2))
-            ex = ex[np.all((ex > 0) & (ex < window.size), axis=1)] - 0.5
+            ex, _, _, _ = prompts_in_window(ex, np.zeros(len(ex), np.int32), np.zeros((0, 4)), window.size)
             prompts = Prompts(points=np.vstack([point, ex]), labels=np.array([1] + [0] * len(ex), np.int32))
             t0 = time.perf_counter()
             result = await self.engine.adecode(emb, prompts, q.multimask)

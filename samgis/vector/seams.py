@@ -73,6 +73,29 @@ def seam_point(mask_depth: np.ndarray, shift: tuple[int, int]) -> np.ndarray | N
     return np.array([[c + cols.start - sx, r + rows.start - sy]], np.float64)
 
 
+def prompts_in_window(points: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
+                      size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """The part of an object's prompts one window sees: points inside it, boxes clipped to it.
+
+    `points`: (N, 2) float64 (col, row) continuous window px (rasterio convention) with (N,) int32 `labels`;
+    `boxes`: (B, 4) float64 (col0, row0, col1, row1) window px; `size`: the window's side in px. Points not
+    strictly inside (0, size) are dropped; boxes are clipped to [0, size] and those left empty dropped. Returns
+    (points (n, 2), labels (n,), boxes (b, 4)) in window px, SAM convention (rasterio px - 0.5), and the indices
+    of the boxes kept.
+
+    >>> p, l, b, kept = prompts_in_window(np.array([[5.5, 5.5], [12.0, 1.0]]), np.array([1, 0]),
+    ...                                   np.array([[-3.0, 2.0, 6.0, 4.0], [11.0, 0.0, 14.0, 2.0]]), 10)
+    >>> p.tolist(), l.tolist(), b.tolist(), kept
+    ([[5.0, 5.0]], [1], [[-0.5, 1.5, 5.5, 3.5]], [0])
+    """
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    lab = np.asarray(labels, np.int32).reshape(-1)
+    inside = np.all((pts > 0) & (pts < size), axis=1)
+    box = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4), 0.0, float(size))
+    kept = [i for i in range(len(box)) if box[i, 2] > box[i, 0] and box[i, 3] > box[i, 1]]
+    return pts[inside] - 0.5, lab[inside], box[kept] - 0.5, kept
+
+
 def merge_pieces(pieces: Mapping[tuple[int, int], np.ndarray]) -> tuple[tuple[int, int], np.ndarray]:
     """OR the masks of one object from several windows of one grid level into one mask.
 
