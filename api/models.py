@@ -98,7 +98,8 @@ class SegmentRequest(BaseModel):
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
     # -- objects larger than a window --
     window_budget: Int = Field(4, ge=1, le=MAX_WINDOW_BUDGET,
-                               description="most 1024 px windows the answer may use: a point-prompted mask that "
+                               description="point/box prompts: most 1024 px windows the answer may use: a "
+                                           "point-prompted mask that "
                                            "touches its window's edge is followed into the neighbouring windows "
                                            "and a box larger than a window is decoded in each window it covers, "
                                            "the pieces merged into one polygon; 1 = one window (the object is cut "

@@ -127,6 +127,17 @@ def test_window_budget_is_respected_and_reported(client):
     assert len(one["windows"]) == 1 and one["follow"]["stopped_by_budget"] is True
 
 
+def test_multimask_follows_each_mask(client):
+    """Each of the three masks is followed on its own (mask k of a neighbour's decode continues mask k)."""
+    fc = client.post("/v1/segment", json=click(multimask=True)).json()
+    assert sorted(f["properties"]["mask_index"] for f in fc["features"]) == [0, 1, 2]
+    # the colour engine's mask 1 is eroded by 2 px from the window's border too, so it never reaches a seam
+    windows = {f["properties"]["mask_index"]: f["properties"]["windows"] for f in fc["features"]}
+    assert windows == {0: 4, 1: 1, 2: 4} and len(fc["samgis"]["windows"]) == 4
+    assert iou(union_geometry({"features": [f for f in fc["features"] if f["properties"]["mask_index"] == 0]}),
+               STRIP) >= 0.95
+
+
 @pytest.mark.parametrize("budget", [0, 17, 2.5, "4", True])
 def test_bad_window_budget_is_a_422_naming_it(client, budget):
     r = client.post("/v1/segment", json=click(window_budget=budget))
