@@ -454,7 +454,8 @@ class SegmentService:
         deepest inside the two windows' overlap (`samgis.vector.seams.seam_point`, the rule batch map items
         follow seams by), plus the query's exclude points inside it; with multimask, mask k of that decode
         continues mask k (same granularity). Each window is embedded through the cache and the encoder queue
-        like any click. Returns whether the budget stopped a mask that went on (stopped_by_budget)."""
+        like any click; the time spent finding seam points is the `seams` stage of `timings_ms`. Returns whether the
+        budget stopped a mask that went on (stopped_by_budget)."""
         queue: deque = deque()
         stopped = False
         excl = pts[labels == 0]
@@ -476,9 +477,12 @@ class SegmentService:
                 if point is not None:
                     queue.append((nb, k, point))
 
+        # the distance transforms behind seam points take a while on big masks: off the event loop
         for k, pieces in enumerate(chains):
             if home.key() in pieces:
-                seeds(home, k, pieces[home.key()][1])
+                t0 = time.perf_counter()
+                await asyncio.to_thread(seeds, home, k, pieces[home.key()][1])
+                timer.add("seams", t0)
         while queue:
             window, k, point = queue.popleft()
             if window.key() in chains[k]:
@@ -498,7 +502,9 @@ class SegmentService:
             if valid is not None:
                 mask = mask & valid
             chains[k][window.key()] = (window, mask, float(result.scores[0, k]))
-            seeds(window, k, mask)
+            t0 = time.perf_counter()
+            await asyncio.to_thread(seeds, window, k, mask)
+            timer.add("seams", t0)
         return stopped
 
     def _merged(self, pieces: list[tuple], home) -> tuple[np.ndarray, Affine, float]:

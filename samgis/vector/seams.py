@@ -46,8 +46,26 @@ def seam_directions(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def depth(mask: np.ndarray) -> np.ndarray:
     """(size, size) float64: each mask pixel's Euclidean distance (px) to the nearest pixel off the mask (0 off
-    it). `mask`: (size, size) bool, window px. Compute once per mask and pass to `seam_point`."""
-    return ndimage.distance_transform_edt(np.asarray(mask, bool))
+    it; a mask filling the window is measured to the window's border as SciPy's transform does). `mask`:
+    (size, size) bool, window px. Compute once per mask and pass to `seam_point`.
+
+    The transform runs on the mask's bounding box grown by one px (where the window allows) only: that ring is
+    all off-mask, and any off-mask pixel beyond it is no nearer than its clamp onto the ring (clamping towards
+    a box holding the pixel never grows |dx| or |dy|), so the distances are exactly those of the whole window.
+
+    >>> m = np.zeros((9, 9), bool); m[2:7, 3:9] = True
+    >>> bool(np.array_equal(depth(m), ndimage.distance_transform_edt(m)))
+    True
+    """
+    mask = np.asarray(mask, bool)
+    out = np.zeros(mask.shape, np.float64)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return out
+    r0, r1 = max(0, int(rows[0]) - 1), min(mask.shape[0], int(rows[-1]) + 2)
+    c0, c1 = max(0, int(cols[0]) - 1), min(mask.shape[1], int(cols[-1]) + 2)
+    out[r0:r1, c0:c1] = ndimage.distance_transform_edt(mask[r0:r1, c0:c1])
+    return out
 
 
 def seam_point(mask_depth: np.ndarray, shift: tuple[int, int]) -> np.ndarray | None:

@@ -44,7 +44,7 @@ export function scoreGradientCss() {
   return `linear-gradient(to right, ${STOPS.map(([s]) => `${scoreColor(s)} ${s * 100}%`).join(', ')})`;
 }
 
-const STAGES = ['validate', 'tiles', 'embed', 'decode', 'vectorize'];
+const STAGES = ['validate', 'tiles', 'embed', 'decode', 'seams', 'vectorize'];
 
 /** "tiles 12 ms · embed 340 ms · decode 21 ms · total 380 ms" (known stages first, total last). */
 export function formatTimings(timings) {
