@@ -145,6 +145,16 @@ def test_bad_window_budget_is_a_422_naming_it(client, budget):
     assert "window_budget" in r.text
 
 
+def test_mask_pixel_limit_counts_every_window_the_answer_may_use(scene_tiles, tmp_path):
+    settings = scene_tiles.settings(tmp_path, max_mask_pixels=3 * 1024 * 1024)
+    with LiveServer(create_app(settings, engine=ColourRegionEngine())) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        r = c.post("/v1/segment", json=click(window_budget=4))
+        assert r.status_code == 422 and r.json()["field"] == "window_budget", r.text
+        assert "max_mask_pixels" in r.json()["detail"]
+        assert c.post("/v1/segment", json=click(window_budget=3)).status_code == 200
+
+
 def test_box_spanning_windows_is_decoded_per_window_and_merged(client):
     fc = client.post("/v1/segment", json=box_request()).json()
     meta = fc["samgis"]

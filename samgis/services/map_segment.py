@@ -390,6 +390,7 @@ class SegmentService:
         corners = np.array([((b.west, b.north), (b.east, b.south)) for b in q.boxes],
                            np.float64).reshape(-1, 2)
         homes = self.home_windows(source, np.vstack([pts, corners]), q)
+        self._check_follow_pixels(source, q, homes, pts, labels, corners)
         valid = {}
         for w in homes:
             valid[w.key()] = await self._valid(source, w, pts, labels, all_inside=len(homes) == 1)
@@ -430,6 +431,26 @@ class SegmentService:
         meta["windows"] = [{**w.meta(), "cache": "hit" if h else "miss"} for w, h in used.values()]
         meta["follow"] = {"window_budget": q.window_budget, "stopped_by_budget": stopped}
         return feature_collection(features, samgis=meta)
+
+    def _check_follow_pixels(self, source: TileSource, q: SegmentQuery, homes: list, pts: np.ndarray,
+                             labels: np.ndarray, corners: np.ndarray) -> None:
+        """`max_mask_pixels` over every window the answer may use (a follow keeps each window's masks until they
+        merge): the boxes each cover window decodes, or the point query's masks in up to `window_budget`
+        windows. One window's share is checked in `_validate`."""
+        if self.max_mask_pixels is None or (len(homes) == 1 and q.window_budget == 1):
+            return
+        per_query, px = 3 if q.multimask else 1, self._window_px(source)
+        if q.boxes:
+            queries = sum(len(self._window_prompts(w, pts, labels, corners)[1]) for w in homes)
+            what = f"{queries} box decodes over {len(homes)} windows"
+        else:
+            queries = q.window_budget
+            what = f"a point query followed into up to {queries} windows"
+        total = queries * per_query * px
+        if total > self.max_mask_pixels:
+            raise LimitExceeded("window_budget", f"{what} × {per_query} masks × {px} window px = {total} decoded "
+                                                 f"mask pixels, over the limit of {self.max_mask_pixels}; lower "
+                                                 "window_budget, or send no multimask", "max_mask_pixels")
 
     def _window_prompts(self, window, pts: np.ndarray, labels: np.ndarray,
                         corners: np.ndarray) -> tuple[Prompts | None, list[int]]:
