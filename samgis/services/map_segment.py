@@ -9,6 +9,11 @@ whose mask has a pixel in the bbox are returned whole); in `segment_everything` 
 holding the point. Both use the windows and the embedding cache of clicks, so a concept on a window already
 clicked does not embed again.
 
+Objects larger than a window (`SegmentQuery.window_budget` > 1): a point-prompted mask that touches its window's
+edge is followed into the neighbouring lattice windows, and a box that fits no window is decoded in each window
+covering it; the pieces merge on the grid level's pixel grid into one polygon per mask (`samgis.vector.seams`
+holds the rules, shared with batch map items).
+
 HTTP-free: `api/` turns requests into `SegmentQuery` and errors into status codes.
 """
 
@@ -244,7 +249,7 @@ class SegmentService:
                 raise InvalidRequest(f"prompts[{i}]", "box is not inside the bbox")
         if q.simplify_px < 0:
             raise InvalidRequest("simplify_px", "must be ≥ 0")
-        if not (isinstance(q.window_budget, int) and 1 <= q.window_budget <= MAX_WINDOW_BUDGET):
+        if not (type(q.window_budget) is int and 1 <= q.window_budget <= MAX_WINDOW_BUDGET):
             raise InvalidRequest("window_budget", f"must be an integer in [1, {MAX_WINDOW_BUDGET}], "
                                                   f"got {q.window_budget!r}")
         card = self.engine.describe()
