@@ -319,7 +319,12 @@ def test_an_object_past_the_window_edge_is_followed_and_said_so(page, live):
     c = lake.centroid
     open_map(page, live.url, c.y, c.x, 18)
     lat, lng = inside_point(lake)
+    page.evaluate("""() => { window.statusSeen = [];
+        new MutationObserver(() => statusSeen.push(document.getElementById('status').textContent))
+            .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true}); }""")
     click_at(page, lat, lng)
+    seen = page.evaluate("statusSeen")
+    assert any("following… up to 4 windows" in t for t in seen), seen  # while the request ran
     status = page.inner_text("#status")
     assert "2 windows" in status, status
     assert page.evaluate("samgis.state.lastRequest.window_budget") == 4
