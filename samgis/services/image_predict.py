@@ -256,8 +256,10 @@ def _option(value, default, field_name: str):
     return value
 
 
-def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits) -> dict:
-    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys."""
+def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits, automatic: bool = True) -> dict:
+    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys.
+    `automatic`: the instance runs the automatic-mask grid, so the server's grid limits (`max_points_per_side`,
+    `max_crop_layers`) apply; an instance with prompts does not use the grid options and is not refused by them."""
     defaults = {"multimask": False, "mask_format": "rle", "return_logits": False,
                 "score_threshold": DEFAULT_SCORE_THRESHOLD, **{f.name: f.default for f in fields(AmgOptions)}}
     out = dict(defaults)
@@ -269,10 +271,10 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
-    if not 1 <= out["points_per_side"] <= limits.max_points_per_side:
+    if not 1 <= out["points_per_side"] <= (limits.max_points_per_side if automatic else math.inf):
         raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
                                                       f"got {out['points_per_side']}")
-    if not 0 <= out["crop_n_layers"] <= limits.max_crop_layers:
+    if not 0 <= out["crop_n_layers"] <= (limits.max_crop_layers if automatic else math.inf):
         raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
                                                     f"got {out['crop_n_layers']}")
     if out["crop_n_points_downscale_factor"] < 1:
@@ -305,7 +307,8 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
     unknown = sorted(set(parameters or {}) - set(OPTION_KEYS))
     if unknown:
         raise InvalidRequest(f"parameters.{unknown[0]}", f"unknown parameter; known: {', '.join(OPTION_KEYS)}")
-    opts = parse_options(obj, parameters or {}, field_name, limits)
+    automatic = not any(obj.get(k) for k in PROMPT_KEYS)  # no prompt of any kind: the automatic-mask grid
+    opts = parse_options(obj, parameters or {}, field_name, limits, automatic)
     if image is None:
         if "image" not in obj:
             raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
