@@ -273,7 +273,8 @@ def window_prompts(grid: Grid, origin: tuple[int, int], world: np.ndarray, label
 
     `world`: (N, 2) float64 global px (col, row), rasterio convention, with (N,) `labels`; `box_world`: (4,)
     float64 (col0, row0, col1, row1) global px or None. Points outside the window are dropped; the box is
-    clipped to the window (`samgis.vector.seams.prompts_in_window`, as for interactive clicks). Returned coordinates are window px, SAM convention (rasterio px - 0.5).
+    clipped to the window (`samgis.vector.seams.prompts_in_window`, as for interactive clicks). Returned
+    coordinates are window px, SAM convention (rasterio px - 0.5).
     """
     offset = np.array(origin, np.float64) * grid.ts
     box = np.zeros((0, 4)) if box_world is None else (box_world - np.concatenate([offset, offset])).reshape(1, 4)
