@@ -155,6 +155,10 @@ class ConceptMeta(SamgisMeta):
     n_instances: int = Field(..., description="features in the answer: one per instance found")
     n_found: int = Field(..., description="instances the model found in the window, before the bbox, nodata and "
                                           "area filters")
+    bbox_clipped: bool = Field(False, description="the bbox reached past the source (e.g. a raster's edge), so the "
+                                                  "search covered only its part on the source")
+    area_searched: list[float] | None = Field(None, description="[west, south, east, north] degrees of the area "
+                                                                "searched: the bbox, clipped to the source")
 
 
 class FeatureCollectionOut(BaseModel):

@@ -4,10 +4,10 @@ Also the map version of automatic masks (`segment_everything`): every mask SAM f
 one lng/lat point, through the same windows and the same embedding cache as clicks.
 
 Concept prompts (a text phrase and/or exemplar boxes, `samgis.services.concepts` has the rules) find every
-instance of the concept: in `segment`, on the window holding the whole bbox (the area searched; instances
-whose mask has a pixel in the bbox are returned whole); in `segment_everything` with `text`, on the window
-holding the point. Both use the windows and the embedding cache of clicks, so a concept on a window already
-clicked does not embed again.
+instance of the concept: in `segment`, on the window holding the whole bbox (the area searched, clipped to the
+source's footprint, e.g. a raster's extent; instances whose mask has a pixel in the bbox are returned whole); in
+`segment_everything` with `text`, on the window holding the point. Both use the windows and the embedding cache
+of clicks, so a concept on a window already clicked does not embed again.
 
 Objects larger than a window (`SegmentQuery.window_budget` > 1): a point-prompted mask that touches its window's
 edge is followed into the neighbouring lattice windows, and a box that fits no window is decoded in each window
@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
 from affine import Affine
 
 from samgis.encoder_queue import EncoderQueue
@@ -645,6 +646,9 @@ class SegmentService:
                 raise InvalidRequest(name, "exemplar box sw must be south-west of ne")
             if not (q.bbox.contains(e.west, e.south) and q.bbox.contains(e.east, e.north)):
                 raise InvalidRequest(name, "exemplar box is not inside the bbox")
+            footprint = self.readers(source).footprint_lnglat()
+            if footprint is not None and not footprint.intersects(shapely.box(e.west, e.south, e.east, e.north)):
+                raise InvalidRequest(name, f"exemplar box is off source {source.id!r} (no pixels there)")
             if e.label not in (0, 1):
                 raise InvalidRequest(f"{name}.label", "must be 1 (positive) or 0 (negative)")
         text = check_text(q.texts[0].text, "prompts") if q.texts else None
@@ -668,9 +672,28 @@ class SegmentService:
             raise InvalidRequest(field, e.message.split(": ", 1)[-1].replace("the prompts span",
                                                                              "the area to search spans")) from None
 
+    def _search_area(self, source: TileSource, b: BBox) -> tuple[np.ndarray, shapely.Polygon | None]:
+        """Where a concept query searches: the bbox, clipped to where the source has pixels (its reader's
+        `footprint_lnglat`, e.g. a raster's extent), so a map view reaching past a raster's edge searches the part
+        on it. Returns (the lng/lat points the window must hold, (N, 2) float64 EPSG:4326: the bbox's corners,
+        or the clipped area's vertices; the clipped area, None when the bbox lies wholly on the source).
+        A bbox that does not overlap the source is a 422 naming `bbox`."""
+        corners = np.array([[b.west, b.north], [b.east, b.south]], np.float64)
+        footprint = self.readers(source).footprint_lnglat()
+        view = shapely.box(b.west, b.south, b.east, b.north)
+        if footprint is None or footprint.covers(view):
+            return corners, None
+        area = view.intersection(footprint)
+        if area.is_empty or area.area <= 0:
+            w, s, e, n = (round(v, 6) for v in footprint.bounds)
+            raise InvalidRequest("bbox", f"the bbox does not overlap source {source.id!r} (it lies within lng {w} to "
+                                         f"{e}, lat {s} to {n}); move the view onto it")
+        return shapely.get_coordinates(area), area
+
     async def _find(self, q: SegmentQuery, deadline: float | None) -> dict:
-        """Every instance of the query's concept in the bbox: the window is the one holding the whole bbox
-        (stepping out from `q.zoom` as clicks do), instances with a pixel inside the bbox are kept, whole."""
+        """Every instance of the query's concept in the bbox: the window is the one holding the whole bbox, or
+        its part on the source (`_search_area`), stepping out from `q.zoom` as clicks do; instances with a pixel
+        inside the bbox are kept, whole."""
         t_start = time.perf_counter()
         timer = _Timer()
         source, concept = self._validate_concept(q)
@@ -680,7 +703,8 @@ class SegmentService:
         # exemplar corners top-left then bottom-right, so in px each box is (x0, y0, x1, y1), y down
         ex_corners = np.array([((e.west, e.north), (e.east, e.south)) for e in q.exemplars],
                               np.float64).reshape(-1, 2)
-        window = self._concept_window(source, bbox_corners, q.zoom, "bbox")
+        search_pts, clipped = self._search_area(source, b)
+        window = self._concept_window(source, search_pts, q.zoom, "bbox")
         try:
             valid = await self._valid(source, window, np.zeros((0, 2)), [])
         except InvalidRequest as e:  # a window of nodata only: the area searched is what is wrong
@@ -711,8 +735,10 @@ class SegmentService:
         timer.add("vectorize", t0)
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+        searched = (b.west, b.south, b.east, b.north) if clipped is None else clipped.bounds
         meta = {**self._meta(window, q.zoom, hit, timer, source), **self._concept_meta(concept, threshold, features),
-                "n_found": len(found)}
+                "n_found": len(found), "bbox_clipped": clipped is not None,
+                "area_searched": [round(float(v), 7) for v in searched]}
         return feature_collection(features, samgis=meta)
 
     @staticmethod

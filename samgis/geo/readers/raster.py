@@ -35,6 +35,7 @@ import pyproj
 import rasterio
 import rasterio.io
 import rasterio.windows
+import shapely
 from affine import Affine
 from PIL import Image
 from rasterio.enums import Resampling
@@ -51,6 +52,11 @@ AUTO_PERCENTILES = (2.0, 98.0)
 STATS_PX = 1024
 #: Validity masks of this many windows are kept per source (packed bits: 128 KiB per 1024² window).
 MASK_CACHE_WINDOWS = 64
+#: Points per edge of a raster's footprint polygon (edges straight in the raster's CRS curve in lng/lat).
+FOOTPRINT_EDGE_POINTS = 64
+#: Native px the footprint keeps inside each edge of the raster, so its points, taken back to native px through
+#: pyproj, stay on the raster despite rounding and the chords that stand for curved edges.
+FOOTPRINT_INSET_PX = 0.5
 #: Equatorial circumference of the WGS84 ellipsoid (EPSG:3857's sphere), metres.
 _EARTH_M = 2 * math.pi * 6378137.0
 
@@ -299,6 +305,7 @@ class RasterReader:
         self._stretch: np.ndarray | None = None
         self._masks: OrderedDict[tuple, np.ndarray | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._footprint: shapely.Polygon | None | bool = False  # False: not computed yet
 
     # -- windows ------------------------------------------------------------------------------------------
     def window_px(self) -> int:
@@ -315,6 +322,28 @@ class RasterReader:
         _, _, dx = geod.inv(lngs[0], lats[0], lngs[1], lats[1])
         _, _, dy = geod.inv(lngs[0], lats[0], lngs[2], lats[2])
         return math.sqrt(abs(dx * dy))
+
+    def footprint_lnglat(self) -> shapely.Polygon | None:
+        """The raster's extent in EPSG:4326 lng/lat degrees, `FOOTPRINT_INSET_PX` native px inside its edges: its
+        native px rectangle, `FOOTPRINT_EDGE_POINTS` points an edge, through the affine and pyproj. None when the
+        extent does not reproject to a valid polygon (non-finite points, e.g. outside the CRS's area of use, or
+        a raster across the antimeridian). Computed once."""
+        if self._footprint is not False:
+            return self._footprint
+        inset = min(FOOTPRINT_INSET_PX, self.width / 4, self.height / 4)
+        c0, r0, c1, r1 = inset, inset, self.width - inset, self.height - inset
+        t = np.linspace(0.0, 1.0, FOOTPRINT_EDGE_POINTS, endpoint=False)
+        cols = np.concatenate([c0 + (c1 - c0) * t, np.full_like(t, c1), c1 - (c1 - c0) * t, np.full_like(t, c0)])
+        rows = np.concatenate([np.full_like(t, r0), r0 + (r1 - r0) * t, np.full_like(t, r1), r1 - (r1 - r0) * t])
+        x, y = self.transform @ (cols, rows)
+        lng, lat = _transformer(self.source.crs_wkt, 4326).transform(np.asarray(x), np.asarray(y))
+        footprint = None
+        if np.isfinite(lng).all() and np.isfinite(lat).all() and np.ptp(lng) < 180:  # no antimeridian wrap
+            polygon = shapely.Polygon(np.column_stack([lng, lat]))
+            if polygon.is_valid and polygon.area > 0:
+                footprint = shapely.orient_polygons(polygon, exterior_cw=False)
+        self._footprint = footprint
+        return footprint
 
     def level_for_zoom(self, lng: float, lat: float, zoom: int) -> int:
         """Index in `levels` of the coarsest level not coarser than a 256-px Web-Mercator view at `zoom`
