@@ -60,11 +60,16 @@ def _pos_projection(linear: torch.nn.Linear, heads: int, pos: torch.Tensor) -> t
     return (w @ pos[0].T).contiguous()
 
 
-@torch.inference_mode()
 def positional_consts(model: Sam) -> PositionConsts:
     """`PositionConsts` of `model` (compute once per model)."""
-    pos = model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
-    tf = model.mask_decoder.transformer
+    return positional_consts_of(model.prompt_encoder, model.mask_decoder.transformer)
+
+
+@torch.inference_mode()
+def positional_consts_of(prompt_encoder, tf) -> PositionConsts:
+    """`PositionConsts` of a prompt encoder (its `get_dense_pe`) and a `TwoWayTransformer` `tf`: SAM 1's
+    modules or SAM 2's (`sam2.modeling.sam`), which have the same layout."""
+    pos = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
     later = tf.layers[1:]
     return PositionConsts(
         tokens=pos,
@@ -76,9 +81,9 @@ def positional_consts(model: Sam) -> PositionConsts:
     )
 
 
-def image_tokens(model: Sam, features: torch.Tensor) -> torch.Tensor:
-    """Image features (1, C, H, W) + the no-mask dense embedding, as tokens (1, HW, C)."""
-    no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+def image_tokens(prompt_encoder, features: torch.Tensor) -> torch.Tensor:
+    """Image features (1, C, H, W) + the prompt encoder's no-mask dense embedding, as tokens (1, HW, C)."""
+    no_mask = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     return (features + no_mask).flatten(2).permute(0, 2, 1)
 
 
@@ -172,7 +177,8 @@ UPSCALE_ROWS = 1024
 
 
 def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[int, int],
-                  rows: int = UPSCALE_ROWS) -> torch.Tensor:
+                  rows: int = UPSCALE_ROWS, add1: torch.Tensor | None = None,
+                  add0: torch.Tensor | None = None) -> torch.Tensor:
     """`MaskDecoder`'s output upscaling and hypernetwork product, computed on tokens.
 
     `keys`: (B, HW, C) image tokens of an (H, W) = `size` grid; `hyper_in`: (B, M, C/8). Returns
@@ -181,6 +187,10 @@ def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[i
     order only once, for the M masks, instead of moving every channel (the convolutions' memory-format
     copies were half of the decoder's time on CPU). Runs `rows` image tokens at a time; every token's
     outputs depend on that token alone, so the result does not depend on `rows`.
+
+    SAM 2's high-resolution features, in the token layout of `tokens_layout_s1` / `tokens_layout_s0`
+    (batch 1): `add1` (HW, 4·C/4) is added to the first convolution's output before its norm, `add0`
+    (4·HW, 4·C/8) to the second's before its activation (`sam2` `MaskDecoder.predict_masks`).
     """
     conv1, norm, act1, conv2, act2 = dec.output_upscaling
     b, n, c = keys.shape
@@ -193,13 +203,47 @@ def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[i
     masks = torch.empty((b, n * 16, m), dtype=keys.dtype, device=keys.device)  # (B, HW·4·4, M)
     for i in range(b):
         for j in range(0, n, rows):
-            x = torch.addmm(b1, keys[i, j:j + rows], w1).view(-1, 4, o1)      # (r, 4, o1)
-            x = act1(torch.nn.functional.layer_norm(x, (o1,), norm.weight, norm.bias, norm.eps))
-            x = act2(torch.addmm(b2, x.view(-1, o1), w2)).view(-1, o2)       # (r·4·4, o2)
+            x = torch.addmm(b1, keys[i, j:j + rows], w1)                     # (r, [a b o1])
+            if add1 is not None:
+                x += add1[j:j + rows]
+            x = act1(torch.nn.functional.layer_norm(x.view(-1, 4, o1), (o1,), norm.weight, norm.bias, norm.eps))
+            x = torch.addmm(b2, x.view(-1, o1), w2)                          # (r·4, [a2 b2 o2])
+            if add0 is not None:
+                x += add0[4 * j:4 * (j + rows)]
+            x = act2(x).view(-1, o2)                                         # (r·4·4, o2)
             torch.mm(x, hyper_t[i], out=masks[i, j * 16:(j + rows) * 16])
     h, w = size
     masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, i, a, a2, j, b, b2)
     return masks.reshape(b, m, 4 * h, 4 * w)
+
+
+def tokens_layout_s1(feat: torch.Tensor) -> torch.Tensor:
+    """(1, O, 2H, 2W) → (HW, [a b O]) contiguous: the value at pixel (2i + a, 2j + b) on row i·W + j, the
+    layout of the first upscaling convolution's output in `upscale_masks`. A pure permutation (exact)."""
+    _, o, h2, w2 = feat.shape
+    return feat[0].view(o, h2 // 2, 2, w2 // 2, 2).permute(1, 3, 2, 4, 0).reshape(h2 * w2 // 4, 4 * o)
+
+
+def tokens_layout_s0(feat: torch.Tensor) -> torch.Tensor:
+    """(1, O, 4H, 4W) → (4·HW, [a2 b2 O]) contiguous: the value at pixel (4i + 2a + a2, 4j + 2b + b2) on row
+    (i·W + j)·4 + 2a + b, the layout of the second upscaling convolution's output in `upscale_masks`."""
+    _, o, h4, w4 = feat.shape
+    h, w = h4 // 4, w4 // 4
+    return feat[0].view(o, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).reshape(h * w * 4, 4 * o)
+
+
+def nchw_from_s1(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `tokens_layout_s1` for an (H, W) token grid: (1, O, 2H, 2W) contiguous."""
+    h, w = size
+    o = tokens.shape[1] // 4
+    return tokens.view(h, w, 2, 2, o).permute(4, 0, 2, 1, 3).reshape(1, o, 2 * h, 2 * w)
+
+
+def nchw_from_s0(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `tokens_layout_s0` for an (H, W) token grid: (1, O, 4H, 4W) contiguous."""
+    h, w = size
+    o = tokens.shape[1] // 4
+    return tokens.view(h, w, 2, 2, 2, 2, o).permute(6, 0, 2, 4, 1, 3, 5).reshape(1, o, 4 * h, 4 * w)
 
 
 def _upscaling_is_foldable(dec) -> bool:
@@ -214,11 +258,16 @@ def _upscaling_is_foldable(dec) -> bool:
         and hasattr(layers[1], "eps") and layers[1].weight.shape == (convs[0].out_channels,)
 
 
-@torch.inference_mode()
 def prepare(model: Sam, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
     """Precompute `ImageConsts` for image features (1, C, H, W); `pos` from `positional_consts`."""
-    src = image_tokens(model, features).contiguous()
-    layer0 = model.mask_decoder.transformer.layers[0]
+    return prepare_of(model.prompt_encoder, model.mask_decoder.transformer, features, pos)
+
+
+@torch.inference_mode()
+def prepare_of(prompt_encoder, tf, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
+    """`prepare` for a prompt encoder and `TwoWayTransformer` `tf` (SAM 1's or SAM 2's)."""
+    src = image_tokens(prompt_encoder, features).contiguous()
+    layer0 = tf.layers[0]
     t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
     keyed = src + pos.tokens
     return ImageConsts(
@@ -229,18 +278,11 @@ def prepare(model: Sam, features: torch.Tensor, pos: PositionConsts) -> ImageCon
     )
 
 
-@torch.inference_mode()
-def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: torch.Tensor,
-                 multimask: bool, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-res mask logits (B, M, 4H, 4W) and IoU predictions (B, M) for sparse prompt embeddings
-    (B, T, C) from `PromptEncoder` — the same outputs as `MaskDecoder.forward` with the no-mask dense
-    embedding. `consts` from `prepare`, `pos` from `positional_consts`, `size` = (H, W) of the embedding grid."""
-    dec = model.mask_decoder
-    tf = dec.transformer
-    b = sparse.shape[0]
-    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-    point_embedding = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
-
+def run_transformer(tf, consts: ImageConsts, pos: PositionConsts,
+                    point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`TwoWayTransformer.forward` (SAM 1's or SAM 2's) with the no-mask dense embedding, from the cached
+    constants: prompt tokens (B, T, C) → (queries (B, T, C) after the final attention and norm, image tokens
+    (B, HW, C)). Call under inference mode."""
     # layer 0 (skip_first_layer_pe): the image side comes from ImageConsts
     l0 = tf.layers[0]
     queries = l0.norm1(l0.self_attn(q=point_embedding, k=point_embedding, v=point_embedding))
@@ -260,7 +302,22 @@ def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: t
         keys = layer.norm4(image_to_tokens(layer.cross_attn_image_to_token, keys, queries + point_embedding,
                                            queries, keys=keys, q_pos=pos.i2t_q[i]))
     attn_out = tokens_to_image(tf.final_attn_token_to_image, queries + point_embedding, keys, pos.final_k)
-    hs = tf.norm_final_attn(queries + attn_out)
+    return tf.norm_final_attn(queries + attn_out), keys
+
+
+@torch.inference_mode()
+def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: torch.Tensor,
+                 multimask: bool, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res mask logits (B, M, 4H, 4W) and IoU predictions (B, M) for sparse prompt embeddings
+    (B, T, C) from `PromptEncoder` — the same outputs as `MaskDecoder.forward` with the no-mask dense
+    embedding. `consts` from `prepare`, `pos` from `positional_consts`, `size` = (H, W) of the embedding grid."""
+    dec = model.mask_decoder
+    tf = dec.transformer
+    b = sparse.shape[0]
+    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    point_embedding = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+
+    hs, keys = run_transformer(tf, consts, pos, point_embedding)
 
     h, w = size
     picks = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
