@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from samgis.engine.backends.sam1.decoder import (ImageConsts, PositionConsts, _upscaling_is_foldable,
-                                                 positional_consts_of, prepare_of, run_transformer, upscale_masks)
+                                                 positional_consts_of, prepare_of, raster_masks, run_transformer,
+                                                 upscale_masks)
 
 
 def foldable(model) -> bool:
@@ -68,9 +69,26 @@ def decode_masks(model, consts: ImageConsts, pos: PositionConsts, s0: torch.Tens
     else:
         picks = [0]
     hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](hs[:, s + 1 + i, :]) for i in picks], dim=1)
-    masks = upscale_masks(dec, keys, hyper_in, size, add1=s1, add0=s0)      # (B, len(picks), 4H, 4W)
+    masks = upscale_masks(dec, keys, hyper_in, size, add1=s1, add0=s0, raster=False)  # (B, 16·HW, len(picks))
     if multimask:
-        return masks, iou[:, 1:]
+        return raster_masks(masks, size), iou[:, 1:]
     if dec.dynamic_multimask_via_stability:
-        return dec._dynamic_multimask_via_stability(masks, iou)
-    return masks, iou[:, 0:1]
+        masks, iou = _dynamic_single_mask(dec, masks, iou)
+        return raster_masks(masks, size), iou
+    return raster_masks(masks, size), iou[:, 0:1]
+
+
+def _dynamic_single_mask(dec, masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`MaskDecoder._dynamic_multimask_via_stability` (sam2 1.1.0) on token-order logits: `masks`
+    (B, P, 4) of all four mask tokens, `iou` (B, 4). Token 0's mask when its stability score (pixels above
+    +delta over pixels above -delta, 1 when none is) reaches the threshold, else the multimask token with
+    the best predicted IoU. Stability counts pixels, so pixel order does not matter: only the chosen mask
+    is put in raster order afterwards. Returns (B, P, 1) logits and (B, 1) scores."""
+    delta, thresh = dec.dynamic_multimask_stability_delta, dec.dynamic_multimask_stability_thresh
+    single = masks[..., 0]
+    area_i = torch.sum(single > delta, dim=-1).float()
+    area_u = torch.sum(single > -delta, dim=-1).float()
+    stable = torch.where(area_u > 0, area_i / area_u, 1.0) >= thresh
+    pick = torch.where(stable, 0, 1 + torch.argmax(iou[:, 1:], dim=-1))
+    rows = torch.arange(masks.shape[0], device=masks.device)
+    return masks[rows, :, pick].unsqueeze(-1), iou[rows, pick].unsqueeze(-1)
