@@ -72,6 +72,11 @@ def positional_consts(model: Sam) -> PositionConsts:
 def positional_consts_of(prompt_encoder, tf) -> PositionConsts:
     """`PositionConsts` of a prompt encoder (its `get_dense_pe`) and a `TwoWayTransformer` `tf`: SAM 1's
     modules or SAM 2's (`sam2.modeling.sam`), which have the same layout."""
+    return position_tensors(prompt_encoder, tf)
+
+
+def position_tensors(prompt_encoder, tf) -> PositionConsts:
+    """`positional_consts_of` outside inference mode (for tracing)."""
     pos = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
     later = tf.layers[1:]
     return PositionConsts(
@@ -285,6 +290,11 @@ def prepare(model: Sam, features: torch.Tensor, pos: PositionConsts) -> ImageCon
 @torch.inference_mode()
 def prepare_of(prompt_encoder, tf, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
     """`prepare` for a prompt encoder and `TwoWayTransformer` `tf` (SAM 1's or SAM 2's)."""
+    return image_tensors(prompt_encoder, tf, features, pos)
+
+
+def image_tensors(prompt_encoder, tf, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
+    """`prepare_of` outside inference mode (for tracing)."""
     src = image_tokens(prompt_encoder, features).contiguous()
     layer0 = tf.layers[0]
     t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from samgis.engine.amg import point_batch_arrays
 from samgis.engine.backends.sam1.decoder import nchw_from_s0, nchw_from_s1, tokens_layout_s0, tokens_layout_s1
+from samgis.engine.backends.sam1.postprocess import postprocess_masks
 from samgis.engine.backends.sam2 import decoder as fast
+from samgis.engine.backends.sam2.encoder import encode
 from samgis.engine.devices import load_state, pick_device, pick_precision
 from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
                                     ModelCard, Prompts, require)
@@ -156,12 +158,11 @@ class Sam2Engine:
         # The predictor's transforms with its defaults: threshold 0, no hole / sprinkle removal.
         self.transforms = SAM2Transforms(resolution=self.image_size, mask_threshold=MASK_THRESHOLD,
                                          max_hole_area=0.0, max_sprinkle_area=0.0)
-        n = self.image_size
-        self._feat_sizes = ((n // 4, n // 4), (n // 8, n // 8), (n // 16, n // 16))  # predictor's _bb_feat_sizes
         # Queries per decoder pass in `decode_point_batch` and the automatic masks. On CPU two rows per pass
         # measured fastest per query (bench/bench_sam2.py, 2 cores; 4 and more rows leave the cache).
         self.point_batch_rows = 16 if self.device.type == "cuda" else 2
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
+        self._encoder_cache: dict = {}  # the trunk's resized positional embedding (`encoder.encode`)
         # The cached-constant decoder (`decoder.py`) for fp32 decodes without a mask input; bf16 / fp16
         # autocast and other decoder layouts run the package's `MaskDecoder`.
         self._pos = on_torch_thread(fast.positional_consts, self.model) \
@@ -212,12 +213,8 @@ class Sam2Engine:
     def _embed(self, image: np.ndarray) -> Embedding:
         x = self.transforms(np.ascontiguousarray(image))[None].to(self.device)  # (1, 3, n, n) float32
         with self._encoder_lock, torch.inference_mode(), self._autocast():
-            backbone_out = self.model.forward_image(x)
-            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
-            if self.model.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-            feats = [feat.permute(1, 2, 0).reshape(1, -1, *size)
-                     for feat, size in zip(vision_feats[::-1], self._feat_sizes[::-1])][::-1]
+            # forward_image + _prepare_backbone_features + no_mem_embed, without the unused outputs
+            feats = encode(self.model, x, self._encoder_cache)
             features = Sam2Features.from_nchw(feats[2], feats[0], feats[1])
         consts = None if self._pos is None else fast.prepare(self.model, features.image_embed, self._pos)
         return Embedding(
@@ -260,15 +257,16 @@ class Sam2Engine:
                 raise ValueError(f"mask_input must be (1, 256, 256), got {m.shape}")
             mask = torch.as_tensor(m, device=self.device).reshape(1, 1, LOW_RES_SIZE, LOW_RES_SIZE)
             mask = mask.expand(q, -1, -1, -1)
+        cuda = self.device.type == "cuda"
         with torch.inference_mode():
             low_res, iou = self._decode_low_res(embedding, coords, labels, boxes, mask, multimask)
-            masks = self._upscale(low_res, size) > MASK_THRESHOLD
-            low_res = low_res.float().clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
-        return DecodeResult(
-            masks=masks.cpu().numpy(),
-            scores=iou.float().cpu().numpy().astype(np.float32),
-            logits=low_res.cpu().numpy().astype(np.float32),
-        )
+            if cuda:
+                masks = (self._upscale(low_res, size) > MASK_THRESHOLD).cpu().numpy()
+            low_res = low_res.float().cpu().numpy()
+        if not cuda:  # OpenCV's bilinear resize: the same values, ~9× faster than torch's on CPU
+            masks = postprocess_masks(low_res, None, size, self.image_size, MASK_THRESHOLD)
+        return DecodeResult(masks=masks, scores=iou.float().cpu().numpy().astype(np.float32),
+                            logits=np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP))
 
     def _decode_low_res(self, embedding: Embedding, coords: torch.Tensor | None, labels: torch.Tensor | None,
                         boxes: torch.Tensor | None, mask: torch.Tensor | None,
