@@ -15,6 +15,7 @@ from api.errors import error_body, status_for
 from samgis.cli.main import main
 from samgis.engine.amg import generate_with_point_batches
 from samgis.engine.backends.onnx import ManifestError, OnnxEngine, load_pair, onnx_providers
+from samgis.engine.backends.onnx.engine import _high_res_nchw
 from samgis.engine.backends.onnx.export import export_sam1_files, quantize_pair
 from samgis.engine.backends.onnx.manifest import file_sha256, write_manifest
 from samgis.engine.backends.sam1 import load_sam
@@ -361,7 +362,13 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
     assert manifest["fast_decoder"]["file"] == "decoder_fast.onnx" and engine.fast_decoder is not None
     assert set(emb.aux) == {"src", "k0", "v0", "q0", "s0", "s1"}
     assert emb.nbytes == sum(a.nbytes for a in (*emb.features.values(), *emb.aux.values()))
-    full = dataclasses.replace(emb, aux=None)  # the same embedding through `decoder.onnx`
+    # the high-res maps are kept once, in the fast decoder's layout: give them back to `decoder.onnx` as is
+    assert set(emb.features) == {"image_embed"}
+    nchw = _high_res_nchw(emb.aux, 64)
+    for k in range(2):
+        np.testing.assert_allclose(nchw[f"high_res_feats_{k}"], predictor._features["high_res_feats"][k].numpy(),
+                                   atol=1e-4)
+    full = dataclasses.replace(emb, aux=None, features={**emb.features, **nchw})  # through `decoder.onnx`
     cases = [([[120.0, 140.0]], [1], None), ([[120.0, 140.0], [330.0, 210.0]], [1, 0], None),
              (None, None, [60.0, 50.0, 280.0, 230.0]), ([[150.0, 120.0]], [1], [60.0, 50.0, 280.0, 230.0])]
     for points, labels, box in cases:

@@ -116,6 +116,16 @@ def _masks(low_res: np.ndarray, input_size, original_size, image_size: int, squa
     return postprocess_masks(low_res, None if square else input_size, original_size, image_size, 0.0)
 
 
+def _high_res_nchw(aux: dict, grid: int) -> dict:
+    """`high_res_feats_0` (1, 32, 4g, 4g) and `high_res_feats_1` (1, 64, 2g, 2g) back from the token layout
+    of `prepare.onnx`'s `s0` (4g², 4·32) and `s1` (g², 4·64): `tokens_layout_s0` / `_s1` inverted (a copy)."""
+    s0, s1 = aux["s0"], aux["s1"]
+    o0, o1 = s0.shape[1] // 4, s1.shape[1] // 4
+    f0 = s0.reshape(grid, grid, 2, 2, 2, 2, o0).transpose(6, 0, 2, 4, 1, 3, 5).reshape(1, o0, 4 * grid, 4 * grid)
+    f1 = s1.reshape(grid, grid, 2, 2, o1).transpose(4, 0, 2, 1, 3).reshape(1, o1, 2 * grid, 2 * grid)
+    return {"high_res_feats_0": np.ascontiguousarray(f0), "high_res_feats_1": np.ascontiguousarray(f1)}
+
+
 def _concrete(shape, fill: dict) -> tuple[int, ...]:
     """An ONNX input shape with its symbolic dimensions replaced by `fill[i]` (or 1)."""
     return tuple(d if isinstance(d, int) and d > 0 else fill.get(i, 1) for i, d in enumerate(shape))
@@ -316,7 +326,10 @@ class OnnxEngine:
             aux = None
             if prepare is not None:
                 aux = dict(zip(self.fast_consts, prepare.run(self.fast_consts, features)))
-        nbytes = sum(o.nbytes for o in out) + (sum(a.nbytes for a in aux.values()) if aux else 0)
+                # the high-res maps are kept once, in the fast decoder's token layout (`_high_res_nchw`)
+                features = {"image_embed": features["image_embed"]}
+        nbytes = sum(a.nbytes for a in (*(features.values() if isinstance(features, dict) else [features]),
+                                         *(aux.values() if aux else [])))
         return Embedding(features=features, original_size=(int(image.shape[0]), int(image.shape[1])),
                          input_size=input_size, model_id=self.model_id, nbytes=int(nbytes), aux=aux)
 
@@ -329,12 +342,15 @@ class OnnxEngine:
         per-window constants (the cached-constant decoder runs when given and `mask` is None). Returns
         (iou (Q, M) float32, low-res logits (Q, M, l, l) float32), M = `masks_per_query`."""
         feed = dict(features) if isinstance(features, dict) else {"image_embeddings": features}
-        decoder = self.decoder
+        decoder, fast = self.decoder, self.fast_decoder
         if self.samexporter_sam2:  # its graph appends the padding point (the callers' last one) itself
             coords, labels = coords[:, :-1], labels[:, :-1]
-        if mask is None and aux is not None and self.fast_decoder is not None:
-            feed, decoder = dict(aux), self.fast_decoder
-        elif self.has_mask_input:
+        fast = fast if mask is None and aux is not None else None
+        if fast is not None:
+            feed, decoder = dict(aux), fast
+        elif self.family == "sam2" and "high_res_feats_0" not in feed:
+            feed.update(_high_res_nchw(aux, self.image_size // 16))
+        if fast is None and self.has_mask_input:
             feed["mask_input"] = (mask if mask is not None
                                   else np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32))
             feed["has_mask_input"] = np.array([0.0 if mask is None else 1.0], np.float32)
