@@ -32,7 +32,7 @@ class Case:
         self.engine = Sam2Engine(self.model, model_id, device="cpu")
         self.image = image
         self.encoder_threads = []  # (on the torch thread?, thread name) of each encoder pass
-        hook = self.model.image_encoder.trunk.register_forward_pre_hook(
+        hook = self.model.image_encoder.trunk.patch_embed.register_forward_pre_hook(
             lambda *_: self.encoder_threads.append((is_torch_thread(), threading.current_thread().name)))
         try:
             self.embedding = self.engine.embed(image)
