@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import httpx
 import mercantile
@@ -201,6 +202,31 @@ def test_a_cog_over_http_range_requests_works_like_the_local_file(rasters, engin
     assert files.requests > 0 and files.whole_files == 0  # range requests only, never the whole file
 
 
+@pytest.mark.slow
+def test_a_slow_cog_answers_504_within_the_deadline(rasters, engine, tmp_path):
+    utm = rasters["Ortho"]
+    cog = tmp_path / "slow_cog.tif"
+    rasterio.shutil.copy(utm.path, cog, driver="COG", overview_resampling="nearest", blocksize=256)
+    with RangeFileServer(tmp_path) as files:
+        providers = tmp_path / "slow.json"
+        providers.write_text(json.dumps({"Slow": {"raster": files.url("slow_cog.tif")}}))
+        settings = Settings(providers=providers, builtin_sources=False, cache_dir=tmp_path / "cache", deadline_s=1.5)
+        with LiveServer(create_app(settings, engine=engine)) as server, \
+                httpx.Client(base_url=server.url, timeout=60) as c:
+            files.delay_s = 6.0  # every range request now hangs well past the deadline
+            t0 = time.monotonic()
+            r = c.post("/v1/segment", json=click("Slow", *utm.shape("pond").inside_lnglat(), zoom=18))
+            took = time.monotonic() - t0
+            assert r.status_code == 504, r.text
+            assert "deadline" in r.json()["detail"] and str(tmp_path) not in r.text
+            assert took < 5.0, took
+            tile = mercantile.tile(*utm.shape("field").inside_lnglat(), 17)
+            r = c.get(f"/v1/tiles/Slow/{tile.z}/{tile.x}/{tile.y}.png")
+            assert r.status_code == 504 and "'Slow'" in r.text and "tile 17/" in r.json()["detail"]
+            assert c.get("/health").status_code == 200
+            files.delay_s = 0.0
+
+
 def test_export_in_the_rasters_crs(client, rasters, tmp_path):
     import geopandas as gpd
 
@@ -258,6 +284,31 @@ def test_raster_sources_give_their_extent_in_lnglat(client, rasters):
         tol = 1e-6
         assert w <= aw + tol and s <= as_ + tol and e >= ae - tol and n >= an - tol, (sid, sources[sid]["bounds"])
         assert max(aw - w, as_ - s, e - ae, n - an) < 0.01 * max(ae - aw, an - as_), sid
+
+
+def test_readers_give_their_footprint_in_lnglat(rasters):
+    """A raster reader's footprint is its extent (half a native px in): every vertex lies on the raster when taken
+    back to native px, and it covers all but that half pixel of the raster. Tile readers: the Web Mercator map."""
+    from samgis.geo.readers import open_reader
+    from samgis.geo.readers.raster import _transformer
+    from samgis.geo.sources import TileSource
+    from samgis.geo.tiles import MAX_LAT
+
+    registry = SourceRegistry.from_config(rasters["providers"], builtins=False)
+    for sid in ("Ortho", "Laea", "Scene"):
+        r = rasters[sid]
+        reader = open_reader(registry.get(sid), fetcher=None)
+        fp = reader.footprint_lnglat()
+        assert fp.is_valid and fp.exterior.is_ccw and reader.footprint_lnglat() is fp  # computed once
+        lng, lat = shapely.get_coordinates(fp).T
+        x, y = _transformer(4326, reader.source.crs_wkt).transform(lng, lat)
+        cols, rows = ~reader.transform @ (np.asarray(x), np.asarray(y))
+        assert cols.min() > 0.49 and rows.min() > 0.49 and cols.max() < r.width - 0.49 and rows.max() < r.height - 0.49
+        inner = r.data_area_lnglat(1, 1, r.width - 1, r.height - 1)
+        assert fp.covers(inner.buffer(-1e-9)) and not fp.contains(shapely.Point(*r.px_to_lnglat(-0.2, -0.2)))
+        assert fp.area > 0.99 * r.data_area_lnglat(0, 0, r.width, r.height).area
+    tiles = open_reader(TileSource("t", "xyz", url="https://t.example/{z}/{x}/{y}.png"), fetcher=None)
+    assert tiles.footprint_lnglat().bounds == (-180.0, -MAX_LAT, 180.0, MAX_LAT)
 
 
 @pytest.mark.parametrize("entry,needle", [

@@ -8,6 +8,9 @@ class here and one line in `open_reader`.
 Windows (`samgis.geo.tiles.Window` for tile sources, `samgis.geo.readers.raster.RasterWindow` for rasters)
 share: `size` (px per side), `key()` (grid level and lattice cell, for cache keys), `affine()` (window px →
 `crs`), `crs`, `lnglat_to_px(lnglat)` and `meta()`.
+
+A reader's `footprint_lnglat()` is where its source has pixels, in EPSG:4326: services searching an area (concept
+prompts over a map view) clip the area to it, so a view reaching past a raster's edge searches the part on it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import shapely
 
 from samgis.geo.fetch import TileFetcher
 
@@ -48,6 +52,11 @@ class Reader(Protocol):
 
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
         """An encoded image of Web-Mercator tile (z, x, y) for the web map."""
+
+    def footprint_lnglat(self) -> shapely.Polygon | None:
+        """Where the source has a grid, as a polygon in EPSG:4326 lng/lat degrees (x = lng, y = lat): every
+        point of it is a valid prompt location for `window_candidates`. Tile sources: the Web Mercator map;
+        rasters: their extent. None when it cannot be computed (then nothing is clipped to it)."""
 
 
 def open_reader(source: Any, fetcher: TileFetcher, window_px: int = 1024) -> Reader:

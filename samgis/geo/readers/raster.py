@@ -19,6 +19,7 @@ import io
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,13 +34,14 @@ import pyproj
 import rasterio
 import rasterio.io
 import rasterio.windows
+import shapely
 from affine import Affine
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform_bounds
 
-from samgis.errors import InvalidRequest, UpstreamError
+from samgis.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from samgis.geo.readers import WindowImage
 
 #: Percentiles of the default ("auto") stretch for data that is not uint8.
@@ -48,6 +50,11 @@ AUTO_PERCENTILES = (2.0, 98.0)
 STATS_PX = 1024
 #: Validity masks of this many windows are kept per source (packed bits: 128 KiB per 1024² window).
 MASK_CACHE_WINDOWS = 64
+#: Points per edge of a raster's footprint polygon (edges straight in the raster's CRS curve in lng/lat).
+FOOTPRINT_EDGE_POINTS = 64
+#: Native px the footprint keeps inside each edge of the raster, so its points, taken back to native px through
+#: pyproj, stay on the raster despite rounding and the chords that stand for curved edges.
+FOOTPRINT_INSET_PX = 0.5
 #: Equatorial circumference of the WGS84 ellipsoid (EPSG:3857's sphere), metres.
 _EARTH_M = 2 * math.pi * 6378137.0
 
@@ -88,12 +95,13 @@ def bands_to_rgb(data: np.ndarray, valid: np.ndarray, ranges: np.ndarray | None)
     """(B, H, W) band values (B = 1 or 3) → (H, W, 3) uint8 RGB, pixel frame unchanged: each band's (lo, hi)
     of `ranges` ((B, 2), see `stretch_ranges`) mapped linearly to 0..255 and clipped, or, `ranges` None
     (uint8 data), values clipped to 0..255 as they are; invalid px ((H, W) bool `valid` False) black; one band
-    is repeated as grey."""
+    is repeated as grey. Float32 `data` is stretched in float32, anything else in float64."""
     if ranges is None:
         scaled = np.clip(data, 0, 255)
     else:
-        lo, hi = ranges[:, 0][:, None, None], ranges[:, 1][:, None, None]
-        scaled = np.clip((data - lo) / (hi - lo) * 255.0, 0, 255)
+        ftype = np.float32 if data.dtype == np.float32 else np.float64  # float32 data is stretched in float32
+        lo, hi = ranges[:, 0][:, None, None].astype(ftype), ranges[:, 1][:, None, None].astype(ftype)
+        scaled = np.clip((data - lo) / (hi - lo) * ftype(255.0), 0, 255)
     rgb = np.round(scaled).astype(np.uint8)
     rgb[:, ~valid] = 0
     if rgb.shape[0] == 1:
@@ -276,6 +284,7 @@ class RasterReader:
         self._stretch: np.ndarray | None = None
         self._masks: OrderedDict[tuple, np.ndarray | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._footprint: shapely.Polygon | None | bool = False  # False: not computed yet
 
     # -- windows ------------------------------------------------------------------------------------------
     def window_px(self) -> int:
@@ -292,6 +301,28 @@ class RasterReader:
         _, _, dx = geod.inv(lngs[0], lats[0], lngs[1], lats[1])
         _, _, dy = geod.inv(lngs[0], lats[0], lngs[2], lats[2])
         return math.sqrt(abs(dx * dy))
+
+    def footprint_lnglat(self) -> shapely.Polygon | None:
+        """The raster's extent in EPSG:4326 lng/lat degrees, `FOOTPRINT_INSET_PX` native px inside its edges: its
+        native px rectangle, `FOOTPRINT_EDGE_POINTS` points an edge, through the affine and pyproj. None when the
+        extent does not reproject to a valid polygon (non-finite points, e.g. outside the CRS's area of use, or
+        a raster across the antimeridian). Computed once."""
+        if self._footprint is not False:
+            return self._footprint
+        inset = min(FOOTPRINT_INSET_PX, self.width / 4, self.height / 4)
+        c0, r0, c1, r1 = inset, inset, self.width - inset, self.height - inset
+        t = np.linspace(0.0, 1.0, FOOTPRINT_EDGE_POINTS, endpoint=False)
+        cols = np.concatenate([c0 + (c1 - c0) * t, np.full_like(t, c1), c1 - (c1 - c0) * t, np.full_like(t, c0)])
+        rows = np.concatenate([np.full_like(t, r0), r0 + (r1 - r0) * t, np.full_like(t, r1), r1 - (r1 - r0) * t])
+        x, y = self.transform @ (cols, rows)
+        lng, lat = _transformer(self.source.crs_wkt, 4326).transform(np.asarray(x), np.asarray(y))
+        footprint = None
+        if np.isfinite(lng).all() and np.isfinite(lat).all() and np.ptp(lng) < 180:  # no antimeridian wrap
+            polygon = shapely.Polygon(np.column_stack([lng, lat]))
+            if polygon.is_valid and polygon.area > 0:
+                footprint = shapely.orient_polygons(polygon, exterior_cw=False)
+        self._footprint = footprint
+        return footprint
 
     def level_for_zoom(self, lng: float, lat: float, zoom: int) -> int:
         """Index in `levels` of the coarsest level not coarser than a 256-px Web-Mercator view at `zoom`
@@ -341,9 +372,24 @@ class RasterReader:
         return [RasterWindow(f, c, r, n, z, self.transform, self.source.crs_wkt) for c, r in cells]
 
     # -- pixels -------------------------------------------------------------------------------------------
+    async def _within(self, deadline: float | None, what: str, fn, *args):
+        """`fn(*args)` on a worker thread, awaited until `deadline` (a `time.monotonic()` instant, None: no
+        limit). Past it, `UpstreamTimeout` (504) names the source; the read itself cannot be interrupted, so it
+        finishes on its thread (bounded by GDAL's own HTTP timeouts for a remote file) and is dropped."""
+        if deadline is None:
+            return await asyncio.to_thread(fn, *args)
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=left)
+        except TimeoutError:
+            raise UpstreamTimeout(f"raster source {self.source.id!r}: the request's deadline passed while "
+                                  f"reading {what}") from None
+
     async def read_window(self, window: RasterWindow, deadline: float | None = None) -> WindowImage:
-        """The window's RGB and validity (local file: no deadline applies to the read itself)."""
-        return await asyncio.to_thread(self._read_window, window)
+        """The window's RGB and validity, within `deadline` (see `_within`)."""
+        return await self._within(deadline, "a window", self._read_window, window)
 
     async def valid_mask(self, window: RasterWindow) -> np.ndarray | None:
         with self._lock:
@@ -440,8 +486,9 @@ class RasterReader:
 
     # -- display tiles -------------------------------------------------------------------------------------
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
-        """A 256-px RGBA PNG of Web-Mercator tile (z, x, y), transparent where the raster has no data."""
-        return await asyncio.to_thread(self._display_tile, z, x, y)
+        """A 256-px RGBA PNG of Web-Mercator tile (z, x, y), transparent where the raster has no data; within
+        `deadline` (see `_within`)."""
+        return await self._within(deadline, f"tile {z}/{x}/{y}", self._display_tile, z, x, y)
 
     def _display_tile(self, z: int, x: int, y: int) -> bytes:
         ts = self.source.tile_size

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import shapely
 
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.readers import WindowImage
 from samgis.geo.sources import TileSource
-from samgis.geo.tiles import Window, candidate_windows
+from samgis.geo.tiles import MAX_LAT, Window, candidate_windows
+
+#: The Web Mercator map, lng/lat degrees: what `checked_lnglat` accepts.
+WORLD = shapely.box(-180.0, -MAX_LAT, 180.0, MAX_LAT)
 
 #: Window side in px (4 × 4 tiles of 256 px, 2 × 2 of 512 px).
 WINDOW_PX = 1024
@@ -42,3 +46,8 @@ class TileReader:
 
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
         return await self.fetcher.fetch_tile(self.source, z, x, y, deadline)
+
+    def footprint_lnglat(self) -> shapely.Polygon:
+        """The whole Web Mercator map (lng [-180, 180], |lat| ≤ `MAX_LAT`): tile sources declare no extent, and
+        tiles missing from a local source read blank."""
+        return WORLD
