@@ -114,7 +114,9 @@ def download(spec: ModelSpec, dest: Path, *, wf: WeightFile | None = None, progr
     own = client is None
     client = client or httpx.Client(timeout=timeout_s, follow_redirects=True,
                                     headers={"User-Agent": "samgis-weights/0.1"})
-    headers, unset_env = _auth(spec)  # httpx drops Authorization on a redirect to another host (signed CDN URLs)
+    # httpx drops Authorization on a redirect to another origin (httpx/_client.py `_redirect_headers`): the
+    # token goes to huggingface.co only, not to the signed CDN URL it redirects to
+    headers, unset_env = _auth(spec)
     try:
         with client.stream("GET", wf.url, headers=headers) as resp:
             if resp.status_code in (401, 403) and spec.extra.get("gated"):
