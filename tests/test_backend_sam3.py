@@ -256,10 +256,34 @@ def test_exemplar_box_parity(case):
     thr = threshold_with_gap(ref[1])
     ours = case.engine.find(case.embedding, ConceptPrompt(boxes=box[None], labels=[1]), thr)
     assert_same_instances(ours, *ref, thr)
-    # a negative exemplar with the phrase changes the answer (the labels reach the model)
-    both = case.engine.find(case.embedding, ConceptPrompt("solar panel", boxes=box[None], labels=[0]), 0.0)
-    pos = case.engine.find(case.embedding, ConceptPrompt("solar panel", boxes=box[None], labels=[1]), 0.0)
-    assert len(both) == len(pos) == 200 and not np.allclose(np.sort(both.scores), np.sort(pos.scores))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_text_and_exemplars_reach_the_model_as_the_processor_sends_them(case, monkeypatch):
+    """Phrase + a positive and a negative box: what `forward_grounding` receives (stopped there: the parity tests
+    above run the model); the processor's form, one box at a time: normalised (cx, cy, w, h), bool labels."""
+    h, w = case.image.shape[:2]
+    boxes = np.array([[40, 30, 200, 150], [250, 100, 390, 290]], np.float32)
+    seen = []
+
+    def spy(**kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(case.model, "forward_grounding", spy)
+    with pytest.raises(_Stop):
+        case.engine.find(case.embedding, ConceptPrompt("solar panel", boxes=boxes, labels=[1, 0]), 0.5)
+    prompt, backbone_out = seen[0]["geometric_prompt"], seen[0]["backbone_out"]
+    assert prompt.box_labels.tolist() == [[True], [False]]
+    expected = [[(b[0] + b[2]) / 2 / w, (b[1] + b[3]) / 2 / h, (b[2] - b[0]) / w, (b[3] - b[1]) / h] for b in boxes]
+    np.testing.assert_allclose(prompt.box_embeddings[:, 0].numpy(), expected, atol=1e-6)
+    with cpu_only(), torch.inference_mode():
+        ref_text = case.model.backbone.forward_text(["solar panel"], device="cpu")
+    torch.testing.assert_close(backbone_out["language_features"], ref_text["language_features"], rtol=0, atol=0)
 
 
 @pytest.mark.slow
