@@ -12,7 +12,9 @@ Frames:
   so a prompt at (x, y) sits at (x + 0.5, y + 0.5) in the polygon frame.
 
 An instance (one image) decodes either its prompts (points shared by every query, one query per box, as
-`Engine.decode`) or, with no prompts at all, the engine's automatic masks over a point grid.
+`Engine.decode`) or, with no prompts at all, the engine's automatic masks over a point grid, or, with concept
+prompts (`text`, and/or `exemplar_boxes` with `exemplar_labels`), finds every instance of the concept
+(`Engine.find`; rules in `samgis.services.concepts`; never mixed with points/boxes).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import numpy as np
 import shapely
 
 from samgis.engine.cache import EmbeddingCache
-from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
+from samgis.engine.protocol import (AmgOptions, ConceptPrompt, DecodeResult, Embedding, Engine, Prompts, require,
+                                    required_capabilities)
+from samgis.services.concepts import (DEFAULT_SCORE_THRESHOLD, check_score_threshold, check_text, concept_label,
+                                      require_concept)
 from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.imaging.geotiff import GeoRef, decode_any_image
 from samgis.imaging.images import DEFAULT_MAX_PIXELS, image_digest
@@ -74,10 +79,14 @@ class Instance:
     amg: AmgOptions = field(default_factory=AmgOptions)
     valid: np.ndarray | None = None
     geo: GeoRef | None = None
+    concept: ConceptPrompt | None = None
+    """Concept prompts (then `prompts` is None): find every instance instead of decoding or automatic masks."""
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
 
 
-OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)))
-PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input")
+OPTION_KEYS = ("multimask", "mask_format", "return_logits", "score_threshold", *(f.name for f in fields(AmgOptions)))
+CONCEPT_KEYS = ("text", "exemplar_boxes", "exemplar_labels")
+PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input", *CONCEPT_KEYS)
 
 
 # --- parsing an instance --------------------------------------------------------------------------------
@@ -192,6 +201,45 @@ def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts
                    mask_input=mask_input)
 
 
+def parse_concept(obj: dict, size: tuple[int, int], field_name: str, max_prompts: int) -> ConceptPrompt | None:
+    """The concept prompts of an instance dict, None when it has none: `text` (a phrase), `exemplar_boxes`
+    ([[x0, y0, x1, y1], …] image px, SAM convention, inside the image of `size` (H, W)) and `exemplar_labels`
+    (1 positive, 0 negative; default 1 each). Refused (422 naming the field) together with point/box prompts."""
+    text_in, boxes_in, labels_in = obj.get("text"), obj.get("exemplar_boxes"), obj.get("exemplar_labels")
+    if text_in is None and not boxes_in:
+        if labels_in:
+            raise InvalidRequest(f"{field_name}.exemplar_labels", "labels without exemplar_boxes")
+        return None
+    text = check_text(text_in, f"{field_name}.text") if text_in is not None else None
+    boxes = _number_rows(boxes_in or [], 4, f"{field_name}.exemplar_boxes")
+    if len(boxes) > max_prompts:
+        raise InvalidRequest(f"{field_name}.exemplar_boxes", f"{len(boxes)} exemplar boxes is over the limit of "
+                                                             f"{max_prompts} prompts per instance")
+    h, w = size
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        if not (0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h):
+            raise InvalidRequest(f"{field_name}.exemplar_boxes[{k}]", f"{boxes[k].tolist()} is not [x0, y0, x1, y1] "
+                                                                      f"with x0 ≤ x1, y0 ≤ y1 inside the {w} × {h} "
+                                                                      "image")
+    if labels_in is None:
+        labels = np.ones(len(boxes), np.int32)
+    else:
+        if not isinstance(labels_in, list | tuple) or not all(v in (0, 1) and not isinstance(v, float | bool)
+                                                               for v in labels_in):
+            raise InvalidRequest(f"{field_name}.exemplar_labels", "expected a list of 1 (positive) or 0 (negative)")
+        if len(labels_in) != len(boxes):
+            raise InvalidRequest(f"{field_name}.exemplar_labels", f"{len(labels_in)} labels for {len(boxes)} "
+                                                                  "exemplar boxes")
+        labels = np.asarray(labels_in, np.int32)
+    clicks = [k for k in ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
+              if obj.get(k) is not None]
+    if clicks:
+        name = "text" if text is not None else "exemplar_boxes"
+        raise InvalidRequest(f"{field_name}.{name}", f"concept prompts (find every instance) cannot be mixed with "
+                                                     f"{clicks[0]} (segment one object); send two instances")
+    return ConceptPrompt(text=text, boxes=boxes.astype(np.float32), labels=labels)
+
+
 def _option(value, default, field_name: str):
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -208,10 +256,12 @@ def _option(value, default, field_name: str):
     return value
 
 
-def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits) -> dict:
-    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys."""
+def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits, automatic: bool = True) -> dict:
+    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys.
+    `automatic`: the instance runs the automatic-mask grid, so the server's grid limits (`max_points_per_side`,
+    `max_crop_layers`) apply; an instance with prompts does not use the grid options and is not refused by them."""
     defaults = {"multimask": False, "mask_format": "rle", "return_logits": False,
-                **{f.name: f.default for f in fields(AmgOptions)}}
+                "score_threshold": DEFAULT_SCORE_THRESHOLD, **{f.name: f.default for f in fields(AmgOptions)}}
     out = dict(defaults)
     for source, prefix in ((base, "parameters"), (obj, field_name)):
         for key, value in source.items():
@@ -221,15 +271,15 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
-    if not 1 <= out["points_per_side"] <= limits.max_points_per_side:
+    if not 1 <= out["points_per_side"] <= (limits.max_points_per_side if automatic else math.inf):
         raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
                                                       f"got {out['points_per_side']}")
-    if not 0 <= out["crop_n_layers"] <= limits.max_crop_layers:
+    if not 0 <= out["crop_n_layers"] <= (limits.max_crop_layers if automatic else math.inf):
         raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
                                                     f"got {out['crop_n_layers']}")
     if out["crop_n_points_downscale_factor"] < 1:
         raise InvalidRequest(f"{fn}.crop_n_points_downscale_factor", "must be ≥ 1")
-    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
+    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "score_threshold"):
         if not 0.0 <= out[key] <= 1.0:
             raise InvalidRequest(f"{fn}.{key}", f"must be in [0, 1], got {out[key]}")
     if not 0.0 <= out["crop_overlap_ratio"] < 1.0:
@@ -257,12 +307,21 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
     unknown = sorted(set(parameters or {}) - set(OPTION_KEYS))
     if unknown:
         raise InvalidRequest(f"parameters.{unknown[0]}", f"unknown parameter; known: {', '.join(OPTION_KEYS)}")
-    opts = parse_options(obj, parameters or {}, field_name, limits)
+    automatic = not any(obj.get(k) for k in PROMPT_KEYS)  # no prompt of any kind: the automatic-mask grid
+    opts = parse_options(obj, parameters or {}, field_name, limits, automatic)
     if image is None:
         if "image" not in obj:
             raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
         decoded = decode_any_image(obj["image"], f"{field_name}.image", limits.max_pixels)
         image, valid, geo = decoded.rgb, decoded.valid, decoded.geo
+    concept = parse_concept(obj, image.shape[:2], field_name, limits.max_prompts)
+    if concept is not None:
+        for key in ("multimask", "return_logits"):
+            if opts[key]:
+                raise InvalidRequest(f"{field_name}.{key}", "concept prompts answer one mask per instance, without "
+                                                            f"logits; {key} applies to point/box prompts")
+        return Instance(image=image, mask_format=opts["mask_format"], valid=valid, geo=geo, concept=concept,
+                        score_threshold=check_score_threshold(opts["score_threshold"], f"{field_name}.score_threshold"))
     prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts, geo)
     amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
     if prompts is None and amg.grid_points() > limits.max_grid_points:
@@ -371,6 +430,8 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     card = engine.describe()
+    if inst.concept is not None:
+        return predict_concept(engine, inst, embedding, t_start)
     require(card, required_capabilities(inst.prompts), "prompts")
     require(card, ["multimask"] if inst.multimask and inst.prompts is not None else [], "multimask")
     if embedding is None:
@@ -417,6 +478,51 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
         out["masks_crs"] = [[g[1] for g in query] for query in geoms]
     if inst.return_logits:
         out["logits"] = encode_array(result.logits)
+    timings["encode"] = _ms(t0)
+    timings["total"] = _ms(t_start)
+    out["timings_ms"] = timings
+    return out
+
+
+def predict_concept(engine: Engine, inst: Instance, embedding: Embedding | None = None,
+                    t_start: float | None = None) -> dict:
+    """The prediction for an instance with concept prompts (`inst.concept`): every instance found, best first.
+
+    `{"mode": "concept", "concept": phrase or "exemplar", "score_threshold", "masks": [mask] * N,
+    "scores": [float] * N, "boxes": [[x0, y0, x1, y1]] * N (image px, SAM convention, as the model predicted
+    them), "image_size": [H, W], "timings_ms"}`; masks encoded as `inst.mask_format` after clipping to
+    `inst.valid`; with "polygon" and a georeferenced image also `masks_lnglat`, `masks_crs` and `crs` (as the
+    prompts mode). Instances left empty by the nodata clip are dropped.
+    """
+    t_start = time.perf_counter() if t_start is None else t_start
+    timings: dict[str, float] = {}
+    concept = inst.concept
+    require_concept(engine.describe(), concept, "text", "exemplar_boxes")
+    if embedding is None:
+        t0 = time.perf_counter()
+        embedding = engine.embed(inst.image)
+        timings["embed"] = _ms(t0)
+    t0 = time.perf_counter()
+    found = engine.find(embedding, concept, inst.score_threshold)
+    timings["find"] = _ms(t0)
+    t0 = time.perf_counter()
+    masks = np.asarray(found.masks, bool)
+    if inst.valid is not None:
+        masks = masks & inst.valid
+    order = sorted((k for k in range(len(found)) if masks[k].any()), key=lambda k: -float(found.scores[k]))
+    h, w = inst.image.shape[:2]
+    out = {
+        "mode": "concept", "concept": concept_label(concept), "score_threshold": inst.score_threshold,
+        "masks": [encode_mask(masks[k], inst.mask_format) for k in order],
+        "scores": [round(float(found.scores[k]), 6) for k in order],
+        "boxes": [[float(v) for v in found.boxes[k]] for k in order],
+        "image_size": [h, w],
+    }
+    if inst.geo is not None and inst.mask_format == "polygon":
+        geoms = [geo_geometries(masks[k], inst.geo) for k in order]
+        out["crs"] = inst.geo.name
+        out["masks_lnglat"] = [g[0] for g in geoms]
+        out["masks_crs"] = [g[1] for g in geoms]
     timings["encode"] = _ms(t0)
     timings["total"] = _ms(t_start)
     out["timings_ms"] = timings
@@ -499,8 +605,13 @@ class ImagePredictService:
             t_image = _ms(t_start)
             inst = parse_instance(obj, field_name, parameters, limits, image=image, valid=decoded.valid,
                                   geo=decoded.geo)
-            cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
-                              inst.return_logits)
+            if inst.concept is not None:  # refused before the encoder runs; one window of masks counted
+                require_concept(self.engine.describe(), inst.concept, f"{field_name}.text",
+                                f"{field_name}.exemplar_boxes")
+                cost = max(image.shape[0] * image.shape[1], LOW_RES * LOW_RES)
+            else:
+                cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
+                                  inst.return_logits)
             mask_pixels = add_mask_pixels(mask_pixels, cost, field_name, limits)
             t0 = time.perf_counter()
             embedding, hit = await self.embedding_for(image)
