@@ -211,7 +211,7 @@ def assert_same_instances(ours, ref_masks, ref_scores, ref_boxes, threshold):
     keep = ref_scores > threshold
     ref_masks, ref_scores, ref_boxes = ref_masks[keep], ref_scores[keep], ref_boxes[keep]
     assert len(ours) == len(ref_scores) >= 3
-    assert np.all(np.diff(ours.scores) <= 0) and np.all(ours.scores > threshold)  # best first
+    assert np.all(np.diff(ours.scores) <= 0) and np.all(ours.scores >= threshold)  # best first
     cost = np.array([[1 - iou(a, b) for b in ref_masks] for a in ours.masks])
     rows, cols = linear_sum_assignment(cost)
     for i, j in zip(rows, cols):

@@ -11,7 +11,7 @@ The math is the package's own image API, without its per-image state:
 - `find` = `Sam3Processor.set_text_prompt` / `add_geometric_prompt` + `_forward_grounding`: the phrase (or
   "visual" when there are only exemplar boxes, as the processor does) through the text encoder, exemplar boxes
   as normalised (cx, cy, w, h) with a positive / negative label appended one by one to the dummy geometric
-  prompt, `forward_grounding`; score = sigmoid(logit) · sigmoid(presence logit), kept when > threshold; masks
+  prompt, `forward_grounding`; score = sigmoid(logit) · sigmoid(presence logit), kept when ≥ threshold; masks
   = bilinear resize of the kept mask logits to (H, W), sigmoid > 0.5; boxes (cx, cy, w, h) → (x0, y0, x1, y1)
   × (W, H, W, H).
 - `decode` = `SAM3InteractiveImagePredictor.predict` (model/sam1_task_predictor.py, SAM 2's predictor): prompts
@@ -262,8 +262,9 @@ class Sam3Engine:
     # --- find (concept prompts) ---------------------------------------------------------------------
 
     def find(self, embedding: Embedding, concept: ConceptPrompt, score_threshold: float = 0.5) -> FoundInstances:
-        """Every instance of `concept` scoring > `score_threshold` (the processor's comparison), best first; see
-        `FoundInstances` for shapes. Text and exemplar boxes combine into one prompt. Blocks."""
+        """Every instance of `concept` scoring ≥ `score_threshold` (the protocol's rule; the processor keeps > , the
+        same but at exact ties), best first; see `FoundInstances` for shapes. Text and exemplar boxes combine into
+        one prompt. Blocks."""
         require(self.describe(), concept.needs(), field="concept")
         self._check(embedding)
         return in_fresh_thread(self._find, embedding, concept, float(score_threshold))
@@ -307,7 +308,7 @@ class Sam3Engine:
                                                geometric_prompt=prompt, find_target=None)
             probs = out["pred_logits"].float().sigmoid() * out["presence_logit_dec"].float().sigmoid().unsqueeze(1)
             probs = probs.squeeze(-1)[0]  # (Q,)
-            keep = torch.nonzero(probs > threshold).squeeze(1)
+            keep = torch.nonzero(probs >= threshold).squeeze(1)
             keep = keep[torch.argsort(probs[keep], descending=True, stable=True)]
             boxes = box_ops.box_cxcywh_to_xyxy(out["pred_boxes"][0, keep].float())
             boxes = boxes * torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
