@@ -62,6 +62,12 @@ def test_fast_init_fills_with_the_asked_distribution_and_none_leaves_memory():
     torch.manual_seed(0)
     assert not torch.equal(w, torch.empty(300, 700).uniform_(-0.2, 0.2))  # the bank, not torch's generator
     assert k.abs().max() <= 1 / 32 and k.std() > 0.8 / 32 / 3 ** 0.5
+    big, strided = torch.empty(1200, 1000), torch.empty(1000, 30).t()  # longer than the bank; not contiguous
+    with FastInit("fast", seed=3):
+        torch.nn.init.normal_(big, std=2.0)
+        torch.nn.init.uniform_(strided, 5.0, 6.0)
+    assert abs(big.std() - 2.0) < 0.02 and abs(big.mean()) < 0.02
+    assert strided.min() >= 5.0 and strided.max() <= 6.0 and strided.std() > 0.25
     assert w.min() >= -0.2 and w.max() <= 0.2 and abs(w.mean()) < 0.01 and w.std() > 0.1
     assert abs(n.mean() - 1.0) < 0.01 and abs(n.std() - 0.5) < 0.01
     assert not torch.equal(w[0], w[1])  # rows do not repeat

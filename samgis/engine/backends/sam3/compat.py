@@ -129,20 +129,27 @@ class FastInit(TorchFunctionMode):
         self.mode = mode
         if mode == "fast":
             g = torch.Generator().manual_seed(seed)
-            self._banks = {"uniform": torch.rand(BANK_SIZE, generator=g),
-                           "normal": torch.randn(BANK_SIZE, generator=g)}
+            self._banks = {"uniform": torch.rand(BANK_SIZE, generator=g).repeat(2),
+                           "normal": torch.randn(BANK_SIZE, generator=g).repeat(2)}
         self._offset = 0
 
-    def _take(self, kind: str, n: int) -> torch.Tensor:
-        bank = self._banks[kind].roll(-(self._offset % BANK_SIZE))
-        self._offset += 7919 * (1 + n % 104_729)  # a different shift for every tensor
-        reps = -(-n // BANK_SIZE)
-        return (bank.repeat(reps) if reps > 1 else bank)[:n]
-
     def _fill(self, t: torch.Tensor, kind: str, scale: float, shift: float = 0.0) -> torch.Tensor:
-        if self.mode == "fast" and t.numel():
-            with torch.no_grad():
-                t.copy_((self._take(kind, t.numel()) * scale + shift).view(t.shape).to(t.dtype))
+        """Write `bank * scale + shift` into `t`, the bank read from a per-call offset and wrapping around, as
+        slices of the doubled bank (views: no roll, no repeat), multiplied straight into `t`."""
+        if self.mode != "fast" or not t.numel():
+            return t
+        bank = self._banks[kind]  # (2 * BANK_SIZE,): the bank twice, so any BANK_SIZE-long window is a view
+        n, o = t.numel(), self._offset % BANK_SIZE
+        self._offset += 7919 * (1 + n % 104_729)  # a different shift for every tensor
+        with torch.no_grad():
+            flat = t.view(-1) if t.is_contiguous() and t.dtype == bank.dtype else torch.empty(n, dtype=bank.dtype)
+            for start in range(0, n, BANK_SIZE):
+                m = min(BANK_SIZE, n - start)
+                torch.mul(bank[o:o + m], scale, out=flat[start:start + m])
+            if shift:
+                flat.add_(shift)
+            if flat.data_ptr() != t.data_ptr():
+                t.copy_(flat.view(t.shape))
         return t
 
     def _init_fn(self, func, t: torch.Tensor, args, kw):
