@@ -21,7 +21,7 @@ from tests.support.colour_engine import ColourRegionEngine, InterruptedColourEng
 
 REGIONS = functools.partial(ColourRegionEngine, automatic="regions")
 SCENE = S.aoi_scene()
-FIELDS = ["item_id", "window_count", "score", "stability_score", "area_m2", "geometry"]
+FIELDS = ["item_id", "window_count", "score", "stability_score", "area_m2", "concept", "geometry"]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_every_shape_comes_back_once_whole_and_clipped(run):
     assert (summary.total, summary.done, summary.failed) == (1, 1, 0), summary.errors
     frame = gpd.read_file(out / "segments.gpkg")
     assert list(frame.columns) == FIELDS and frame.crs.to_epsg() == 4326
-    assert set(frame.item_id) == {"district"}
+    assert set(frame.item_id) == {"district"} and frame.concept.isna().all()  # automatic masks: no concept
     want = S.expected(SCENE)
     found: dict[str, list] = {}
     background = 0

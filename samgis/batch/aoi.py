@@ -6,7 +6,8 @@ window by window, `samgis.batch.executors.ray`):
 1. `plan_aoi` (load): the AOI in global px at its zoom, the `Lattice` of `window_tiles * 256` px windows
    overlapping by `overlap_px` that covers it, and the windows that meet the AOI.
 2. Per window (model), the unit of work: `fetch_pixels`, `window_embedding` (the encoder), `window_output`
-   (`Engine.generate`, automatic masks, as the window's `Piece`s and a thumbnail). Windows whose file
+   (`Engine.generate`, automatic masks, as the window's `Piece`s and a thumbnail; with the item's phrase,
+   `Engine.find`'s instances instead: `samgis.batch.concepts.window_masks`). Windows whose file
    exists (`todo_windows`) are not redone, so a killed job restarted with the same command redoes only
    unfinished windows. `infer_aoi` pipelines these on the local executor.
 3. `AoiReduce` (CPU), fed each window's output as it finishes, in any order: writes the window's files
@@ -36,6 +37,7 @@ import numpy as np
 import shapely
 from PIL import Image, ImageDraw
 
+from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem
 from samgis.batch.manifest import write_atomic
 from samgis.engine.protocol import Engine
@@ -46,7 +48,7 @@ from samgis.vector.stitch import Lattice, Stitcher, pieces_bytes, pieces_from_by
 LAYER = "segments"
 BATCH = 256
 """Objects appended to the GeoPackage per write."""
-FIELDS = ("item_id", "window_count", "score", "stability_score", "area_m2")
+FIELDS = ("item_id", "window_count", "score", "stability_score", "area_m2", "concept")
 OVERVIEW_PX = 1024
 """Largest side of an AOI's overview picture in the report."""
 
@@ -75,7 +77,8 @@ def aoi_work_dir(cfg, item: AoiItem) -> Path:
 
     if not cfg.work_dir:
         raise ValueError("AOI jobs need a work folder (JobConfig.work_dir); run them through run_batch")
-    digest = hashlib.sha256(repr((item.item_id, item.source, item.zoom, item.wkb_hex)).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(repr((item.item_id, item.source, item.zoom, item.wkb_hex)
+                                 + ((item.text,) if item.text else ())).encode()).hexdigest()[:12]
     return Path(cfg.work_dir) / f"{slug(item.item_id)}-{digest}"
 
 
@@ -163,7 +166,7 @@ def window_output(plan: AoiPlan, ij: tuple[int, int], image: np.ndarray, embeddi
     generate time. Both executors call these two per window (locally on the model thread and the decode
     thread, on Ray in a model actor)."""
     t0 = time.perf_counter()
-    records = engine.generate(embedding, ctx.cfg.amg, image)
+    records = window_masks(engine, embedding, ctx.cfg, image, plan.item.text)
     t1 = time.perf_counter()
     pieces = window_pieces(plan.lattice, ij, records)
     del records
@@ -250,7 +253,8 @@ def _frame(rows: list[dict]):
          "window_count": pd.Series([r["window_count"] for r in rows], dtype="int64"),
          "score": pd.Series([r["score"] for r in rows], dtype="float64"),
          "stability_score": pd.Series([r["stability_score"] for r in rows], dtype="float64"),
-         "area_m2": pd.Series([r["area_m2"] for r in rows], dtype="float64")},
+         "area_m2": pd.Series([r["area_m2"] for r in rows], dtype="float64"),
+         "concept": pd.Series([r["concept"] for r in rows], dtype="string")},
         geometry=gpd.GeoSeries([r["geometry"] for r in rows], crs="EPSG:4326"))
 
 
@@ -361,7 +365,7 @@ class AoiReduce:
         self._outline(ImageDraw.Draw(self.lines), shapely.intersection(obj.geometry, self.aoi_px), 255)
         self.rows.append({"item_id": self.plan.item.item_id, "window_count": obj.window_count,
                           "score": round(obj.score, 4), "stability_score": round(obj.stability_score, 4),
-                          "area_m2": round(area, 2), "geometry": geom})
+                          "area_m2": round(area, 2), "concept": self.plan.item.text, "geometry": geom})
         if len(self.rows) >= BATCH:
             self._write()
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
+from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem, ImageItem, Item, MapItem
 from samgis.engine.protocol import AmgOptions, Engine, Prompts
 from samgis.geo.tiles import Window, checked_lnglat, world_px
@@ -42,6 +42,7 @@ from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.services.image_predict import decode_prompts, parse_prompts
 from samgis.vector.polygons import masks_to_features
+from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 MAX_PANELS = 10
 """Segments shown per item in the report."""
@@ -59,7 +60,8 @@ class JobConfig:
     in an order that depends on the thread count, so byte-equal masks from two executors need the same count.
     AOI items (`samgis.batch.aoi`): windows overlap by `overlap_px`, pieces are one object when they agree
     with IoU ≥ `match_iou` in an overlap, objects under `min_area_m2` are dropped; `work_dir` holds their
-    window files (set by `run_batch`, not an output option).
+    window files (set by `run_batch`, not an output option). `score_threshold`: instances of an item's phrase
+    scoring below it are dropped (`samgis.batch.concepts`).
     """
 
     providers: str | None = None
@@ -79,13 +81,15 @@ class JobConfig:
     match_iou: float = 0.5
     min_area_m2: float = 0.0
     work_dir: str | None = None
+    score_threshold: float = 0.5
 
     def output_options(self) -> dict:
         """The options that change an item's output (they go into its resume digest)."""
         return {"window_tiles": self.window_tiles, "simplify_px": self.simplify_px,
                 "min_area_px": self.min_area_px, "multimask": self.multimask,
                 "amg": self.amg.__dict__, "max_windows_per_object": self.max_windows_per_object,
-                "overlap_px": self.overlap_px, "match_iou": self.match_iou, "min_area_m2": self.min_area_m2}
+                "overlap_px": self.overlap_px, "match_iou": self.match_iou, "min_area_m2": self.min_area_m2,
+                "score_threshold": self.score_threshold}
 
 
 @dataclass
@@ -94,8 +98,9 @@ class ItemResult:
 
     Map items: `features`, GeoJSON Features (EPSG:4326) with properties item_id, mask_index, score, area_m2.
     Image items: `masks`, one dict per mask: index, score, area (px), bbox [x, y, w, h] (px), rle (COCO),
-    png (bytes of an 8-bit PNG, 255 = mask); `image_size` (H, W). `preview`: PNG bytes of the report
-    picture. `timings`: seconds per stage. A failed item has `ok=False`, `error` and the failing `stage`.
+    png (bytes of an 8-bit PNG, 255 = mask), concept (the phrase, items with one); `image_size` (H, W).
+    `preview`: PNG bytes of the report picture. `timings`: seconds per stage. A failed item has `ok=False`,
+    `error` and the failing `stage`.
     """
 
     item_id: str
@@ -268,22 +273,17 @@ def window_prompts(grid: Grid, origin: tuple[int, int], world: np.ndarray, label
 
     `world`: (N, 2) float64 global px (col, row), rasterio convention, with (N,) `labels`; `box_world`: (4,)
     float64 (col0, row0, col1, row1) global px or None. Points outside the window are dropped; the box is
-    clipped to the window. Returned coordinates are window px, SAM convention (rasterio px - 0.5).
+    clipped to the window (`samgis.vector.seams.prompts_in_window`, as for interactive clicks). Returned
+    coordinates are window px, SAM convention (rasterio px - 0.5).
     """
     offset = np.array(origin, np.float64) * grid.ts
-    px = world - offset
-    inside = np.all((px > 0) & (px < grid.size), axis=1) if len(px) else np.zeros(0, bool)
-    pts, lab = px[inside], labels[inside]
-    boxes = np.zeros((0, 4))
-    if box_world is not None:
-        b = box_world - np.concatenate([offset, offset])
-        b = np.clip(b, 0.0, float(grid.size))
-        if b[2] <= b[0] or b[3] <= b[1]:
-            return None
-        boxes = b.reshape(1, 4)
+    box = np.zeros((0, 4)) if box_world is None else (box_world - np.concatenate([offset, offset])).reshape(1, 4)
+    pts, lab, boxes, kept = prompts_in_window(world - offset, labels, box, grid.size)
+    if box_world is not None and not kept:
+        return None
     if len(boxes) == 0 and not (lab == 1).any():
         return None
-    return Prompts(points=pts - 0.5, labels=lab, boxes=boxes - 0.5)
+    return Prompts(points=pts, labels=lab, boxes=boxes)
 
 
 def plan_objects(item: MapItem, grid: Grid) -> list[ObjectPlan]:
@@ -418,7 +418,7 @@ def infer_item(loaded, engine: Engine, ctx: StageContext):
             r = decode_prompts(engine, emb, loaded.prompts, ctx.cfg.multimask)
             masks, scores = r.masks[0], r.scores[0]
         else:
-            records = engine.generate(emb, ctx.cfg.amg, loaded.image)
+            records = window_masks(engine, emb, ctx.cfg, loaded.image, loaded.item.text)
             h, w = loaded.image.shape[:2]
             masks = np.array([r["segmentation"] for r in records], bool).reshape(-1, h, w)
             scores = np.array([r["predicted_iou"] for r in records], np.float32)
@@ -466,54 +466,33 @@ def _infer_map(loaded: LoadedMap, engine: Engine, ctx: StageContext, timings: di
 
 
 def _seam_seeds(grid: Grid, origin: tuple[int, int], mask: np.ndarray, plan: ObjectPlan) -> list[Seed]:
-    """Seeds in the lattice neighbours of `origin` that `mask` ((size, size) bool, window px) runs into.
-
-    A neighbour in direction (dx, dy) qualifies when the mask touches the window's edge(s) on that side;
-    its prompt is the mask pixel farthest from the mask's outline inside the two windows' overlap (first in
-    row-major order on ties), plus the object's exclude points inside the neighbour.
+    """Seeds in the lattice neighbours of `origin` that `mask` ((size, size) bool, window px) runs into
+    (`samgis.vector.seams.seam_directions`); each one's prompt is `seam_point` (the mask pixel deepest inside
+    the two windows' overlap) plus the object's exclude points inside the neighbour.
     """
-    if not mask.any():
-        return []
-    edge = {(1, 0): mask[:, -1].any(), (-1, 0): mask[:, 0].any(), (0, 1): mask[-1, :].any(),
-            (0, -1): mask[0, :].any()}
-    depth = None
+    mask_depth = None
     out = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if (dx, dy) == (0, 0) or (dx and not edge[(dx, 0)]) or (dy and not edge[(0, dy)]):
-                continue
-            nxt = (grid.clamp(origin[0] + dx * grid.step), grid.clamp(origin[1] + dy * grid.step))
-            if nxt == origin:
-                continue
-            sx, sy = (nxt[0] - origin[0]) * grid.ts, (nxt[1] - origin[1]) * grid.ts  # shift, window px
-            rows = slice(max(0, sy), min(grid.size, grid.size + sy))
-            cols = slice(max(0, sx), min(grid.size, grid.size + sx))
-            if depth is None:
-                depth = ndimage.distance_transform_edt(mask)
-            zone = depth[rows, cols]
-            if zone.max() <= 0:
-                continue
-            r, c = np.unravel_index(int(np.argmax(zone)), zone.shape)
-            point = np.array([[c + cols.start - sx, r + rows.start - sy]], np.float64)  # SAM px of nxt
-            excl = plan.world[plan.labels == 0] - np.array(nxt, np.float64) * grid.ts
-            excl = excl[np.all((excl > 0) & (excl < grid.size), axis=1)] - 0.5
-            prompts = Prompts(points=np.vstack([point, excl]),
-                              labels=np.array([1] + [0] * len(excl), np.int32))
-            out.append(Seed(nxt, prompts))
+    for dx, dy in seam_directions(mask):
+        nxt = (grid.clamp(origin[0] + dx * grid.step), grid.clamp(origin[1] + dy * grid.step))
+        if nxt == origin:
+            continue
+        if mask_depth is None:
+            mask_depth = depth(mask)
+        point = seam_point(mask_depth, ((nxt[0] - origin[0]) * grid.ts, (nxt[1] - origin[1]) * grid.ts))
+        if point is None:
+            continue
+        excl = plan.world[plan.labels == 0] - np.array(nxt, np.float64) * grid.ts
+        excl = excl[np.all((excl > 0) & (excl < grid.size), axis=1)] - 0.5
+        prompts = Prompts(points=np.vstack([point, excl]),
+                          labels=np.array([1] + [0] * len(excl), np.int32))
+        out.append(Seed(nxt, prompts))
     return out
 
 
 def _merge(index: int, score: float, pieces: dict, grid: Grid) -> ObjectMask:
-    """OR the (size, size) bool window masks `pieces` (origin → mask) into one mask over their union."""
-    x0 = min(o[0] for o in pieces)
-    y0 = min(o[1] for o in pieces)
-    x1 = max(o[0] for o in pieces) + grid.n
-    y1 = max(o[1] for o in pieces) + grid.n
-    canvas = np.zeros(((y1 - y0) * grid.ts, (x1 - x0) * grid.ts), bool)
-    for (ox, oy), m in pieces.items():
-        r, c = (oy - y0) * grid.ts, (ox - x0) * grid.ts
-        canvas[r:r + grid.size, c:c + grid.size] |= m
-    return ObjectMask(index, score, (x0, y0), canvas)
+    """OR the (size, size) bool window masks `pieces` (origin tiles → mask) into one mask over their union."""
+    (c0, r0), canvas = merge_pieces({(ox * grid.ts, oy * grid.ts): m for (ox, oy), m in pieces.items()})
+    return ObjectMask(index, score, (c0 // grid.ts, r0 // grid.ts), canvas)
 
 
 # --- stage 3: finish ------------------------------------------------------------------------------------------
@@ -550,7 +529,7 @@ def finish_item(inferred, cfg: JobConfig) -> ItemResult:
             bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] \
                 if len(xs) else [0, 0, 0, 0]
             masks.append({"index": i, "score": round(float(s), 4), "area": int(m.sum()), "bbox": bbox,
-                          "rle": rle_encode(m), "png": png_bytes(m)})
+                          "rle": rle_encode(m), "png": png_bytes(m)} | ({"concept": item.text} if item.text else {}))
         h, w = inferred.image.shape[:2]
         order = sorted(range(len(masks)), key=lambda i: (-masks[i]["score"], i))[:MAX_PANELS]
         image, panels = _image_panels(inferred.image, [inferred.masks[i] for i in order], cfg.panel_px)
