@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -38,3 +40,11 @@ def load_state(model: torch.nn.Module, state: dict, checkpoint, model_id: str) -
             f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
         )
     return model.eval()
+
+
+def autocast(device: torch.device, precision: str):
+    """The context a torch backend runs its model in: none for "fp32", else torch's autocast to fp16 / bf16 on
+    `device`'s type (`precision` as `pick_precision` returns it)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)

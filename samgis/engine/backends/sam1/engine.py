@@ -7,7 +7,6 @@ never mix images. The math is the predictor's: `ResizeLongestSide` to the model'
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from functools import partial
 from pathlib import Path
@@ -23,7 +22,7 @@ from samgis.engine.backends.sam1.encoder import encode
 from samgis.engine.backends.sam1.postprocess import postprocess_masks
 from samgis.engine.protocol import (AmgOptions, Capabilities, ConceptPrompt, DecodeResult, Embedding,
                                     FoundInstances, ModelCard, Prompts, require)
-from samgis.engine.devices import load_state, pick_device, pick_precision
+from samgis.engine.devices import autocast, load_state, pick_device, pick_precision
 from samgis.engine.registry import ModelSpec, SamArch
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
 
@@ -104,10 +103,7 @@ class SamEngine:
         return set_torch_threads(n)
 
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     def embed(self, image: np.ndarray) -> Embedding:
         """Encode (H, W, 3) uint8 RGB → features (1, 256, 64, 64) float32 on the model device."""

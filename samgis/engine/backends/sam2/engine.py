@@ -16,7 +16,6 @@ without its per-image state:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from samgis.engine.backends.sam1.decoder import nchw_from_s0, nchw_from_s1, toke
 from samgis.engine.backends.sam1.postprocess import postprocess_masks
 from samgis.engine.backends.sam2 import decoder as fast
 from samgis.engine.backends.sam2.encoder import encode
-from samgis.engine.devices import load_state, pick_device, pick_precision
+from samgis.engine.devices import autocast, load_state, pick_device, pick_precision
 from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
                                     ModelCard, Prompts, require)
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
@@ -184,10 +183,7 @@ class Sam2Engine:
     # --- helpers ------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     def _check(self, embedding: Embedding) -> Sam2Features:
         if embedding.model_id != self.model_id or not isinstance(embedding.features, Sam2Features):

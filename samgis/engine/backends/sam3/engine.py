@@ -30,7 +30,6 @@ feature size and are recomputed (cached by the package) per request.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from samgis.engine.backends.sam3.compat import cpu_only, needs_cpu_shim, to_device
-from samgis.engine.devices import load_state, pick_device, pick_precision
+from samgis.engine.devices import autocast, load_state, pick_device, pick_precision
 from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
                                     ModelCard, Prompts, require)
 from samgis.engine.threads import in_fresh_thread, on_torch_thread, set_torch_threads, to_torch_thread
@@ -220,10 +219,7 @@ class Sam3Engine:
     # --- helpers ------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     def _check(self, embedding: Embedding) -> Sam3Features:
         if embedding.model_id != self.model_id or not isinstance(embedding.features, Sam3Features):
