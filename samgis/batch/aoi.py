@@ -14,16 +14,22 @@ The three stages of an `AoiItem` (called from `samgis.batch.work`):
    report picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most
    `OVERVIEW_PX` a side) with every object outlined and the AOI's outline.
 
-Window pixels: window (i, j) is the square of `size` px from global px `lattice.origin(i, j)`; its tiles are
-fetched as the smallest tile-aligned `Window` holding it and cropped (lattice origins need not fall on tile
-corners).
+Grids: the lattice lies on the source's pixel grid (`samgis.geo.grids`): global px of the tile grid at the
+AOI's zoom for tile sources, or, for a raster source (GeoTIFF / COG in any CRS), the level of the raster's own
+grid its reader picks for that zoom at the AOI's centre (never resampled through Web Mercator). Window (i, j)
+is the square of `size` px from global px `lattice.origin(i, j)`, read through the source's reader (for tile
+sources, the smallest tile-aligned window holding it, cropped: lattice origins need not fall on tile
+corners) and embedded through the process's embedding cache (`samgis.batch.work.StageContext`). Masks never
+hold a raster's nodata px.
+
+Window files are intermediates: once the job has finished and an AOI's GeoPackage is written, `clean_work`
+removes them (a failed or unfinished AOI keeps them, so a rerun resumes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +41,6 @@ from PIL import Image, ImageDraw
 from samgis.batch.inputs import AoiItem
 from samgis.batch.manifest import write_atomic
 from samgis.engine.protocol import Engine
-from samgis.geo.tiles import Window, checked_lnglat, world_px
 from samgis.vector.polygons import geodesic_area_m2, polygonal_part, rounded, valid_polygonal, window_to_lnglat
 from samgis.vector.stitch import Lattice, pieces_bytes, pieces_from_bytes, stitch, window_pieces
 
@@ -53,9 +58,8 @@ class AoiPlan:
     meet the AOI in row-major order, the AOI polygon in lng/lat, and the folder of its window files."""
 
     item: AoiItem
-    source: object  # TileSource
-    z: int
-    ts: int
+    source: object  # TileSource | RasterSource
+    grid: object  # samgis.geo.grids.TileGrid | RasterGrid: global px ↔ lng/lat and the grid's CRS
     lattice: Lattice
     windows: list
     aoi: object  # shapely Polygon / MultiPolygon, lng/lat degrees EPSG:4326
@@ -74,9 +78,9 @@ def aoi_work_dir(cfg, item: AoiItem) -> Path:
     return Path(cfg.work_dir) / f"{slug(item.item_id)}-{digest}"
 
 
-def _to_px(geom, z: int, ts: int):
-    """`geom` (lng/lat degrees) with every vertex in global px at zoom z (col, row, rasterio convention)."""
-    return shapely.transform(geom, lambda xy: world_px(xy, z, ts))
+def _to_px(geom, grid):
+    """`geom` (lng/lat degrees) with every vertex in global px of `grid` (col, row, rasterio convention)."""
+    return shapely.transform(geom, lambda xy: grid.lnglat_to_px(xy, "area"))
 
 
 def plan_aoi(item: AoiItem, ctx) -> AoiPlan:
@@ -88,21 +92,26 @@ def plan_aoi(item: AoiItem, ctx) -> AoiPlan:
         raise ValueError(f"zoom {item.zoom} is outside source {source.id!r}'s range "
                          f"{source.min_zoom}–{source.max_zoom}")
     aoi = item.polygon
-    checked_lnglat(shapely.get_coordinates(aoi), "area")
-    ts = source.tile_size
-    size = max(1, cfg.window_tiles * 256 // ts) * ts
+    centre = aoi.centroid
+    grid = ctx.reader(source).grid(item.zoom, centre.x, centre.y)
+    if grid.bounded:
+        size = max(1, cfg.window_tiles * 256 // source.tile_size) * source.tile_size
+    else:
+        size = cfg.window_tiles * 256
     if not 0 <= cfg.overlap_px < size:
         raise ValueError(f"overlap_px must lie in [0, {size}), got {cfg.overlap_px}")
-    aoi_px = _to_px(aoi, item.zoom, ts)
+    aoi_px = _to_px(aoi, grid)
     lattice = Lattice.cover(aoi_px.bounds, size, cfg.overlap_px)
-    world = 2**item.zoom * ts
+    width, height = grid.extent
     c0, r0, c1, r1 = lattice.rect(lattice.nx - 1, lattice.ny - 1)
-    if lattice.x0 < 0 or lattice.y0 < 0 or c1 > world or r1 > world:
+    if grid.bounded and (lattice.x0 < 0 or lattice.y0 < 0 or c1 > width or r1 > height):
         raise ValueError(f"the area's windows run off the tile grid at zoom {item.zoom} "
                          "(areas at the map's edge are not supported)")
+    if not grid.bounded and (c1 <= 0 or r1 <= 0 or lattice.x0 >= width or lattice.y0 >= height):
+        raise ValueError(f"the area is outside raster source {source.id!r}")
     shapely.prepare(aoi_px)
     windows = [ij for ij in lattice.windows() if aoi_px.intersects(shapely.box(*lattice.rect(*ij)))]
-    return AoiPlan(item, source, item.zoom, ts, lattice, windows, aoi, aoi_work_dir(cfg, item),
+    return AoiPlan(item, source, grid, lattice, windows, aoi, aoi_work_dir(cfg, item),
                    {"load": time.perf_counter() - t0})
 
 
@@ -124,15 +133,32 @@ def overview_factor(lattice: Lattice) -> int:
     return f
 
 
-def fetch_pixels(plan: AoiPlan, ij: tuple[int, int], ctx) -> np.ndarray:
-    """(size, size, 3) uint8 RGB of window `ij` (window px, row 0 north): the tile-aligned window holding it,
-    cropped."""
-    ts, (c, r) = plan.ts, plan.lattice.origin(*ij)
-    n = plan.lattice.size
-    tx, ty = c // ts, r // ts
-    k = max(math.ceil((c + n) / ts) - tx, math.ceil((r + n) / ts) - ty)
-    image = ctx.fetch_window(plan.source, Window(plan.z, tx, ty, tiles=k, tile_size=ts))
-    return np.ascontiguousarray(image[r - ty * ts:r - ty * ts + n, c - tx * ts:c - tx * ts + n])
+def lattice_window(plan: AoiPlan, ij: tuple[int, int]):
+    """The reader's window of lattice window `ij` (its `key()` names exactly its pixels)."""
+    c, r = plan.lattice.origin(*ij)
+    return plan.grid.window(c, r, plan.lattice.size)
+
+
+def fetch_pixels(plan: AoiPlan, ij: tuple[int, int], ctx):
+    """`WindowImage` of window `ij`: rgb (size, size, 3) uint8 (window px, row 0 at the top), valid (size, size)
+    bool or None, read through the source's reader."""
+    return ctx.read(plan.source, lattice_window(plan, ij))
+
+
+def window_records(plan: AoiPlan, ij: tuple[int, int], image, engine: Engine, ctx, timings: dict) -> list[dict]:
+    """`Engine.generate` records of window `ij` whose pixels are `image` (a `WindowImage`): the embedding
+    through the process's embedding cache (keyed by the window, `StageContext.embed_window`), automatic masks
+    with `ctx.cfg.amg`, segmentations clipped to the valid px. `timings` gains embed and decode seconds."""
+    t0 = time.perf_counter()
+    emb, _ = ctx.embed_window(engine, plan.source, lattice_window(plan, ij), image.rgb)
+    t1 = time.perf_counter()
+    records = engine.generate(emb, ctx.cfg.amg, image.rgb)
+    if image.valid is not None:
+        records = [{**r, "segmentation": np.asarray(r["segmentation"], bool) & image.valid} for r in records]
+    t2 = time.perf_counter()
+    for name, dt in (("embed", t1 - t0), ("decode", t2 - t1)):
+        timings[name] = timings.get(name, 0.0) + dt
+    return records
 
 
 def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int = 2) -> AoiPlan:
@@ -163,15 +189,10 @@ def infer_aoi(plan: AoiPlan, engine: Engine, ctx, timings: dict, prefetch: int =
                 t0 = time.perf_counter()
                 image = fut.result()
                 refill()
-                t1 = time.perf_counter()
-                emb = engine.embed(image)
-                t2 = time.perf_counter()
-                pieces = window_pieces(plan.lattice, ij, engine.generate(emb, ctx.cfg.amg, image))
-                t3 = time.perf_counter()
-                write_atomic(thumb_file(plan, ij), png_bytes_rgb(reduce_image(image, f)))
+                timings["load"] = timings.get("load", 0.0) + time.perf_counter() - t0
+                pieces = window_pieces(plan.lattice, ij, window_records(plan, ij, image, engine, ctx, timings))
+                write_atomic(thumb_file(plan, ij), png_bytes_rgb(reduce_image(image.rgb, f)))
                 write_atomic(window_file(plan, ij), pieces_bytes(pieces))  # last: this window is finished
-                for name, dt in (("load", t1 - t0), ("embed", t2 - t1), ("decode", t3 - t2)):
-                    timings[name] = timings.get(name, 0.0) + dt
         finally:
             for _, fut in ahead:
                 fut.cancel()
@@ -208,7 +229,7 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
     PNG bytes of the overview picture)."""
     t0 = time.perf_counter()
     lat, item = plan.lattice, plan.item
-    to_3857 = Window(plan.z, 0, 0, tiles=1, tile_size=plan.ts).affine()  # global px → EPSG:3857 metres
+    to_crs = plan.grid.affine_at(0, 0)  # global px → the grid's CRS
     aoi = plan.aoi
     shapely.prepare(aoi)
     path = plan.work_dir / "segments.gpkg"
@@ -227,7 +248,7 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
             c, r = lat.origin(*ij)
             canvas.paste(thumb.convert("RGB"), ((c - lat.x0) // f, (r - lat.y0) // f))
     draw = ImageDraw.Draw(canvas)
-    aoi_px = _to_px(plan.aoi, plan.z, plan.ts)
+    aoi_px = _to_px(plan.aoi, plan.grid)
     shapely.prepare(aoi_px)
 
     def outline(geom_px, colour, width=1):
@@ -246,7 +267,7 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
             geom = valid_polygonal(shapely.simplify(geom, cfg.simplify_px, preserve_topology=True))
             if geom is None:
                 continue
-        geom = rounded(window_to_lnglat(geom, to_3857))
+        geom = rounded(window_to_lnglat(geom, to_crs, plan.grid.crs))
         if geom is not None and not aoi.contains(geom):  # clipped last: nothing ends up outside the AOI
             geom = polygonal_part(shapely.intersection(geom, aoi))
         if geom is None or geom.is_empty:
@@ -271,6 +292,32 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
     canvas.save(buf, format="PNG", optimize=True)
     timings["post"] = timings.get("post", 0.0) + time.perf_counter() - t0
     return path, written, buf.getvalue()
+
+
+def clean_work(cfg, items: list, records: dict, digests: dict) -> int:
+    """Remove the work folders (window files, thumbnails) of the AOI `items` the manifest `records` hold as
+    done with their current digest (`digests`: item id → digest): their GeoPackage is written, nothing will read
+    them again. Failed and unfinished AOIs keep theirs (a rerun resumes from them). The job's work folder (and
+    OUTDIR/work) goes too once empty. Returns the folders removed."""
+    import shutil
+
+    if not cfg.work_dir:
+        return 0
+    removed = 0
+    for item in items:
+        rec = records.get(item.item_id, {})
+        if item.kind != "aoi" or rec.get("status") != "done" or rec.get("digest") != digests.get(item.item_id):
+            continue
+        folder = aoi_work_dir(cfg, item)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed += 1
+    for folder in (Path(cfg.work_dir), Path(cfg.work_dir).parent):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+    return removed
 
 
 def png_bytes_rgb(image: np.ndarray) -> bytes:

@@ -452,6 +452,12 @@ def answer_bytes(content, limits: PredictLimits, field: str = "instances") -> by
     return body
 
 
+def image_cache_key(image: np.ndarray, model_id: str, embedding_version) -> tuple:
+    """Embedding cache key of a plain (H, W, 3) uint8 image: ("image", SHA-256 of its pixels, model id,
+    embedding version)."""
+    return ("image", image_digest(image), model_id, embedding_version)
+
+
 class ImagePredictService:
     """Plain images through one engine, the shared embedding cache and the model's encoder queue.
 
@@ -470,7 +476,7 @@ class ImagePredictService:
     async def embedding_for(self, image: np.ndarray) -> tuple[Embedding, bool]:
         """The embedding of (H, W, 3) uint8 `image` and whether it was cached (key: SHA-256 of the pixels,
         model, embedding version)."""
-        key = ("image", image_digest(image), self.engine.model_id, self._version)
+        key = image_cache_key(image, self.engine.model_id, self._version)
 
         async def compute() -> Embedding:
             if self.encoder_queue is None:

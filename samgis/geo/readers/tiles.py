@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from samgis.geo.fetch import TileFetcher
+from samgis.geo.grids import PxWindow, TileGrid
 from samgis.geo.readers import WindowImage
 from samgis.geo.sources import TileSource
 from samgis.geo.tiles import Window, candidate_windows
@@ -34,7 +35,15 @@ class TileReader:
         for z in range(zoom, lowest - 1, -1):
             yield z, candidate_windows(lnglat, z, tiles=self.tiles, tile_size=self.source.tile_size)
 
-    async def read_window(self, window: Window, deadline: float | None = None) -> WindowImage:
+    def grid(self, zoom: int, lng: float, lat: float) -> TileGrid:
+        """The pixel grid of work at `zoom` (the tile grid at that zoom; the point does not matter)."""
+        return TileGrid(zoom, self.source.tile_size)
+
+    async def read_window(self, window: Window | PxWindow, deadline: float | None = None) -> WindowImage:
+        """A tile `Window`'s pixels, or a `PxWindow`'s: its enclosing tile window's, cropped."""
+        if isinstance(window, PxWindow):
+            rgb = await self.fetcher.fetch_window(self.source, window.enclosing(), deadline)
+            return WindowImage(window.crop(rgb))
         return WindowImage(await self.fetcher.fetch_window(self.source, window, deadline))
 
     async def valid_mask(self, window: Window) -> None:
