@@ -93,14 +93,12 @@ def _number_rows(value, width: int, field_name: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float64).reshape(-1, width)
 
 
-def _lnglat_prompts(obj: dict, size: tuple[int, int], field_name: str, geo: GeoRef | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(points (N, 2), boxes (B, 4)) float64 image px, SAM convention, of `points_lnglat` ([lng, lat], EPSG:4326)
-    and `boxes_lnglat` ([west, south, east, north]; the px envelope of its four corners). Continuous image px
-    through `geo` (rasterio convention) minus 0.5 is SAM's frame (integer = pixel centre). A prompt outside the
-    image is refused (422 naming it), never moved."""
-    pts_ll = _number_rows(obj.get("points_lnglat") or [], 2, f"{field_name}.points_lnglat")
-    boxes_ll = _number_rows(obj.get("boxes_lnglat") or [], 4, f"{field_name}.boxes_lnglat")
+def _lnglat_prompts(pts_ll: np.ndarray, boxes_ll: np.ndarray, size: tuple[int, int], field_name: str,
+                    geo: GeoRef | None) -> tuple[np.ndarray, np.ndarray]:
+    """(points (N, 2), boxes (B, 4)) float64 image px, SAM convention, of `pts_ll` ((N, 2) float64 [lng, lat],
+    EPSG:4326) and `boxes_ll` ((B, 4) float64 [west, south, east, north]; the px envelope of its four corners).
+    Continuous image px through `geo` (rasterio convention) minus 0.5 is SAM's frame (integer = pixel centre).
+    A prompt outside the image is refused (422 naming it), never moved."""
     if not len(pts_ll) and not len(boxes_ll):
         return np.zeros((0, 2)), np.zeros((0, 4))
     if geo is None:
@@ -147,18 +145,37 @@ def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts
     """
     points = _number_rows(obj.get("points") or [], 2, f"{field_name}.points")
     boxes = _number_rows(obj.get("boxes") or [], 4, f"{field_name}.boxes")
-    ll_points, ll_boxes = _lnglat_prompts(obj, size, field_name, geo)
+    pts_ll = _number_rows(obj.get("points_lnglat") or [], 2, f"{field_name}.points_lnglat")
+    boxes_ll = _number_rows(obj.get("boxes_lnglat") or [], 4, f"{field_name}.boxes_lnglat")
     labels_in = obj.get("labels")
+    if labels_in is not None and (not isinstance(labels_in, list | tuple) or not all(
+            v in (0, 1) and not isinstance(v, float | bool) for v in labels_in)):
+        raise InvalidRequest(f"{field_name}.labels", "expected a list of 1 (include) or 0 (exclude)")
+    return checked_prompts(points, boxes, pts_ll, boxes_ll, labels_in, obj.get("mask_input"), size, field_name,
+                           max_prompts, geo)
+
+
+def checked_prompts(points: np.ndarray, boxes: np.ndarray, pts_ll: np.ndarray, boxes_ll: np.ndarray,
+                    labels_in, mask_input, size: tuple[int, int], field_name: str, max_prompts: int,
+                    geo: GeoRef | None = None) -> Prompts | None:
+    """The `Prompts` of typed prompt values (what the edge validated: types and finiteness), checked against the
+    image and the limits; None when there are none.
+
+    `points` (N, 2) and `boxes` (B, 4) float64 image px, SAM convention; `pts_ll` (P, 2) / `boxes_ll` (Q, 4)
+    float64 lng/lat degrees (placed through `geo`, see `_lnglat_prompts`); `labels_in`: N + P ints 0/1 or None
+    (all include); `mask_input`: encoded low-res logits (`decode_array`'s input) or None. `size`: (H, W).
+    """
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    ll_points, ll_boxes = _lnglat_prompts(np.asarray(pts_ll, np.float64).reshape(-1, 2),
+                                          np.asarray(boxes_ll, np.float64).reshape(-1, 4), size, field_name, geo)
     if labels_in is None:
         labels = np.ones(len(points) + len(ll_points), np.int32)
     else:
-        if not isinstance(labels_in, list | tuple) or not all(v in (0, 1) and not isinstance(v, float | bool)
-                                                               for v in labels_in):
-            raise InvalidRequest(f"{field_name}.labels", "expected a list of 1 (include) or 0 (exclude)")
         n_points = len(points) + len(ll_points)
         if len(labels_in) != n_points:
             raise InvalidRequest(f"{field_name}.labels", f"{len(labels_in)} labels for {n_points} points")
-        labels = np.asarray(labels_in, np.int32)
+        labels = np.asarray(labels_in, np.int32).reshape(-1)
     if len(points) + len(ll_points) + len(boxes) + len(ll_boxes) > max_prompts:
         raise InvalidRequest(field_name, f"{len(points) + len(ll_points)} points + {len(boxes) + len(ll_boxes)} "
                                          f"boxes is over the limit of "
@@ -176,9 +193,8 @@ def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts
         raise InvalidRequest(f"{field_name}.boxes[{k}]", f"{boxes[k].tolist()} is not [x0, y0, x1, y1] "
                                                          "with x0 ≤ x1 and y0 ≤ y1")
     points, boxes = np.concatenate([points, ll_points]), np.concatenate([boxes, ll_boxes])
-    mask_input = None
-    if obj.get("mask_input") is not None:
-        mask_input = decode_array(obj["mask_input"], f"{field_name}.mask_input")
+    if mask_input is not None:
+        mask_input = decode_array(mask_input, f"{field_name}.mask_input")
         if mask_input.size != LOW_RES * LOW_RES:
             raise InvalidRequest(f"{field_name}.mask_input", f"expected {LOW_RES} × {LOW_RES} low-res logits "
                                                              f"(as returned with return_logits), got shape "
@@ -208,10 +224,28 @@ def _option(value, default, field_name: str):
     return value
 
 
+OPTION_DEFAULTS = {"multimask": False, "mask_format": "rle", "return_logits": False,
+                   **{f.name: f.default for f in fields(AmgOptions)}}
+
+
+def checked_options(given: dict, field_name: str, limits: PredictLimits) -> dict:
+    """Every option of an instance: `OPTION_DEFAULTS` overridden by `given` (typed values the edge validated),
+    checked against this server's `limits` (points_per_side, crop_n_layers)."""
+    out = {**OPTION_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    fn = field_name
+    if not 1 <= out["points_per_side"] <= limits.max_points_per_side:
+        raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
+                                                      f"got {out['points_per_side']}")
+    if not 0 <= out["crop_n_layers"] <= limits.max_crop_layers:
+        raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
+                                                    f"got {out['crop_n_layers']}")
+    return out
+
+
 def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits) -> dict:
-    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys."""
-    defaults = {"multimask": False, "mask_format": "rle", "return_logits": False,
-                **{f.name: f.default for f in fields(AmgOptions)}}
+    """Options of an instance dict (callers without an edge model: the CLI, tests): `base` (e.g. the request's
+    `parameters`) overridden by `obj`'s keys, each type- and range-checked, then `checked_options`."""
+    defaults = OPTION_DEFAULTS
     out = dict(defaults)
     for source, prefix in ((base, "parameters"), (obj, field_name)):
         for key, value in source.items():
@@ -221,12 +255,7 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
-    if not 1 <= out["points_per_side"] <= limits.max_points_per_side:
-        raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
-                                                      f"got {out['points_per_side']}")
-    if not 0 <= out["crop_n_layers"] <= limits.max_crop_layers:
-        raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
-                                                    f"got {out['crop_n_layers']}")
+    out = checked_options(out, field_name, limits)
     if out["crop_n_points_downscale_factor"] < 1:
         raise InvalidRequest(f"{fn}.crop_n_points_downscale_factor", "must be ≥ 1")
     for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
@@ -239,10 +268,54 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     return out
 
 
+@dataclass(frozen=True)
+class InstanceQuery:
+    """One instance as the edge (the pydantic models of `api/`) validated it: types, finite numbers, labels
+    0/1, option ranges and names. What is left to check needs the image or this server's limits
+    (`build_instance`).
+
+    `image`: base64 PNG / JPEG / GeoTIFF (a data: URL or {"b64": …}). `points` (N, 2) / `boxes` (B, 4) float64
+    image px, SAM convention; `points_lnglat` (P, 2) / `boxes_lnglat` (Q, 4) float64 lng/lat degrees; `labels`:
+    N + P of 0/1, or None (all include); `mask_input`: encoded low-res logits or None; `options`: the options
+    given (the instance's over the request's parameters), typed.
+    """
+
+    image: object
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    points_lnglat: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    boxes_lnglat: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    labels: tuple[int, ...] | None = None
+    mask_input: object = None
+    options: dict = field(default_factory=dict)
+
+
+def build_instance(q: InstanceQuery, field_name: str, limits: PredictLimits, image: np.ndarray,
+                   valid: np.ndarray | None = None, geo: GeoRef | None = None) -> Instance:
+    """The `Instance` of a typed query whose image is decoded (`image` (H, W, 3) uint8 RGB, `valid` (H, W) bool
+    or None, `geo`): prompts checked against the image, options and work against `limits`."""
+    opts = checked_options(q.options, field_name, limits)
+    prompts = checked_prompts(q.points, q.boxes, q.points_lnglat, q.boxes_lnglat, q.labels, q.mask_input,
+                              image.shape[:2], field_name, limits.max_prompts, geo)
+    return _instance(opts, prompts, image, valid, geo, field_name, limits)
+
+
+def _instance(opts: dict, prompts: Prompts | None, image: np.ndarray, valid, geo, field_name: str,
+              limits: PredictLimits) -> Instance:
+    amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
+    if prompts is None and amg.grid_points() > limits.max_grid_points:
+        raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
+                                                             f"grid points, over the limit of "
+                                                             f"{limits.max_grid_points}", "max_grid_points")
+    return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
+                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo)
+
+
 def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict | None = None,
                    limits: PredictLimits = PredictLimits(), image: np.ndarray | None = None,
                    valid: np.ndarray | None = None, geo: GeoRef | None = None) -> Instance:
-    """Validate one instance dict (see the module docstring) into an `Instance`.
+    """Validate one instance dict (see the module docstring) into an `Instance`: the edge of callers without a
+    typed model (the CLI, tests); HTTP requests come typed (`InstanceQuery`, `build_instance`).
 
     `parameters` holds defaults for every option; the instance's own keys win. Every error names its field,
     e.g. `instances[2].boxes[0]`. `image` skips decoding `obj["image"]` (already decoded by the caller, with
@@ -264,13 +337,7 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
         decoded = decode_any_image(obj["image"], f"{field_name}.image", limits.max_pixels)
         image, valid, geo = decoded.rgb, decoded.valid, decoded.geo
     prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts, geo)
-    amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
-    if prompts is None and amg.grid_points() > limits.max_grid_points:
-        raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
-                                                             f"grid points, over the limit of "
-                                                             f"{limits.max_grid_points}", "max_grid_points")
-    return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
-                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo)
+    return _instance(opts, prompts, image, valid, geo, field_name, limits)
 
 
 def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
@@ -485,8 +552,8 @@ class ImagePredictService:
 
         return await self.cache.get_or_compute(key, compute)
 
-    async def predict_instances(self, instances: list[dict], parameters: dict) -> list[dict]:
-        """One prediction per instance dict (`image` base64 + prompts/options), in order; see `predict`.
+    async def predict_instances(self, instances: list[InstanceQuery]) -> list[dict]:
+        """One prediction per typed instance (validated at the edge), in order; see `predict`.
         Each also gets `cache` (hit/miss), `model` and `timings_ms` with `image` and `embed`."""
         limits = self.limits
         if len(instances) > limits.max_instances:
@@ -494,17 +561,14 @@ class ImagePredictService:
                                               f"{limits.max_instances} per request")
         out = []
         mask_pixels = 0
-        for i, obj in enumerate(instances):
+        for i, query in enumerate(instances):
             field_name = f"instances[{i}]"
             t_start = time.perf_counter()
-            if "image" not in obj:
-                raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
-            decoded = await asyncio.to_thread(decode_any_image, obj["image"], f"{field_name}.image",
+            decoded = await asyncio.to_thread(decode_any_image, query.image, f"{field_name}.image",
                                               limits.max_pixels)
             image = decoded.rgb
             t_image = _ms(t_start)
-            inst = parse_instance(obj, field_name, parameters, limits, image=image, valid=decoded.valid,
-                                  geo=decoded.geo)
+            inst = build_instance(query, field_name, limits, image, decoded.valid, decoded.geo)
             cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
                               inst.return_logits)
             mask_pixels = add_mask_pixels(mask_pixels, cost, field_name, limits)
