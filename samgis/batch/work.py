@@ -82,7 +82,7 @@ class JobConfig:
     min_area_m2: float = 0.0
     work_dir: str | None = None
     rasters: tuple[str, ...] = ()
-    cache_bytes: int = 512 << 20
+    cache_bytes: int = 128 << 20  # ≈ 32 SAM embeddings: windows that neighbouring items share
 
     def output_options(self) -> dict:
         """The options that change an item's output (they go into its resume digest)."""
