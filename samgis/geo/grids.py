@@ -26,7 +26,14 @@ from samgis.geo.tiles import Window, checked_lnglat, world_px
 @dataclass(frozen=True)
 class PxWindow:
     """`size` × `size` px of the tile grid at zoom `z` (`tile_size` px tiles) whose NW px is global px
-    (`col`, `row`), not necessarily on a tile corner. Readers fetch `enclosing()` and `crop` it."""
+    (`col`, `row`), not necessarily on a tile corner. Readers fetch `enclosing()` and `crop` it.
+
+    >>> w = PxWindow(z=10, col=300, row=520, size=1024)
+    >>> w.enclosing().key(), w.key()
+    ((10, 1, 2, 1280), ('xyz-px', 10, 300, 520, 1024, 256))
+    >>> w.affine() @ (0, 0) == TileGrid(10).affine_at(300, 520) @ (0, 0)
+    True
+    """
 
     z: int
     col: int
@@ -71,7 +78,14 @@ class PxWindow:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """The Web-Mercator tile grid at zoom `z`, `tile_size` px tiles (global px → EPSG:3857)."""
+    """The Web-Mercator tile grid at zoom `z`, `tile_size` px tiles (global px → EPSG:3857).
+
+    >>> g = TileGrid(z=3)
+    >>> g.window(512, 256, 1024), g.window(500, 256, 1024).key()
+    (Window(z=3, x=2, y=1, tiles=4, tile_size=256), ('xyz-px', 3, 500, 256, 1024, 256))
+    >>> g.lnglat_to_px([[0.0, 0.0]]).tolist()
+    [[1024.0, 1024.0]]
+    """
 
     z: int
     tile_size: int = 256
