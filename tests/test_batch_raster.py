@@ -89,6 +89,15 @@ def test_aoi_over_a_projected_geotiff_gives_every_shape_once(raster, cfg, tmp_pa
     assert not list(out.rglob("*.npz")) and not (out / "work").exists()
 
 
+def test_area_outside_the_raster_fails_naming_it(raster, cfg, tmp_path):
+    lng, lat = raster.px_to_lnglat(SIDE + 5000, 100)  # 2.5 km east of the raster
+    aoi = tmp_path / "far.geojson"
+    gpd.GeoDataFrame({"name": ["far"]}, geometry=[shapely.box(lng, lat - 0.001, lng + 0.001, lat)],
+                     crs="EPSG:4326").to_file(aoi, engine="pyogrio")
+    s = run_batch(aoi, tmp_path / "out", REGIONS, cfg=cfg, zoom=18, source="ortho", everything=True, progress=False)
+    assert s.failed == 1 and "outside raster source 'ortho'" in s.errors["far"]
+
+
 @pytest.mark.slow
 def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
     """Clicks on the raster's shapes; the river crosses window seams and comes back whole. A second area over the
@@ -99,7 +108,7 @@ def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
                 "properties": {"area": area, "label": 1}}
 
     feats = [point("building", 1100, 430, "a"), point("river", 700, 1040, "a"), point("pond", 500, 500, "a"),
-             point("building", 1120, 440, "b")]
+             point("building", 1120, 440, "b"), point("nothing", SIDE + 300, 100, "off")]
     job = tmp_path / "prompts.geojson"
     job.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     engines: list = []
@@ -111,7 +120,8 @@ def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
     out = tmp_path / "out"
     summary = run_batch(job, out, factory, cfg=cfg, zoom=18, source="ortho", workers=1, progress=False,
                         model_key="colour")
-    assert (summary.done, summary.failed) == (2, 0), summary.errors
+    assert (summary.done, summary.failed) == (2, 1), summary.errors
+    assert "objects[0]" in summary.errors["off"] and "outside the raster" in summary.errors["off"]
     a = gpd.read_file(out / "areas" / "a.geojson")
     truth = {s.name: s.lnglat() for s in raster.shapes}
     for name, g in zip(["building", "river", "pond"], a.sort_values("mask_index").geometry):
@@ -121,7 +131,7 @@ def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
     assert b.geometry[0].intersection(truth["building"]).area / b.geometry[0].union(truth["building"]).area >= 0.95
     # area b's window is one that area a used: its embedding comes from the process's cache
     alone = tmp_path / "a-only.geojson"
-    alone.write_text(json.dumps({"type": "FeatureCollection", "features": feats[:3]}))
+    alone.write_text(json.dumps({"type": "FeatureCollection", "features": feats[:3]}))  # area a only
     assert run_batch(alone, tmp_path / "out-a", factory, cfg=cfg, zoom=18, source="ortho", workers=1,
                      progress=False, model_key="colour").done == 1
     both, only_a = engines

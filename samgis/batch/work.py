@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from samgis.batch.inputs import AoiItem, ImageItem, Item, MapItem
 from samgis.engine.protocol import AmgOptions, Engine, Prompts
+from samgis.errors import InvalidRequest
 from samgis.geo.tiles import Window
 from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
@@ -366,6 +367,12 @@ def plan_objects(item: MapItem, grid: Grid) -> list[ObjectPlan]:
     plans = []
     for index, obj in enumerate(item.objects):
         world = grid.px.lnglat_to_px(np.array(obj.lnglat(), np.float64), f"objects[{index}]")
+        if not grid.px.bounded:  # a raster: prompts off it are refused, as clicks there are
+            width, height = grid.px.extent
+            off = (world[:, 0] < 0) | (world[:, 0] > width) | (world[:, 1] < 0) | (world[:, 1] > height)
+            if off.any():
+                lng, lat = np.array(obj.lnglat(), np.float64)[int(np.argmax(off))]
+                raise InvalidRequest(f"objects[{index}]", f"(lng {lng}, lat {lat}) is outside the raster")
         tiles = world / grid.ts
         lo, hi = tiles.min(axis=0), tiles.max(axis=0)
         n_pts = len(obj.points)
