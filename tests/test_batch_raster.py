@@ -3,7 +3,8 @@ read through the server's raster reader on the raster's own pixel grid (never th
 
 - an AOI (`--everything`) whose shapes cross window seams and corners, segmented by the colour engine's
   automatic "regions" mode: every shape comes back once, whole, with IoU ≥ 0.95 in lng/lat;
-- a point batch (prompt features) on the same raster, one object crossing a window seam;
+- a point batch (prompt features) on the same raster as a providers-file entry, one object crossing a
+  window seam, one off the raster (refused);
 - windows embedded once per process: a second item over the same windows hits the embedding cache.
 """
 
@@ -99,7 +100,7 @@ def test_area_outside_the_raster_fails_naming_it(raster, cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
+def test_point_batch_on_a_raster_source(raster, tmp_path):
     """Clicks on the raster's shapes; the river crosses window seams and comes back whole. A second area over the
     same windows reuses their embeddings (one encoder pass per window in the process)."""
     def point(name, col, row, area):
@@ -117,8 +118,12 @@ def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
         engines.append(ColourRegionEngine())
         return engines[-1]
 
+    # the raster as a providers-file entry this time (a path relative to the file)
+    providers = raster.path.parent / "providers.json"
+    providers.write_text(json.dumps({"Ortho": {"raster": raster.path.name, "attribution": "test ortho"}}))
+    cfg = JobConfig(builtin_sources=False, providers=str(providers))
     out = tmp_path / "out"
-    summary = run_batch(job, out, factory, cfg=cfg, zoom=18, source="ortho", workers=1, progress=False,
+    summary = run_batch(job, out, factory, cfg=cfg, zoom=18, source="Ortho", workers=1, progress=False,
                         model_key="colour")
     assert (summary.done, summary.failed) == (2, 1), summary.errors
     assert "objects[0]" in summary.errors["off"] and "outside the raster" in summary.errors["off"]
@@ -132,7 +137,7 @@ def test_point_batch_on_a_raster_source(raster, cfg, tmp_path):
     # area b's window is one that area a used: its embedding comes from the process's cache
     alone = tmp_path / "a-only.geojson"
     alone.write_text(json.dumps({"type": "FeatureCollection", "features": feats[:3]}))  # area a only
-    assert run_batch(alone, tmp_path / "out-a", factory, cfg=cfg, zoom=18, source="ortho", workers=1,
+    assert run_batch(alone, tmp_path / "out-a", factory, cfg=cfg, zoom=18, source="Ortho", workers=1,
                      progress=False, model_key="colour").done == 1
     both, only_a = engines
     assert both.embed_calls == only_a.embed_calls >= 3
