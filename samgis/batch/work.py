@@ -1,7 +1,10 @@
 """The three stages of one batch item, shared by the local and the Ray executor.
 
-1. `load_item` (I/O): read the image file, or fetch the tile windows an area's objects start in.
-2. `infer_item` (model): embed + decode (prompts, automatic masks, or window by window for map areas).
+1. `load_item` (I/O): read the image file, or read the windows an area's objects start in (through the
+   source's reader: tiles, or a raster's own pixel grid).
+2. `infer_item` (model): embed (through the process's embedding cache, keyed as the server keys windows and
+   images: `StageContext.embed_window` / `embed_image`) + decode (prompts, automatic masks, or window by
+   window for map areas).
 3. `finish_item` (CPU): masks → polygons (map) or PNG + COCO RLE (images), and the report picture.
 
 Areas of interest (`AoiItem`, `--everything`) run the stages of `samgis.batch.aoi` instead.
@@ -11,7 +14,8 @@ Each stage takes the previous stage's payload and returns the next one; an excep
 Payloads are plain picklable objects, so the Ray executor moves them between processes unchanged: both
 executors run the same functions on the same inputs and produce the same bytes.
 
-Map areas. Windows come from a fixed lattice: `window_tiles` x `window_tiles` tiles whose origins are
+Map areas. Windows come from a fixed lattice on the source's pixel grid (`Grid`): `window_tiles` x
+`window_tiles` tiles (for a raster, cells of 256 px on the level its reader picks) whose origins are
 multiples of half a window, so neighbouring windows overlap by half. An object starts in the lattice
 window where its prompts sit most centrally (or, when they do not fit one window, in every lattice window
 its prompts' bounding box touches, with the box clipped to each). When a point-prompted object's mask
