@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from samgis.engine.protocol import AmgOptions
+from samgis.services.concepts import DEFAULT_SCORE_THRESHOLD, MAX_TEXT_CHARS
 
 # Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
 # finite (NaN/Infinity are refused before parsing by `api.limits.BodyLimitMiddleware`; this is the second
@@ -54,7 +55,31 @@ class BoxIn(BaseModel):
     sw: LatLng
 
 
-Prompt = Annotated[Union[PointIn, BoxIn], Field(discriminator="type")]
+# --- concept prompts (SAM 3 "find every instance"; samgis.services.concepts has the rules) ------------------
+
+ConceptText = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
+
+
+class TextIn(BaseModel):
+    """Find every instance of a short noun phrase ("greenhouse", "swimming pool") in the bbox."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: ConceptText = Field(..., description=f"a short noun phrase, 1–{MAX_TEXT_CHARS} characters, not only "
+                                               "spaces")
+
+
+class ExemplarIn(BaseModel):
+    """An exemplar box: label 1 = "more like this object", 0 = "not like this one"."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["exemplar"]
+    ne: LatLng
+    sw: LatLng
+    label: Label = Field(1, description="1 = positive exemplar, 0 = negative exemplar")
+
+
+Prompt = Annotated[Union[PointIn, BoxIn, TextIn, ExemplarIn], Field(discriminator="type")]
 
 
 class SegmentRequest(BaseModel):
@@ -70,6 +95,9 @@ class SegmentRequest(BaseModel):
     multimask: Bool = Field(False, description="three candidate masks per prompt group")
     simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
+    # concept prompts (text / exemplar) only
+    score_threshold: Num | None = Field(None, ge=0, le=1, description="concept prompts only: drop instances "
+                                        f"scoring below this (default {DEFAULT_SCORE_THRESHOLD})")
 
 
 class WindowOut(BaseModel):
@@ -89,12 +117,34 @@ class SamgisMeta(BaseModel):
     attribution: str
 
 
+class ExemplarCount(BaseModel):
+    positive: int
+    negative: int
+
+
+class ConceptMeta(SamgisMeta):
+    """`samgis` of an answer to concept prompts."""
+
+    concept: str = Field(..., description='the text phrase, or "exemplar" for exemplar boxes alone')
+    text: str | None = Field(..., description="the text phrase (null: exemplars alone)")
+    exemplars: ExemplarCount
+    score_threshold: float
+    n_instances: int = Field(..., description="features in the answer: one per instance found")
+    n_found: int = Field(..., description="instances the model found in the window, before the bbox, nodata and "
+                                          "area filters")
+
+
 class FeatureCollectionOut(BaseModel):
-    """RFC 7946 FeatureCollection (lon/lat, WGS84) with a `samgis` foreign member."""
+    """RFC 7946 FeatureCollection (lon/lat, WGS84) with a `samgis` foreign member.
+
+    Point/box prompts: features carry `score`, `mask_index`, `prompt_index`, `area_m2`, `zoom`, `model`,
+    `source`, `attribution`. Concept prompts: one feature per instance, best first, with `concept`, `score`,
+    `instance` (0-based, = `mask_index`), `at_window_edge`, `area_m2`, `zoom`, `model`, `source`, `attribution`;
+    `samgis` is then `ConceptMeta`."""
 
     type: Literal["FeatureCollection"]
     features: list[dict[str, Any]]
-    samgis: SamgisMeta
+    samgis: ConceptMeta | SamgisMeta
 
 
 class EverythingRequest(BaseModel):
@@ -122,12 +172,23 @@ class EverythingRequest(BaseModel):
     min_area_m2: Num = Field(0.0, ge=0, description="drop masks smaller than this (geodesic m²)")
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
     simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
+    # concept prompts: every instance of a phrase instead of automatic masks
+    text: ConceptText | None = Field(None, description="find every instance of this noun phrase in the window "
+                                                       "instead of automatic masks (needs a model with the text "
+                                                       "capability; the grid options do not apply)")
+    score_threshold: Num | None = Field(None, ge=0, le=1, description="with text only: drop instances scoring below "
+                                                                      f"this (default {DEFAULT_SCORE_THRESHOLD})")
 
 
 class EverythingMeta(SamgisMeta):
     n_masks: int = Field(..., description="features in the answer")
-    n_generated: int = Field(..., description="masks from the generator, before area filters and deduplication")
-    generator: dict[str, int | float] = Field(..., description="the generator options used")
+    n_generated: int = Field(..., description="masks from the generator (with text: instances found), before area "
+                                              "filters and deduplication")
+    generator: dict[str, int | float] = Field(..., description="the generator options used (with text: "
+                                                               "score_threshold and the area/simplify options)")
+    concept: str | None = Field(None, description="with text: the phrase")
+    score_threshold: float | None = Field(None, description="with text: the threshold used")
+    n_instances: int | None = Field(None, description="with text: instances in the answer")
 
 
 class EverythingOut(BaseModel):

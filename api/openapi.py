@@ -11,7 +11,9 @@ here, from the same facts the server acts on:
 - operations that need the model: 503 (model not ready, or the encoder queue full with `Retry-After`);
 - operations that fetch tiles: 502 (the tile source failed) and 504 (it timed out or the request's deadline
   passed);
-- with API keys / rate limits on (`api/security.py`): 401 and 429 (`Retry-After`) on the routes they guard;
+- with API keys / rate limits on (`api/security.py`): 401 and 429 (`Retry-After`) on the routes they guard, and
+  with keys the two ways to present one as OpenAPI security schemes (HTTP bearer, or the `X-API-Key` header),
+  either of which satisfies a guarded operation's `security`;
 - `/infer_samgis` answers its own errors in SamGIS's body (`SamgisErrorOut`: `msg` plus our keys);
 - the tile-source names a request may use are the configured ones (`enum`), as `/v1/sources` lists them.
 """
@@ -87,6 +89,12 @@ def _json(*models: type[BaseModel]) -> dict:
 
 REQUEST_ID = {"X-Request-ID": {"description": "this request's id (32 hex digits); log lines about it carry it",
                                "schema": {"type": "string"}}}
+#: OpenAPI 3.1 "Security Scheme Objects" for the two ways `api/security.py` reads a key; an operation's
+#: `security` lists them as alternatives (either satisfies it).
+SECURITY_SCHEMES = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <API key>"},
+}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
@@ -123,6 +131,8 @@ def complete_schema(schema: dict, facts: dict, *, keys: bool = False, rate_limit
     """`schema` (FastAPI's document) with the answers it leaves out (module docstring); a new dict."""
     schema = copy.deepcopy(schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if keys:
+        schema["components"]["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
     for model in MODELS:
         for name, sub in model.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs",
                                                                                                    {}).items():
@@ -161,6 +171,7 @@ def complete_schema(schema: dict, facts: dict, *, keys: bool = False, rate_limit
                 add(504, "a tile source timed out, or the request's deadline passed (SAMGIS_DEADLINE_S)", *ours)
             if path not in open_paths:
                 if keys:
+                    op["security"] = [{name: []} for name in SECURITY_SCHEMES]
                     add(401, "an API key is required (Authorization: Bearer or X-API-Key) or is not valid",
                         ErrorOut)
                 if rate_limited:

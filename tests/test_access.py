@@ -68,7 +68,14 @@ def test_keys_guard_the_api_and_tiles_but_not_health_or_the_page(secured):
         assert c.get("/health").status_code == 200
         page = c.get("/")
         assert page.status_code == 200 and "samgis" in page.text
-        assert c.get("/openapi.json").status_code == 200
+        doc = c.get("/openapi.json")
+        assert doc.status_code == 200
+        schemes = doc.json()["components"]["securitySchemes"]
+        assert (schemes["bearerKey"]["type"], schemes["bearerKey"]["scheme"]) == ("http", "bearer")
+        assert (schemes["apiKeyHeader"]["in"], schemes["apiKeyHeader"]["name"]) == ("header", "X-API-Key")
+        segment = doc.json()["paths"]["/v1/segment"]["post"]
+        assert segment["security"] == [{"bearerKey": []}, {"apiKeyHeader": []}] and "401" in segment["responses"]
+        assert "security" not in doc.json()["paths"]["/health"]["get"]
         req = click_request(SCENE.shapes[0].polygon, 16)
         r = c.post("/v1/segment", json=req)
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
@@ -85,6 +92,12 @@ def test_keys_guard_the_api_and_tiles_but_not_health_or_the_page(secured):
         samgis = samgis_request([samgis_point(p.x, p.y)], SCENE.shapes[0].polygon)
         assert c.post("/infer_samgis", json=samgis).status_code == 401
         assert c.post("/infer_samgis", json=samgis, headers={"X-API-Key": KEY_A}).status_code == 200
+
+
+def test_an_open_server_documents_no_security(open_server):
+    doc = httpx.get(open_server.url + "/openapi.json", timeout=30).json()
+    assert "securitySchemes" not in doc["components"]
+    assert "security" not in doc["paths"]["/v1/segment"]["post"] and "401" not in doc["paths"]["/v1/segment"]["post"]["responses"]
 
 
 def test_cors_allow_list(secured, open_server):

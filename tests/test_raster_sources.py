@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import httpx
 import mercantile
@@ -199,6 +200,31 @@ def test_a_cog_over_http_range_requests_works_like_the_local_file(rasters, engin
                 assert remote["samgis"]["window"] == local["samgis"]["window"]
                 assert iou(union_geometry(remote), utm.shape(name).lnglat()) >= 0.97
     assert files.requests > 0 and files.whole_files == 0  # range requests only, never the whole file
+
+
+@pytest.mark.slow
+def test_a_slow_cog_answers_504_within_the_deadline(rasters, engine, tmp_path):
+    utm = rasters["Ortho"]
+    cog = tmp_path / "slow_cog.tif"
+    rasterio.shutil.copy(utm.path, cog, driver="COG", overview_resampling="nearest", blocksize=256)
+    with RangeFileServer(tmp_path) as files:
+        providers = tmp_path / "slow.json"
+        providers.write_text(json.dumps({"Slow": {"raster": files.url("slow_cog.tif")}}))
+        settings = Settings(providers=providers, builtin_sources=False, cache_dir=tmp_path / "cache", deadline_s=1.5)
+        with LiveServer(create_app(settings, engine=engine)) as server, \
+                httpx.Client(base_url=server.url, timeout=60) as c:
+            files.delay_s = 6.0  # every range request now hangs well past the deadline
+            t0 = time.monotonic()
+            r = c.post("/v1/segment", json=click("Slow", *utm.shape("pond").inside_lnglat(), zoom=18))
+            took = time.monotonic() - t0
+            assert r.status_code == 504, r.text
+            assert "deadline" in r.json()["detail"] and str(tmp_path) not in r.text
+            assert took < 5.0, took
+            tile = mercantile.tile(*utm.shape("field").inside_lnglat(), 17)
+            r = c.get(f"/v1/tiles/Slow/{tile.z}/{tile.x}/{tile.y}.png")
+            assert r.status_code == 504 and "'Slow'" in r.text and "tile 17/" in r.json()["detail"]
+            assert c.get("/health").status_code == 200
+            files.delay_s = 0.0
 
 
 def test_export_in_the_rasters_crs(client, rasters, tmp_path):

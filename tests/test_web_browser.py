@@ -188,6 +188,11 @@ def test_basemaps_come_from_the_server_and_the_view_is_shared_in_the_url(page, l
     tile_urls = page.eval_on_selector_all("img.leaflet-tile", "els => els.map(e => e.src)")
     assert tile_urls and all(t.startswith(live.url + "/v1/tiles/Scene/") for t in tile_urls), tile_urls[:3]
 
+    # This model takes points and boxes only: the Find box says so instead of showing its form.
+    page.wait_for_function("samgis.state.findAvailable === 'unavailable'")
+    assert page.locator("#find-form").is_hidden()
+    assert "takes points and rectangles, not phrases" in page.inner_text("#find-unavailable")
+
     page.fill("#source-filter", "scene")  # the filter narrows the long list
     assert all("Scene" in o for o in page.locator("#source-select option").all_inner_texts())
 
@@ -487,6 +492,141 @@ def test_a_raster_source_is_shown_over_the_basemap_zoomed_to_and_segmented(brows
             got = union_geometry(fc)
             assert iou(got, truth) > 0.85, iou(got, truth)
             shot(page, "11_raster_segmented")
+        finally:
+            ctx.close()
+        assert not problems, problems
+
+
+# --- Find (concept prompts) ---------------------------------------------------------------------------
+
+FIND_PHRASE = "red"
+FIND_ZOOM = 16  # concept_scene()'s ~800 m square in one view, each shape 55–110 px across
+
+
+def find_case():
+    """concept_scene() and its shapes of the `FIND_PHRASE` colour family with the colour engine's scores, best
+    first (three reds of distinct scores)."""
+    from tests.support.colour_engine import colour_family
+    from tests.support.scene import concept_scene
+
+    scene = concept_scene()
+    found = []
+    for s in scene.shapes:
+        family, dist = colour_family(s.rgb)
+        if family == FIND_PHRASE:
+            found.append((1.0 - dist / 442.0, s))
+    found.sort(key=lambda t: -t[0])
+    assert len(found) >= 3 and found[1][0] - found[2][0] > 0.01, "the scene needs reds of distinct scores"
+    return scene, found
+
+
+def test_find_every_instance_filter_keep_export_and_refine(browser, tmp_path):
+    """A model with the text capability: a phrase finds every instance in the view, listed with scores; the slider
+    filters them without a request; the shown ones become a layer and download as GeoJSON; Refine seeds the prompt
+    tools on one instance; an instance sent back as a counter-example finds again with an exemplar prompt."""
+    from samgis.engine.protocol import Capabilities
+    from tests.support.scene import CONCEPT_PLACE
+    from tests.support.tileserver import SceneTileServer
+
+    scene, expected = find_case()
+    lng, lat = CONCEPT_PLACE
+    engine = ColourRegionEngine(capabilities=Capabilities(text=True, exemplars=True))
+    with SceneTileServer(scene) as tiles, LiveServer(create_app(web_settings(tiles, tmp_path), engine=engine)) as srv:
+        ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        problems: list[str] = []
+        segment_posts: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("request", lambda r: segment_posts.append(r.url) if r.url.endswith("/v1/segment") else None)
+        try:
+            open_map(page, srv.url, lat, lng, FIND_ZOOM)
+            page.wait_for_selector("#find-form:not([hidden])")  # shown: the model has the text capability
+            assert page.locator("#find-unavailable").is_hidden()
+
+            page.keyboard.press("f")  # the keyboard alone: F to the phrase box, type, Enter
+            page.keyboard.type(FIND_PHRASE)
+            page.keyboard.press("Enter")
+            assert page.get_by_label("Phrase to find").input_value() == FIND_PHRASE
+            page.wait_for_function("samgis.state.findsDone >= 1")
+            assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
+            req = page.evaluate("samgis.state.lastFindRequest")
+            assert req["prompts"] == [{"type": "text", "text": FIND_PHRASE}] and req["zoom"] == FIND_ZOOM
+            assert 0 < req["score_threshold"] <= 0.5
+
+            rows = page.locator("#find-list > li")
+            assert rows.count() == len(expected), page.inner_text("#find-summary")
+            assert page.locator(".leaflet-found-pane path.found-polygon").count() == len(expected)
+            fc = page.evaluate("samgis.state.find.fc")
+            by_score = sorted(fc["features"], key=lambda f: -f["properties"]["score"])
+            for f, (score, shape) in zip(by_score, expected):  # each instance is its shape, scored as the engine does
+                assert f["properties"]["concept"] == FIND_PHRASE
+                assert abs(f["properties"]["score"] - score) < 1e-3, (f["properties"], shape.name)
+                assert shape.polygon.contains(union_geometry({"features": [f]}).representative_point()), shape.name
+            texts = rows.all_inner_texts()
+            assert texts[0].startswith("#1 · score ") and f"{expected[0][0]:.2f}" in texts[0], texts
+            shot(page, "12_find_instances")
+
+            # The slider filters in the page: End (keyboard) hides all below 1.0, then a minimum between the second
+            # and third scores leaves the two best. No request is sent.
+            posts = len(segment_posts)
+            page.get_by_label("Min score").press("End")
+            assert rows.count() == sum(s >= 1.0 for s, _ in expected)
+            assert page.locator("#find-keep").is_disabled()
+            cut = round((expected[1][0] + expected[2][0]) / 2, 2)
+            page.evaluate("v => { const s = document.getElementById('find-score'); s.value = v; "
+                          "s.dispatchEvent(new Event('input', {bubbles: true})); }", str(cut))
+            keep = [s for s, _ in expected if s >= cut]
+            assert rows.count() == len(keep) == 2
+            assert page.locator(".leaflet-found-pane path.found-polygon").count() == 2
+            assert f"2 of {len(expected)} instances" in page.inner_text("#find-summary")
+            assert len(segment_posts) == posts, "the slider sent a request"
+
+            # Keep as layer: one layer of the shown instances, exported through the Layers panel.
+            page.click("#find-keep")
+            layer = page.locator("#layer-list > li")
+            assert layer.count() == 1
+            assert f"find “{FIND_PHRASE}”" in layer.locator(".layer-info").inner_text()
+            with page.expect_download() as dl:
+                layer.locator("button.dl-geojson").click()
+            d = dl.value
+            z = fc["samgis"]["window"]["z"]  # the window's zoom (stepped out when the view does not fit one)
+            assert d.suggested_filename == f"samgis_find-{FIND_PHRASE}_z{z}_1.geojson", d.suggested_filename
+            path = tmp_path / d.suggested_filename
+            d.save_as(path)
+            got = json.loads(path.read_text())
+            assert got["type"] == "FeatureCollection" and len(got["features"]) == 2
+            assert all(f["properties"]["concept"] == FIND_PHRASE and f["properties"]["score"] >= cut
+                       for f in got["features"])
+            assert iou(union_geometry(got), union_geometry({"features": by_score[:2]})) > 0.99
+            shot(page, "13_find_filtered_and_kept")
+
+            # Refine the best instance: the view zooms to it, a rectangle and an include point seeded on it
+            # segment it as a new object (the include tool is then on, for more points).
+            before = done(page)
+            rows.first.get_by_role("button", name="Refine").click()
+            settle(page, before)
+            prompts = page.evaluate("samgis.state.lastRequest.prompts")
+            assert [p["type"] for p in prompts] == ["box", "point"] and prompts[1]["label"] == 1
+            assert expected[0][1].polygon.contains(Point(prompts[1]["lng"], prompts[1]["lat"]))
+            assert page.evaluate("samgis.state.mode") == "include" and page.evaluate("samgis.map.getZoom()") > FIND_ZOOM
+            cur = current_fc(page)
+            assert cur and iou(union_geometry(cur), expected[0][1].polygon) >= 0.8, page.inner_text("#messages")
+            shot(page, "14_find_refined")
+
+            # The model takes exemplars: "Not like #k" finds the phrase again over the same area with that instance
+            # as a counter-example; the colour engine then drops the colour family under the box's centre, so take
+            # an instance whose box centre is inside it. "Forget examples" undoes it.
+            k = next(k for k, (_, sh) in enumerate(expected[:len(keep)]) if sh.polygon.contains(sh.polygon.envelope.centroid))
+            page.get_by_role("button", name=f"Not like #{k + 1}").click()
+            page.wait_for_function("samgis.state.findsDone >= 2")
+            again = page.evaluate("samgis.state.lastFindRequest")
+            assert again["bbox"] == req["bbox"] and again["prompts"][0] == req["prompts"][0]
+            assert [(p["type"], p["label"]) for p in again["prompts"][1:]] == [("exemplar", 0)]
+            assert rows.count() == 0 and "1 counter-example" in page.inner_text("#find-exemplars")
+            page.click("#find-forget")
+            page.wait_for_function("samgis.state.findsDone >= 3")
+            assert rows.count() == len(keep) and page.locator("#find-exemplars").is_hidden()
         finally:
             ctx.close()
         assert not problems, problems

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Mount
 
-from api.models import Bool, Int, Label, Num
+from api.models import Bool, ConceptText, Int, Label, Num
 from api.resources import Resources, get_engine, get_resources
 from api.routers import meta
 from samgis.services.azure import score_rows
@@ -66,6 +66,8 @@ class PredictOptions(BaseModel):
     crop_n_points_downscale_factor: Int | None = Field(None, ge=1)
     min_mask_region_area: Int | None = Field(None, ge=0, description="automatic mode: remove smaller "
                                                                      "holes/islands, px (default 0)")
+    score_threshold: Num | None = Field(None, ge=0, le=1, description="concept mode (text / exemplar_boxes): drop "
+                                                                      "instances scoring below this (default 0.5)")
 
 
 class PredictInstance(PredictOptions):
@@ -83,6 +85,14 @@ class PredictInstance(PredictOptions):
     boxes_lnglat: list[tuple[Num, Num, Num, Num]] | None = Field(
         None, description="[[west, south, east, north], …] EPSG:4326, GeoTIFF images only; each its own query")
     mask_input: Logits | None = Field(None, description="low-res logits of an earlier answer (return_logits)")
+    # concept prompts (models with the text / exemplars capability); never together with points/boxes
+    text: ConceptText | None = Field(None, description="concept mode: find every instance of this noun phrase; "
+                                                       "one mask per instance, best first")
+    exemplar_boxes: list[tuple[Num, Num, Num, Num]] | None = Field(
+        None, description="concept mode: [[x0, y0, x1, y1], …] image px, exemplars of the concept (with or "
+                          "without text)")
+    exemplar_labels: list[Label] | None = Field(None, description="per exemplar box: 1 positive (default), "
+                                                                  "0 negative")
 
 
 class PredictRequest(BaseModel):
@@ -127,6 +137,13 @@ async def predict_endpoint(req: PredictRequest,
     Each prediction: with prompts `masks[q][m]`, `scores[q][m]` (q: one query per box, or one for points
     only; m: 3 with multimask, else 1), `logits` when asked; without prompts `mode: "automatic"` and
     `masks` as SamAutomaticMaskGenerator's records (bbox XYWH, area, predicted_iou, stability_score …).
+    With `text` and/or `exemplar_boxes` (concept mode, SAM 3-class models): `mode: "concept"`, `concept`,
+    `score_threshold`, `masks[i]`, `scores[i]`, `boxes[i]` one per instance found, best first.
+
+    The body is KServe v1's (`{"instances": [...], "parameters": {...}}`, any JSON object per instance:
+    kserve.github.io/website, "V1 Inference Protocol") and Vertex AI's custom-container predict body (same shape:
+    cloud.google.com/vertex-ai/docs/predictions/custom-container-requirements), so the concept fields are
+    instance keys, and `score_threshold` may also be a request-wide `parameters` key.
     """
     parameters = req.parameters.model_dump(exclude_none=True) if req.parameters else {}
     queries = [instance_query(inst, parameters) for inst in req.instances]
@@ -142,15 +159,19 @@ def instance_query(inst: PredictInstance, parameters: dict) -> InstanceQuery:
     dump), which the instance's own options override."""
     given = inst.model_dump(exclude_none=True, include=set(_OPTION_NAMES))
 
-    def rows(value, width: int) -> np.ndarray:
-        return np.asarray(value or [], np.float64).reshape(-1, width)
+    def rows(value, width: int) -> np.ndarray | None:
+        return None if value is None else np.asarray(value, np.float64).reshape(-1, width)
+
+    def ints(value) -> tuple[int, ...] | None:
+        return None if value is None else tuple(value)
 
     image = inst.image.model_dump() if isinstance(inst.image, B64) else inst.image
     return InstanceQuery(image=image, points=rows(inst.points, 2), boxes=rows(inst.boxes, 4),
                          points_lnglat=rows(inst.points_lnglat, 2), boxes_lnglat=rows(inst.boxes_lnglat, 4),
-                         labels=None if inst.labels is None else tuple(inst.labels),
+                         labels=ints(inst.labels),
                          mask_input=None if inst.mask_input is None else inst.mask_input.model_dump(),
-                         options={**parameters, **given})
+                         text=inst.text, exemplar_boxes=rows(inst.exemplar_boxes, 4),
+                         exemplar_labels=ints(inst.exemplar_labels), options={**parameters, **given})
 
 
 _PREDICT_DOC = dict(responses={413: {"description": "body or image over the limit"},
@@ -176,9 +197,12 @@ async def model_ready(res: Resources = Depends(get_resources)) -> dict:
                          "labels as strings of nested lists). Answer, as the Azure AI model catalog's SAM cards show: "
                          "one item per row, `{\"predictions\": [{\"mask_per_prediction\": [{\"encoded_binary_mask\": "
                          "<base64 PNG>, \"iou_score\": float}]}]}`. A row without prompts gets every automatic "
-                         "mask as a prediction.", **_PREDICT_DOC)
+                         "mask as a prediction. Concept prompts (text-capable models): a `text` column (a noun "
+                         "phrase) gives one prediction whose masks are every instance found, best first, "
+                         "`iou_score` the instance's score; `params.score_threshold` (default 0.5) filters them.",
+                **_PREDICT_DOC)
 async def score(req: AzureRequest, service: ImagePredictService = Depends(get_predict_service)) -> Response:
-    rows = await score_rows(service, req.input_data.columns, req.input_data.data)
+    rows = await score_rows(service, req.input_data.columns, req.input_data.data, req.params)
     return json_answer(rows, service, "input_data")
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from api.models import BoxIn, EverythingOut, EverythingRequest, FeatureCollectionOut, PointIn, SegmentRequest
-from samgis.services.map_segment import BBox, BoxPrompt, EverythingQuery, PointPrompt, SegmentQuery, SegmentService
+from api.models import (BoxIn, EverythingOut, EverythingRequest, ExemplarIn, FeatureCollectionOut, PointIn,
+                        SegmentRequest, TextIn)
+from samgis.services.map_segment import (BBox, BoxPrompt, EverythingQuery, ExemplarPrompt, PointPrompt, SegmentQuery,
+                                         SegmentService, TextPrompt)
 from api.resources import get_service
 from samgis.errors import LimitExceeded
 from samgis.vector.export import geojson_bytes
@@ -39,11 +41,22 @@ def max_answer_bytes(request: Request) -> int:
 def to_query(req: SegmentRequest) -> SegmentQuery:
     points = [PointPrompt(p.lng, p.lat, p.label) for p in req.prompts if isinstance(p, PointIn)]
     boxes = [BoxPrompt(b.sw.lng, b.sw.lat, b.ne.lng, b.ne.lat) for b in req.prompts if isinstance(b, BoxIn)]
+    texts = [TextPrompt(p.text, i) for i, p in enumerate(req.prompts) if isinstance(p, TextIn)]
+    exemplars = [ExemplarPrompt(p.sw.lng, p.sw.lat, p.ne.lng, p.ne.lat, p.label, i)
+                 for i, p in enumerate(req.prompts) if isinstance(p, ExemplarIn)]
     return SegmentQuery(
         bbox=BBox(req.bbox.sw.lng, req.bbox.sw.lat, req.bbox.ne.lng, req.bbox.ne.lat),
         zoom=req.zoom, source=req.source, points=points, boxes=boxes, multimask=req.multimask,
         simplify_px=req.simplify_px, min_area_px=req.min_area_px,
+        texts=texts, exemplars=exemplars, score_threshold=req.score_threshold,
     )
+
+
+def to_everything_query(req: EverythingRequest) -> EverythingQuery:
+    """The query of `req`; the grid options the body set explicitly are named, so that with `text` (which does
+    not use them) they are refused rather than ignored."""
+    given = tuple(n for n in EverythingQuery.GRID_OPTIONS if n in req.model_fields_set)
+    return EverythingQuery(**req.model_dump(), grid_options_given=given)
 
 
 @router.post("/v1/segment", response_model=FeatureCollectionOut,
@@ -51,7 +64,15 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
 async def segment(req: SegmentRequest, request: Request,
                   service: SegmentService = Depends(get_service)) -> Response:
     """Points and one box decode together; several boxes decode as one batch (one mask per box, each
-    with all the points). Prompts are given in the request's order as `prompts[i]` in error messages."""
+    with all the points). Prompts are given in the request's order as `prompts[i]` in error messages.
+
+    Concept prompts (models with the text / exemplars capability, e.g. SAM 3): `{"type": "text", "text":
+    "greenhouse"}` and/or exemplar boxes `{"type": "exemplar", "ne", "sw", "label": 1|0}` find every instance of
+    the concept in the bbox. They cannot be mixed with point/box prompts (422 naming `prompts`); one text per
+    request. The search runs on the one window holding the whole bbox (`samgis.window` says which zoom);
+    instances with a pixel in the bbox come back whole, one feature each, best first, with `concept`, `score`,
+    `instance` and `at_window_edge`; `samgis` adds `concept`, `text`, `exemplars`, `score_threshold`,
+    `n_instances`, `n_found`. A model without the capability: 422 naming it."""
     return geojson_response(await service.segment(to_query(req)), max_answer_bytes(request))
 
 
@@ -61,6 +82,10 @@ async def segment_everything(req: EverythingRequest, request: Request,
                              service: SegmentService = Depends(get_service)) -> Response:
     """SAM's automatic mask generator over a points_per_side² grid of the 1024 px window a click at (lat, lng)
     would get at `zoom` (same window, same embedding cache as `/v1/segment`). One feature per mask, best
-    score first, deduplicated, masks below `min_area_m2` dropped."""
-    return geojson_response(await service.segment_everything(EverythingQuery(**req.model_dump())),
+    score first, deduplicated, masks below `min_area_m2` dropped.
+
+    With `text`: every instance of the phrase in that window instead (`Engine.find`, models with the text
+    capability), scored ≥ `score_threshold` (default 0.5), one feature per instance with `concept`, `score`,
+    `instance`; the grid options then do not apply (422 when given)."""
+    return geojson_response(await service.segment_everything(to_everything_query(req)),
                             max_answer_bytes(request))

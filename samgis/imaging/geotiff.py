@@ -88,8 +88,12 @@ def read_geotiff(raw: bytes, field_name: str = "image", max_pixels: int | None =
     except (RasterioError, ValueError, MemoryError) as exc:
         raise InvalidRequest(field_name, f"not a decodable TIFF/GeoTIFF ({exc})") from None
     valid = ~np.ma.getmaskarray(data).all(axis=0)
-    values = np.ma.getdata(data).astype(np.float64)
-    valid &= np.isfinite(values).all(axis=0)
+    # uint8 stays as it is; anything else is stretched in float32 (half float64's memory: an image at the
+    # default pixel limit is ~200 MB of float32 values, and display stretching needs no more precision)
+    values = np.ma.getdata(data)
+    values = values if dtype == np.uint8 else values.astype(np.float32)
+    if values.dtype.kind == "f":
+        valid &= np.isfinite(values).all(axis=0)
     values[:, ~valid] = 0
     ranges = None if dtype == np.uint8 else stretch_ranges(values, valid)
     rgb = bands_to_rgb(values, valid, ranges)

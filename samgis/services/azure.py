@@ -9,10 +9,11 @@ import re
 
 import numpy as np
 
-from samgis.engine.protocol import AmgOptions, require
+from samgis.engine.protocol import AmgOptions, ConceptPrompt, require
 from samgis.errors import InvalidRequest
 from samgis.imaging.images import decode_image
 from samgis.imaging.masks import png_encode
+from samgis.services.concepts import check_score_threshold, check_text, require_concept
 from samgis.services.image_predict import ImagePredictService, add_mask_pixels, check_work, parse_prompts
 
 
@@ -29,6 +30,14 @@ the input columns: points (P, N, 2) and labels (P, N) as strings of nested lists
 `multimask_output` default true."""
 
 MASK_LIST_KEY = "mask_per_prediction"  # sic, singular "mask" as on the model card
+
+TEXT_COLUMN = "text"
+"""Concept prompts in the envelope: the SAM cards' columns have none, so a `text` column is added, named as
+transformers' `Sam3Processor(images=..., text=...)` names its phrase (huggingface.co/docs/transformers/model_doc/sam3;
+the Azure catalog's facebook-sam3 deployment is served through that library). A row with a phrase answers one
+prediction (one prompt) whose `mask_per_prediction` holds every instance found, best first, `iou_score` being the
+instance's score; `params.score_threshold` (default 0.5, the processor's `threshold` default) filters them. A phrase
+is never mixed with `input_points` / `input_boxes` in one row (their meaning differs: one object vs. exemplars)."""
 
 
 def azure_prediction(masks: list[np.ndarray], scores: list[float]) -> dict:
@@ -113,9 +122,27 @@ def azure_queries(row: dict, size: tuple[int, int], field: str, max_prompts: int
     return queries
 
 
-async def score_rows(service: ImagePredictService, columns: list[str], data: list[list]) -> list[dict]:
-    """The answer to Azure's `input_data` (`columns`, `data` rows): one `azure_row` per row, in order."""
+def row_concept(row: dict, field: str) -> ConceptPrompt | None:
+    """The concept of one row: its `text` column (None when absent, null or ""); 422 naming the field when it is
+    not a phrase or comes with point/box prompts."""
+    value = row.get(TEXT_COLUMN)
+    if value is None or value == "":
+        return None
+    text = check_text(value, f"{field}.{TEXT_COLUMN}")
+    for column in ("input_points", "input_boxes", "input_labels"):
+        if nested_list(row.get(column), f"{field}.{column}") is not None:
+            raise InvalidRequest(f"{field}.{TEXT_COLUMN}", f"a text phrase (find every instance) cannot be mixed "
+                                                           f"with {column} (segment one object) in one row")
+    return ConceptPrompt(text=text)
+
+
+async def score_rows(service: ImagePredictService, columns: list[str], data: list[list],
+                     params: dict | None = None) -> list[dict]:
+    """The answer to Azure's `input_data` (`columns`, `data` rows): one `azure_row` per row, in order.
+    `params`: the envelope's `params`; `score_threshold` is read from it for rows with a `text` phrase."""
     limits = service.limits
+    params = params or {}
+    threshold = check_score_threshold(params.get("score_threshold"), "params.score_threshold")
     if "image" not in columns:
         raise InvalidRequest("input_data.columns", "an \"image\" column is required")
     if len(data) > limits.max_instances:
@@ -127,7 +154,18 @@ async def score_rows(service: ImagePredictService, columns: list[str], data: lis
         if len(values) != len(columns):
             raise InvalidRequest(field, f"{len(values)} values for {len(columns)} columns")
         row = dict(zip(columns, values))
+        concept = row_concept(row, field)
+        if concept is not None:
+            require_concept(service.engine.describe(), concept, f"{field}.{TEXT_COLUMN}", f"{field}.{TEXT_COLUMN}")
         image = await asyncio.to_thread(decode_image, row["image"], f"{field}.image", limits.max_pixels)
+        if concept is not None:
+            mask_pixels = add_mask_pixels(mask_pixels, image.shape[0] * image.shape[1], field, limits)
+            embedding, _ = await service.embedding_for(image)
+            found = await asyncio.to_thread(service.engine.find, embedding, concept, threshold)
+            order = sorted(range(len(found)), key=lambda k: -float(found.scores[k]))
+            rows.append(azure_row([azure_prediction([found.masks[k] for k in order],
+                                                    [float(found.scores[k]) for k in order])]))
+            continue
         queries = azure_queries(row, image.shape[:2], field, limits.max_prompts)
         given = row.get("multimask_output")
         # Azure's default is true; a model without multimask answers one mask unless it was asked for three

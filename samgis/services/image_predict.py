@@ -12,7 +12,9 @@ Frames:
   so a prompt at (x, y) sits at (x + 0.5, y + 0.5) in the polygon frame.
 
 An instance (one image) decodes either its prompts (points shared by every query, one query per box, as
-`Engine.decode`) or, with no prompts at all, the engine's automatic masks over a point grid.
+`Engine.decode`) or, with no prompts at all, the engine's automatic masks over a point grid, or, with concept
+prompts (`text`, and/or `exemplar_boxes` with `exemplar_labels`), finds every instance of the concept
+(`Engine.find`; rules in `samgis.services.concepts`; never mixed with points/boxes).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import numpy as np
 import shapely
 
 from samgis.engine.cache import EmbeddingCache
-from samgis.engine.protocol import AmgOptions, DecodeResult, Embedding, Engine, Prompts, require, required_capabilities
+from samgis.engine.protocol import (AmgOptions, ConceptPrompt, DecodeResult, Embedding, Engine, Prompts, require,
+                                    required_capabilities)
+from samgis.services.concepts import (DEFAULT_SCORE_THRESHOLD, check_score_threshold, check_text, concept_label,
+                                      require_concept)
 from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.imaging.geotiff import GeoRef, decode_any_image
 from samgis.imaging.images import DEFAULT_MAX_PIXELS, image_digest
@@ -74,10 +79,14 @@ class Instance:
     amg: AmgOptions = field(default_factory=AmgOptions)
     valid: np.ndarray | None = None
     geo: GeoRef | None = None
+    concept: ConceptPrompt | None = None
+    """Concept prompts (then `prompts` is None): find every instance instead of decoding or automatic masks."""
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
 
 
-OPTION_KEYS = ("multimask", "mask_format", "return_logits", *(f.name for f in fields(AmgOptions)))
-PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input")
+OPTION_KEYS = ("multimask", "mask_format", "return_logits", "score_threshold", *(f.name for f in fields(AmgOptions)))
+CONCEPT_KEYS = ("text", "exemplar_boxes", "exemplar_labels")
+PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input", *CONCEPT_KEYS)
 
 
 # --- parsing an instance --------------------------------------------------------------------------------
@@ -208,6 +217,55 @@ def checked_prompts(points: np.ndarray, boxes: np.ndarray, pts_ll: np.ndarray, b
                    mask_input=mask_input)
 
 
+def parse_concept(obj: dict, size: tuple[int, int], field_name: str, max_prompts: int) -> ConceptPrompt | None:
+    """The concept prompts of an instance dict, None when it has none: `text` (a phrase), `exemplar_boxes`
+    ([[x0, y0, x1, y1], …] image px, SAM convention, inside the image of `size` (H, W)) and `exemplar_labels`
+    (1 positive, 0 negative; default 1 each). Refused (422 naming the field) together with point/box prompts."""
+    text_in, boxes_in, labels_in = obj.get("text"), obj.get("exemplar_boxes"), obj.get("exemplar_labels")
+    boxes = _number_rows(boxes_in or [], 4, f"{field_name}.exemplar_boxes") if boxes_in else None
+    if labels_in is not None and (boxes_in or text_in is not None) and (not isinstance(labels_in, list | tuple) or not all(
+            v in (0, 1) and not isinstance(v, float | bool) for v in labels_in)):
+        raise InvalidRequest(f"{field_name}.exemplar_labels", "expected a list of 1 (positive) or 0 (negative)")
+    clicks = [k for k in ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
+              if obj.get(k) is not None]
+    return checked_concept(text_in, boxes, labels_in, clicks, size, field_name, max_prompts)
+
+
+def checked_concept(text_in, boxes, labels_in, clicks: list[str], size: tuple[int, int], field_name: str,
+                    max_prompts: int) -> ConceptPrompt | None:
+    """The `ConceptPrompt` of typed concept values, None when there are none: `text_in` (a phrase, normalised by
+    `check_text`) or None; `boxes`: (E, 4) float64 exemplar boxes, image px, SAM convention, or None;
+    `labels_in`: E of 0/1 or None (all positive); `clicks`: the names of the point/box prompts also given
+    (refused with concepts). Checked against the image of `size` (H, W) and `max_prompts`."""
+    if text_in is None and (boxes is None or not len(boxes)):
+        if labels_in:
+            raise InvalidRequest(f"{field_name}.exemplar_labels", "labels without exemplar_boxes")
+        return None
+    text = check_text(text_in, f"{field_name}.text") if text_in is not None else None
+    boxes = np.asarray(boxes if boxes is not None else [], np.float64).reshape(-1, 4)
+    if len(boxes) > max_prompts:
+        raise InvalidRequest(f"{field_name}.exemplar_boxes", f"{len(boxes)} exemplar boxes is over the limit of "
+                                                             f"{max_prompts} prompts per instance")
+    h, w = size
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        if not (0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h):
+            raise InvalidRequest(f"{field_name}.exemplar_boxes[{k}]", f"{boxes[k].tolist()} is not [x0, y0, x1, y1] "
+                                                                      f"with x0 ≤ x1, y0 ≤ y1 inside the {w} × {h} "
+                                                                      "image")
+    if labels_in is None:
+        labels = np.ones(len(boxes), np.int32)
+    else:
+        if len(labels_in) != len(boxes):
+            raise InvalidRequest(f"{field_name}.exemplar_labels", f"{len(labels_in)} labels for {len(boxes)} "
+                                                                  "exemplar boxes")
+        labels = np.asarray(labels_in, np.int32).reshape(-1)
+    if clicks:
+        name = "text" if text is not None else "exemplar_boxes"
+        raise InvalidRequest(f"{field_name}.{name}", f"concept prompts (find every instance) cannot be mixed with "
+                                                     f"{clicks[0]} (segment one object); send two instances")
+    return ConceptPrompt(text=text, boxes=boxes.astype(np.float32), labels=labels)
+
+
 def _option(value, default, field_name: str):
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -225,7 +283,7 @@ def _option(value, default, field_name: str):
 
 
 OPTION_DEFAULTS = {"multimask": False, "mask_format": "rle", "return_logits": False,
-                   **{f.name: f.default for f in fields(AmgOptions)}}
+                   "score_threshold": DEFAULT_SCORE_THRESHOLD, **{f.name: f.default for f in fields(AmgOptions)}}
 
 
 def checked_options(given: dict, field_name: str, limits: PredictLimits) -> dict:
@@ -258,7 +316,7 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     out = checked_options(out, field_name, limits)
     if out["crop_n_points_downscale_factor"] < 1:
         raise InvalidRequest(f"{fn}.crop_n_points_downscale_factor", "must be ≥ 1")
-    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
+    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "score_threshold"):
         if not 0.0 <= out[key] <= 1.0:
             raise InvalidRequest(f"{fn}.{key}", f"must be in [0, 1], got {out[key]}")
     if not 0.0 <= out["crop_overlap_ratio"] < 1.0:
@@ -276,18 +334,24 @@ class InstanceQuery:
 
     `image`: base64 PNG / JPEG / GeoTIFF (a data: URL or {"b64": …}). `points` (N, 2) / `boxes` (B, 4) float64
     image px, SAM convention; `points_lnglat` (P, 2) / `boxes_lnglat` (Q, 4) float64 lng/lat degrees; `labels`:
-    N + P of 0/1, or None (all include); `mask_input`: encoded low-res logits or None; `options`: the options
-    given (the instance's over the request's parameters), typed.
+    N + P of 0/1; `mask_input`: encoded low-res logits. Concept prompts: `text` (a phrase), `exemplar_boxes`
+    (E, 4) float64 image px, SAM convention, `exemplar_labels` E of 0/1. Each None when not given. `options`:
+    the options given (the instance's over the request's parameters), typed.
     """
 
     image: object
-    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
-    points_lnglat: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    boxes_lnglat: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    points: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    points_lnglat: np.ndarray | None = None
+    boxes_lnglat: np.ndarray | None = None
     labels: tuple[int, ...] | None = None
     mask_input: object = None
+    text: str | None = None
+    exemplar_boxes: np.ndarray | None = None
+    exemplar_labels: tuple[int, ...] | None = None
     options: dict = field(default_factory=dict)
+
+    CLICK_KEYS = ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
 
 
 def build_instance(q: InstanceQuery, field_name: str, limits: PredictLimits, image: np.ndarray,
@@ -295,8 +359,18 @@ def build_instance(q: InstanceQuery, field_name: str, limits: PredictLimits, ima
     """The `Instance` of a typed query whose image is decoded (`image` (H, W, 3) uint8 RGB, `valid` (H, W) bool
     or None, `geo`): prompts checked against the image, options and work against `limits`."""
     opts = checked_options(q.options, field_name, limits)
-    prompts = checked_prompts(q.points, q.boxes, q.points_lnglat, q.boxes_lnglat, q.labels, q.mask_input,
-                              image.shape[:2], field_name, limits.max_prompts, geo)
+    clicks = [k for k in InstanceQuery.CLICK_KEYS if getattr(q, k) is not None]
+    concept = checked_concept(q.text, q.exemplar_boxes, q.exemplar_labels, clicks, image.shape[:2], field_name,
+                              limits.max_prompts)
+    if concept is not None:
+        return _concept_instance(opts, concept, image, valid, geo, field_name)
+
+    def rows(value, width: int) -> np.ndarray:
+        return np.zeros((0, width)) if value is None else value
+
+    prompts = checked_prompts(rows(q.points, 2), rows(q.boxes, 4), rows(q.points_lnglat, 2),
+                              rows(q.boxes_lnglat, 4), q.labels, q.mask_input, image.shape[:2], field_name,
+                              limits.max_prompts, geo)
     return _instance(opts, prompts, image, valid, geo, field_name, limits)
 
 
@@ -336,8 +410,20 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
             raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
         decoded = decode_any_image(obj["image"], f"{field_name}.image", limits.max_pixels)
         image, valid, geo = decoded.rgb, decoded.valid, decoded.geo
+    concept = parse_concept(obj, image.shape[:2], field_name, limits.max_prompts)
+    if concept is not None:
+        return _concept_instance(opts, concept, image, valid, geo, field_name)
     prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts, geo)
     return _instance(opts, prompts, image, valid, geo, field_name, limits)
+
+
+def _concept_instance(opts: dict, concept: ConceptPrompt, image: np.ndarray, valid, geo, field_name: str) -> Instance:
+    for key in ("multimask", "return_logits"):
+        if opts[key]:
+            raise InvalidRequest(f"{field_name}.{key}", "concept prompts answer one mask per instance, without "
+                                                        f"logits; {key} applies to point/box prompts")
+    return Instance(image=image, mask_format=opts["mask_format"], valid=valid, geo=geo, concept=concept,
+                    score_threshold=check_score_threshold(opts["score_threshold"], f"{field_name}.score_threshold"))
 
 
 def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
@@ -438,6 +524,8 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     card = engine.describe()
+    if inst.concept is not None:
+        return predict_concept(engine, inst, embedding, t_start)
     require(card, required_capabilities(inst.prompts), "prompts")
     require(card, ["multimask"] if inst.multimask and inst.prompts is not None else [], "multimask")
     if embedding is None:
@@ -484,6 +572,51 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
         out["masks_crs"] = [[g[1] for g in query] for query in geoms]
     if inst.return_logits:
         out["logits"] = encode_array(result.logits)
+    timings["encode"] = _ms(t0)
+    timings["total"] = _ms(t_start)
+    out["timings_ms"] = timings
+    return out
+
+
+def predict_concept(engine: Engine, inst: Instance, embedding: Embedding | None = None,
+                    t_start: float | None = None) -> dict:
+    """The prediction for an instance with concept prompts (`inst.concept`): every instance found, best first.
+
+    `{"mode": "concept", "concept": phrase or "exemplar", "score_threshold", "masks": [mask] * N,
+    "scores": [float] * N, "boxes": [[x0, y0, x1, y1]] * N (image px, SAM convention, as the model predicted
+    them), "image_size": [H, W], "timings_ms"}`; masks encoded as `inst.mask_format` after clipping to
+    `inst.valid`; with "polygon" and a georeferenced image also `masks_lnglat`, `masks_crs` and `crs` (as the
+    prompts mode). Instances left empty by the nodata clip are dropped.
+    """
+    t_start = time.perf_counter() if t_start is None else t_start
+    timings: dict[str, float] = {}
+    concept = inst.concept
+    require_concept(engine.describe(), concept, "text", "exemplar_boxes")
+    if embedding is None:
+        t0 = time.perf_counter()
+        embedding = engine.embed(inst.image)
+        timings["embed"] = _ms(t0)
+    t0 = time.perf_counter()
+    found = engine.find(embedding, concept, inst.score_threshold)
+    timings["find"] = _ms(t0)
+    t0 = time.perf_counter()
+    masks = np.asarray(found.masks, bool)
+    if inst.valid is not None:
+        masks = masks & inst.valid
+    order = sorted((k for k in range(len(found)) if masks[k].any()), key=lambda k: -float(found.scores[k]))
+    h, w = inst.image.shape[:2]
+    out = {
+        "mode": "concept", "concept": concept_label(concept), "score_threshold": inst.score_threshold,
+        "masks": [encode_mask(masks[k], inst.mask_format) for k in order],
+        "scores": [round(float(found.scores[k]), 6) for k in order],
+        "boxes": [[float(v) for v in found.boxes[k]] for k in order],
+        "image_size": [h, w],
+    }
+    if inst.geo is not None and inst.mask_format == "polygon":
+        geoms = [geo_geometries(masks[k], inst.geo) for k in order]
+        out["crs"] = inst.geo.name
+        out["masks_lnglat"] = [g[0] for g in geoms]
+        out["masks_crs"] = [g[1] for g in geoms]
     timings["encode"] = _ms(t0)
     timings["total"] = _ms(t_start)
     out["timings_ms"] = timings
@@ -569,8 +702,13 @@ class ImagePredictService:
             image = decoded.rgb
             t_image = _ms(t_start)
             inst = build_instance(query, field_name, limits, image, decoded.valid, decoded.geo)
-            cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
-                              inst.return_logits)
+            if inst.concept is not None:  # refused before the encoder runs; one window of masks counted
+                require_concept(self.engine.describe(), inst.concept, f"{field_name}.text",
+                                f"{field_name}.exemplar_boxes")
+                cost = max(image.shape[0] * image.shape[1], LOW_RES * LOW_RES)
+            else:
+                cost = check_work(inst.prompts, inst.multimask, inst.amg, image.shape[:2], field_name, limits,
+                                  inst.return_logits)
             mask_pixels = add_mask_pixels(mask_pixels, cost, field_name, limits)
             t0 = time.perf_counter()
             embedding, hit = await self.embedding_for(image)

@@ -3,6 +3,12 @@
 Also the map version of automatic masks (`segment_everything`): every mask SAM finds in the window holding
 one lng/lat point, through the same windows and the same embedding cache as clicks.
 
+Concept prompts (a text phrase and/or exemplar boxes, `samgis.services.concepts` has the rules) find every
+instance of the concept: in `segment`, on the window holding the whole bbox (the area searched; instances
+whose mask has a pixel in the bbox are returned whole); in `segment_everything` with `text`, on the window
+holding the point. Both use the windows and the embedding cache of clicks, so a concept on a window already
+clicked does not embed again.
+
 HTTP-free: `api/` turns requests into `SegmentQuery` and errors into status codes.
 """
 
@@ -20,12 +26,14 @@ import numpy as np
 
 from samgis.encoder_queue import EncoderQueue
 from samgis.engine.cache import EmbeddingCache
-from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts, require
+from samgis.engine.protocol import AmgOptions, ConceptPrompt, Embedding, Engine, FoundInstances, Prompts, require
 from samgis.errors import DeadlineExceeded, InvalidRequest, LimitExceeded
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window
+from samgis.services.concepts import (check_score_threshold, check_text, concept_label, exemplar_counts,
+                                      require_concept)
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
 
 DEDUPE_IOU = 0.9
@@ -45,6 +53,26 @@ class BoxPrompt:
     south: float
     east: float
     north: float
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """A concept phrase; `index`: its position in the request's prompt list (for error messages)."""
+
+    text: str
+    index: int | None = None
+
+
+@dataclass(frozen=True)
+class ExemplarPrompt:
+    """An exemplar box (lng/lat degrees); label 1 = positive ("more like this"), 0 = negative."""
+
+    west: float
+    south: float
+    east: float
+    north: float
+    label: int = 1
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,15 @@ class SegmentQuery:
     merge_masks: bool = False
     """Vectorize the union of all decoded masks as one raster (SamGIS's `mask[m > 0] = 255` over its
     predictions) instead of one feature per mask: one feature whose geometry holds every foreground shape."""
+    # concept prompts (never together with points/boxes; see samgis.services.concepts)
+    texts: Sequence[TextPrompt] = ()
+    exemplars: Sequence[ExemplarPrompt] = ()
+    score_threshold: float | None = None
+    """Concept prompts only; None = the default (0.5). Given with point/box prompts it is refused."""
+
+    @property
+    def is_concept(self) -> bool:
+        return bool(self.texts or self.exemplars)
 
 
 @dataclass
@@ -97,6 +134,14 @@ class EverythingQuery:
     simplify_px: float = 1.0
     min_area_px: float = 0.0
     min_area_m2: float = 0.0
+    text: str | None = None
+    """Find every instance of this phrase instead of automatic masks (`Engine.find`)."""
+    score_threshold: float | None = None
+    """With `text` only; None = the default (0.5)."""
+    grid_options_given: Sequence[str] = ()
+    """Names of the grid options the caller set explicitly; with `text` they would be ignored, so refused."""
+
+    GRID_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 
     def amg_options(self) -> AmgOptions:
         return AmgOptions(points_per_side=self.points_per_side, pred_iou_thresh=self.pred_iou_thresh,
@@ -154,14 +199,21 @@ class SegmentService:
                                          f"{source.min_zoom}–{source.max_zoom}")
         return source
 
-    def _validate(self, q: SegmentQuery) -> TileSource:
-        source = self._source(q.source, q.zoom)
-        b = q.bbox
+    @staticmethod
+    def _check_bbox(b: BBox) -> None:
         if not (b.south < b.north):
             raise InvalidRequest("bbox", f"sw.lat ({b.south}) must be south of ne.lat ({b.north})")
         if not (b.west < b.east):
             raise InvalidRequest("bbox", f"sw.lng ({b.west}) must be west of ne.lng ({b.east}); "
                                          "bboxes crossing the antimeridian are not supported")
+
+    def _validate(self, q: SegmentQuery) -> TileSource:
+        source = self._source(q.source, q.zoom)
+        b = q.bbox
+        self._check_bbox(b)
+        if q.score_threshold is not None:
+            raise InvalidRequest("score_threshold", "applies to concept prompts (text / exemplar) only; point and "
+                                                    "box prompts answer every mask they decode")
         n = len(q.points) + len(q.boxes)
         if n == 0:
             raise InvalidRequest("prompts", "at least one point or box prompt is needed")
@@ -283,8 +335,11 @@ class SegmentService:
 
     # -- the click ----------------------------------------------------------------------------
     async def segment(self, q: SegmentQuery) -> dict:
-        """Run one query; returns an RFC 7946 FeatureCollection with a `samgis` foreign member."""
+        """Run one query; returns an RFC 7946 FeatureCollection with a `samgis` foreign member (concept prompts:
+        see `find`)."""
         async with self._deadline(self.deadline_s, "deadline_s") as deadline:
+            if q.is_concept:
+                return await self._find(q, deadline)
             return await self._segment(q, deadline)
 
     async def _segment(self, q: SegmentQuery, deadline: float | None) -> dict:
@@ -372,6 +427,129 @@ class SegmentService:
             features.extend(feats)
         return features
 
+    # -- concept prompts ----------------------------------------------------------------------
+    def _validate_concept(self, q: SegmentQuery) -> tuple[TileSource, ConceptPrompt | None]:
+        """The source and the concept of a concept query (its exemplar boxes not yet in px: `boxes` empty, the
+        caller places them on the window); every refusal names its field."""
+        source = self._source(q.source, q.zoom)
+        self._check_bbox(q.bbox)
+        if q.points or q.boxes:
+            raise InvalidRequest("prompts", "text/exemplar prompts (find every instance of a concept) and point/box "
+                                            "prompts (segment one object) cannot be mixed in one request; send "
+                                            "them separately")
+        if len(q.texts) > 1:
+            i = q.texts[1].index
+            raise InvalidRequest(f"prompts[{i}]" if i is not None else "prompts",
+                                 "one text prompt per request: a concept is one noun phrase (combine words in it, "
+                                 "e.g. \"red roof\")")
+        if len(q.exemplars) > self.max_prompts:
+            raise InvalidRequest("prompts", f"{len(q.exemplars)} exemplar boxes; at most {self.max_prompts} are "
+                                            "allowed")
+        if q.multimask:
+            raise InvalidRequest("multimask", "concept prompts answer one mask per instance; multimask applies to "
+                                              "point/box prompts")
+        check_score_threshold(q.score_threshold)
+        for t in q.texts:
+            check_text(t.text, f"prompts[{t.index}].text" if t.index is not None else "prompts")
+        for j, e in enumerate(q.exemplars):
+            name = f"prompts[{e.index if e.index is not None else j}]"
+            if not (e.south < e.north and e.west < e.east):
+                raise InvalidRequest(name, "exemplar box sw must be south-west of ne")
+            if not (q.bbox.contains(e.west, e.south) and q.bbox.contains(e.east, e.north)):
+                raise InvalidRequest(name, "exemplar box is not inside the bbox")
+            if e.label not in (0, 1):
+                raise InvalidRequest(f"{name}.label", "must be 1 (positive) or 0 (negative)")
+        text = check_text(q.texts[0].text, "prompts") if q.texts else None
+        # the px boxes come later; a placeholder box keeps ConceptPrompt's own check (text or boxes) honest
+        concept = ConceptPrompt(text=text, boxes=np.zeros((len(q.exemplars), 4), np.float32),
+                                labels=np.array([e.label for e in q.exemplars], np.int32))
+        text_field = f"prompts[{q.texts[0].index}].text" if q.texts and q.texts[0].index is not None else "prompts"
+        ex_field = (f"prompts[{q.exemplars[0].index}]" if q.exemplars and q.exemplars[0].index is not None
+                    else "prompts")
+        require_concept(self.engine.describe(), concept, text_field, ex_field)
+        return source, concept
+
+    def _concept_window(self, source: TileSource, corners: np.ndarray, zoom: int, field: str) -> Window:
+        """`choose_window` for the lng/lat `corners` ((N, 2) float64) of the area to search; a refusal names
+        `field` (the area, not a prompt)."""
+        try:
+            return self.choose_window(source, corners, zoom)
+        except InvalidRequest as e:
+            if e.field != "prompts" and not e.field.startswith("prompts["):
+                raise
+            raise InvalidRequest(field, e.message.split(": ", 1)[-1].replace("the prompts span",
+                                                                             "the area to search spans")) from None
+
+    async def _find(self, q: SegmentQuery, deadline: float | None) -> dict:
+        """Every instance of the query's concept in the bbox: the window is the one holding the whole bbox
+        (stepping out from `q.zoom` as clicks do), instances with a pixel inside the bbox are kept, whole."""
+        t_start = time.perf_counter()
+        timer = _Timer()
+        source, concept = self._validate_concept(q)
+        threshold = check_score_threshold(q.score_threshold)
+        b = q.bbox
+        bbox_corners = np.array([[b.west, b.north], [b.east, b.south]], np.float64)
+        # exemplar corners top-left then bottom-right, so in px each box is (x0, y0, x1, y1), y down
+        ex_corners = np.array([((e.west, e.north), (e.east, e.south)) for e in q.exemplars],
+                              np.float64).reshape(-1, 2)
+        window = self._concept_window(source, bbox_corners, q.zoom, "bbox")
+        valid = await self._valid(source, window, np.zeros((0, 2)), [])
+        t0 = timer.add("validate", t_start)
+
+        embedding, hit = await self.embedding_for(source, window, timer, deadline)
+        t0 = time.perf_counter()
+        if len(ex_corners):  # continuous window px (rasterio) → SAM convention (integer = pixel centre)
+            concept = dataclasses.replace(concept, boxes=window.lnglat_to_px(ex_corners).reshape(-1, 4) - 0.5)
+        found = await asyncio.to_thread(self.engine.find, embedding, concept, threshold)
+        t0 = timer.add("find", t0)
+
+        # instances must touch the bbox: its px rectangle in the window (continuous px, rasterio convention)
+        (c0, r0), (c1, r1) = window.lnglat_to_px(bbox_corners)
+        h, w = embedding.original_size
+        inside = np.zeros((h, w), bool)
+        inside[max(0, int(np.floor(r0))):max(0, int(np.ceil(r1))), max(0, int(np.floor(c0))):max(0, int(np.ceil(c1)))] = True
+        masks = np.asarray(found.masks, dtype=bool)
+        if valid is not None:  # masks never include nodata px
+            masks = masks & valid
+        keep = [k for k in range(len(found)) if (masks[k] & inside).any()]
+        features = await asyncio.to_thread(self._concept_features, masks[keep], np.asarray(found.scores)[keep],
+                                           window, source, concept_label(concept), q.simplify_px, q.min_area_px)
+        timer.add("vectorize", t0)
+        self._check_vertices(features)
+        timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+        meta = {**self._meta(window, q.zoom, hit, timer, source), **self._concept_meta(concept, threshold, features),
+                "n_found": len(found)}
+        return feature_collection(features, samgis=meta)
+
+    @staticmethod
+    def _concept_meta(concept: ConceptPrompt, threshold: float, features: list[dict]) -> dict:
+        return {"concept": concept_label(concept), "text": concept.text, "exemplars": exemplar_counts(concept),
+                "score_threshold": threshold, "n_instances": len(features)}
+
+    def _concept_features(self, masks: np.ndarray, scores: np.ndarray, window: Window, source: TileSource,
+                          label: str, simplify_px: float, min_area_px: float, min_area_m2: float = 0.0) -> list[dict]:
+        """Found instances → GeoJSON features (EPSG:4326), one per instance, best score first.
+
+        `masks`: (N, H, W) bool in window px (rasterio convention), `scores`: (N,) float. Properties: those of
+        clicks (`score`, `area_m2`, `zoom`, `model`, `source`, `attribution`) plus `concept` (`label`),
+        `instance` (0-based rank in the answer, also `mask_index`) and `at_window_edge` (the mask touches the
+        window's border, so the object may go on outside it). Instances left empty by `min_area_px`, or smaller
+        than `min_area_m2`, are dropped before numbering.
+        """
+        transform = window.affine()
+        props = {**self._properties(window, source), "concept": label}
+        features: list[dict] = []
+        for k in sorted(range(len(scores)), key=lambda k: -float(scores[k])):  # stable: ties keep the engine's order
+            mask = masks[k]
+            edge = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+            feats = masks_to_features(mask[None], np.array([scores[k]]), transform, simplify_px=simplify_px,
+                                      min_area_px=min_area_px, properties={**props, "at_window_edge": edge},
+                                      crs=window.crs)
+            features.extend(f for f in feats if f["properties"]["area_m2"] >= min_area_m2)
+        for i, f in enumerate(features):
+            f["properties"]["instance"] = f["properties"]["mask_index"] = i
+        return features
+
     # -- automatic masks ----------------------------------------------------------------------
     def _validate_everything(self, q: EverythingQuery) -> TileSource:
         if not (math.isfinite(q.lat) and abs(q.lat) < MAX_LAT):
@@ -379,7 +557,18 @@ class SegmentService:
         if not (math.isfinite(q.lng) and abs(q.lng) <= 180):
             raise InvalidRequest("lng", f"{q.lng} is outside [-180, 180]")
         source = self._source(q.source, q.zoom)
-        require(self.engine.describe(), ["automatic"], "model")
+        if q.text is not None:
+            check_text(q.text, "text")
+            if q.grid_options_given:
+                name = q.grid_options_given[0]
+                raise InvalidRequest(name, "applies to automatic masks; with text the model finds the phrase's "
+                                           "instances (use score_threshold)")
+            check_score_threshold(q.score_threshold)
+            require(self.engine.describe(), ["text"], "text")
+        elif q.score_threshold is not None:
+            raise InvalidRequest("score_threshold", "applies with text only (automatic masks use pred_iou_thresh)")
+        else:
+            require(self.engine.describe(), ["automatic"], "model")
         if not 1 <= q.points_per_side <= self.max_points_per_side:
             raise InvalidRequest("points_per_side", f"must be in [1, {self.max_points_per_side}] (this server's "
                                                     f"max_points_per_side), got {q.points_per_side}")
@@ -428,6 +617,8 @@ class SegmentService:
 
         embedding, hit = await self.embedding_for(source, window, timer, deadline)
         t0 = time.perf_counter()
+        if q.text is not None:
+            return await self._everything_text(q, source, window, valid, embedding, hit, timer, t_start, t0)
         options = q.amg_options()
         records = await asyncio.to_thread(self.engine.generate, embedding, options)
         if valid is not None:  # masks never include nodata px
@@ -448,6 +639,28 @@ class SegmentService:
         return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source),
                                                     "n_masks": len(features), "n_generated": len(records),
                                                     "generator": generator})
+
+    async def _everything_text(self, q: EverythingQuery, source: TileSource, window: Window, valid, embedding,
+                               hit: bool, timer: _Timer, t_start: float, t0: float) -> dict:
+        """`segment_everything` with `text`: every instance of the phrase in the window (`Engine.find`)."""
+        concept = ConceptPrompt(text=check_text(q.text, "text"))
+        threshold = check_score_threshold(q.score_threshold)
+        found: FoundInstances = await asyncio.to_thread(self.engine.find, embedding, concept, threshold)
+        masks = np.asarray(found.masks, dtype=bool)
+        if valid is not None:  # masks never include nodata px
+            masks = masks & valid
+        t0 = timer.add("find", t0)
+        features = await asyncio.to_thread(self._concept_features, masks, np.asarray(found.scores), window, source,
+                                           concept_label(concept), q.simplify_px, q.min_area_px, q.min_area_m2)
+        timer.add("vectorize", t0)
+        self._check_vertices(features)
+        timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+        generator = {"score_threshold": threshold, "min_area_m2": q.min_area_m2, "min_area_px": q.min_area_px,
+                     "simplify_px": q.simplify_px}
+        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source),
+                                                    "n_masks": len(features), "n_generated": len(found),
+                                                    "generator": generator, "concept": concept.text,
+                                                    "score_threshold": threshold, "n_instances": len(features)})
 
     def _vectorize_records(self, records: list[dict], window: Window, source: TileSource,
                            q: EverythingQuery) -> list[dict]:

@@ -1,7 +1,7 @@
 """A static file server on 127.0.0.1 answering HTTP range requests (RFC 9110 §14: `Range: bytes=a-b` → 206 with
 `Content-Range`), as object stores and web servers serve COGs. GET and HEAD; one range per request (what GDAL's
 /vsicurl/ sends). Counts requests, body bytes sent and whole-file answers, so tests can show that reads are
-windowed.
+windowed. `delay_s` (settable at any time) holds every answer that long, as a slow object store would.
 
     with RangeFileServer(folder) as server:
         url = server.url("ortho.tif")
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class RangeFileServer:
         self.requests = 0
         self.bytes_sent = 0
         self.whole_files = 0  # 200 answers with the whole file as body
+        self.delay_s = 0.0
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -55,6 +57,8 @@ def _handler_for(server: RangeFileServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _answer(self, body_too: bool) -> None:
+            if server.delay_s:
+                time.sleep(server.delay_s)
             path = (server.folder / self.path.split("?", 1)[0].lstrip("/")).resolve()
             if path.parent != server.folder or not path.is_file():
                 return self._send(404, b"not found\n", {}, body_too)

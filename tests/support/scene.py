@@ -248,3 +248,41 @@ def default_scene() -> Scene:
         ("equator-field", (200, 200, 0), Polygon(_ell(*_corner(*eq, 0, 2), -10, 6, 320, 260, 140))),
     ]
     return Scene(tuple(Shape(name, poly, rgb) for name, rgb, poly in spec))
+
+
+# --- a scene for concept prompts ("find every red …") ------------------------------------------------
+
+#: (name, exact RGB) of `concept_scene()`'s shapes: three of the colour engine's "red" family, two of its "green"
+#: family, one blue and one yellow, every colour distinct (tests/support/colour_engine.py COLOUR_FAMILIES).
+CONCEPT_COLOURS = {
+    "red-roof": (200, 30, 30), "red-hall": (225, 45, 35), "red-shed": (190, 20, 45),
+    "green-park": (40, 170, 40), "green-lawn": (60, 150, 50),
+    "blue-pool": (30, 60, 220), "yellow-field": (230, 220, 40),
+}
+
+#: Where `concept_scene()` lies: all its shapes within ~800 m of this (lng, lat), one z 16 window holds them.
+CONCEPT_PLACE = (-3.7, 40.42)
+
+
+def concept_scene() -> Scene:
+    """Seven shapes (`CONCEPT_COLOURS`), 100–200 m across, inside an ~800 m square around `CONCEPT_PLACE`, at
+    least 60 m apart: a bbox around them all fits one 1024 px window at z 16 (~1.8 m/px there, so each shape is
+    55–110 px across). Rectangles, Ls and a blob, every edge axis-aligned or short (see the module docstring)."""
+    lng, lat = CONCEPT_PLACE
+    c = CONCEPT_COLOURS
+    spec = [
+        ("red-roof", Polygon(_rect(lng, lat, -250, 250, 180, 120))),
+        ("red-hall", Polygon(_ell(lng, lat, 150, 260, 200, 160, 70))),
+        ("red-shed", Polygon(_blob(lng, lat, -260, -230, [90, 80, 95, 85, 75, 92, 88, 78, 94, 83]))),
+        ("green-park", Polygon(_rect(lng, lat, 0, 0, 200, 150))),
+        ("green-lawn", Polygon(_ell(lng, lat, 230, -230, 180, 170, 80))),
+        ("blue-pool", Polygon(_rect(lng, lat, -270, 20, 110, 90))),
+        ("yellow-field", Polygon(_rect(lng, lat, 20, -260, 140, 110))),
+    ]
+    return Scene(tuple(Shape(name, poly, c[name]) for name, poly in spec))
+
+
+def concept_bbox(scene: Scene, margin_deg: float = 0.0015) -> tuple[float, float, float, float]:
+    """(west, south, east, north) lng/lat degrees around every shape of `scene`, plus `margin_deg`."""
+    w, s, e, n = shapely.union_all([sh.polygon for sh in scene.shapes]).bounds
+    return w - margin_deg, s - margin_deg, e + margin_deg, n + margin_deg

@@ -62,6 +62,18 @@ export async function segment(request, { signal, prompts } = {}) {
   return res.json();
 }
 
+/** GET /v1/models → {loaded: {id, capabilities: {text, exemplars, …}, …} | null, status, …} */
+export async function getModels() {
+  const res = await call('v1/models', {}, { action: 'Asking the server about its model' });
+  return res.json();
+}
+
+/** POST /v1/segment with a text prompt (find-core.js `findRequest`) → FeatureCollection, one feature per instance. */
+export async function find(request, { signal } = {}) {
+  const res = await call('v1/segment', jsonPost(request, signal), { action: 'Find', source: request.source });
+  return res.json();
+}
+
 /** POST /v1/export?format=…&name=… → Blob of the file. */
 export async function exportLayer(fc, format, name) {
   const q = new URLSearchParams({ format, name });

@@ -4,6 +4,12 @@ import { clearMessage, markModel, showMessage } from './status.js';
 
 const RECHECK_MS = 5000;
 let healthTimer = null;
+const readyListeners = [];
+
+/** Call `fn()` each time a health check finds the model ready (e.g. to ask what it can do). */
+export function onModelReady(fn) {
+  readyListeners.push(fn);
+}
 
 export async function watchHealth() {
   clearTimeout(healthTimer);
@@ -12,6 +18,7 @@ export async function watchHealth() {
   if (h.ok) {
     markModel(true, `model ${h.model ?? 'ready'}`);
     clearMessage('model');
+    for (const fn of readyListeners) fn();
     return;
   }
   markModel(false, h.status === 'unreachable' ? 'server unreachable' : `model ${h.status ?? 'not ready'}`);

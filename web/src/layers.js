@@ -20,17 +20,34 @@ export function addResult(fc, request, prompts, session) {
     renderLayers();
     return;
   }
+  const layer = newLayer(fc, {
+    source: request.source, zoom: fc.samgis?.window?.z ?? request.zoom, summary: summarizePrompts(prompts), session,
+  });
+  state.currentId = layer.id;
+  renderLayers();
+}
+
+/**
+ * Keep a FeatureCollection (lon/lat polygons, as the API answers) as a visible layer of the history, outside any
+ * prompt session: it is never superseded and is not the current result. `label` names it (default: the source).
+ * Returns the layer.
+ */
+export function addLayer(fc, { source, zoom, summary, label }) {
+  const layer = newLayer(fc, { source, zoom, summary, session: null, label });
+  renderLayers();
+  return layer;
+}
+
+function newLayer(fc, { source, zoom, summary, session, label }) {
   layerSeq += 1;
-  const z = fc.samgis?.window?.z ?? request.zoom;
   const layer = {
-    id: layerSeq, name: defaultLayerName(request.source, z, layerSeq), fc, visible: false, session, zoom: z,
-    source: request.source, prompts: summarizePrompts(prompts), group: null,
+    id: layerSeq, name: defaultLayerName(label ?? source, zoom, layerSeq), fc, visible: false, session, zoom,
+    source, prompts: summary, group: null,
   };
   layer.group = resultGroup(layer);
   state.layers.unshift(layer);
-  state.currentId = layer.id;
   setVisible(layer, true);
-  renderLayers();
+  return layer;
 }
 
 function resultGroup(layer) {

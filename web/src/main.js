@@ -1,23 +1,32 @@
-// The samgis web map: wires the modules together and starts the page.
+// The samgis web map: wires the modules together and starts the page. Every module is free of side effects on
+// import; the init functions below, called once in this order, create the map and attach the listeners.
 //   map.js: the Leaflet map · basemap.js: sources, basemap, URL hash · tools.js: prompt tools ·
-//   segmenter.js: live segmentation · layers.js: result layers and downloads · status.js / health.js: messages.
+//   segmenter.js: live segmentation · find.js: find every instance of a phrase · layers.js: result layers and
+//   downloads · status.js / health.js: messages.
 import L from 'leaflet';
 import 'leaflet/dist/leaflet.css';
 import './style.css';
 
 import { initSources } from './basemap.js';
+import { initFind, refreshFindAvailability } from './find.js';
 import { scoreGradientCss } from './format.js';
-import { watchHealth } from './health.js';
+import { onModelReady, watchHealth } from './health.js';
 import { initLayers } from './layers.js';
-import { map } from './map.js';
+import { initMap } from './map.js';
 import { $, state } from './state.js';
 import { setStatus, showMessage } from './status.js';
-import { setMode } from './tools.js';
+import { initTools, setMode } from './tools.js';
 
 async function start() {
+  const map = initMap('map');
+  window.samgis = { map, state, L };
   $('legend-bar').style.background = scoreGradientCss();
+  initTools();
   setMode('include');
   initLayers();
+  initFind();
+  onModelReady(refreshFindAvailability);
+  refreshFindAvailability();
   watchHealth();
   try {
     await initSources();
@@ -28,5 +37,4 @@ async function start() {
   }
 }
 
-window.samgis = { map, state, L };
 start();

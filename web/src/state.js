@@ -15,6 +15,11 @@ export const state = {
   requestsDone: 0,
   lastRequest: null,
   messages: new Map(),
+  // Find (find.js): the answer shown, null when none: {text, request, fc, instances, minScore, selected}
+  find: null,
+  findAvailable: 'unknown', // 'ready' | 'loading' | 'unavailable' (find-core.js findAvailability)
+  lastFindRequest: null,
+  findsDone: 0, // finished find requests (tests wait on it)
 };
 
 export const $ = (id) => document.getElementById(id);

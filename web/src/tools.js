@@ -32,9 +32,7 @@ export function setMode(mode) {
   $('mode-hint').textContent = MODES[mode];
 }
 
-for (const b of document.querySelectorAll('[data-mode]')) b.addEventListener('click', () => setMode(b.dataset.mode));
-
-document.addEventListener('keydown', (e) => {
+function onKeyDown(e) {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const t = e.target;
   if (t instanceof HTMLElement && (t.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName))) {
@@ -57,7 +55,7 @@ document.addEventListener('keydown', (e) => {
     e.preventDefault();
     actions[key]();
   }
-});
+}
 
 // --- prompts --------------------------------------------------------------------------------------
 
@@ -78,7 +76,12 @@ function removeLastPrompt() {
 }
 
 function resetPrompts() {
-  state.prompts = [];
+  replacePrompts([]);
+}
+
+/** Start a new object with `prompts` (made by prompts.js) in place of the current ones, and segment them. */
+export function replacePrompts(prompts) {
+  state.prompts = [...prompts];
   state.session += 1;
   state.currentId = null;
   promptsChanged();
@@ -90,9 +93,6 @@ export function setMultimask(on) {
   $('multimask').checked = state.multimask;
   if (state.prompts.length) scheduleSegment();
 }
-$('multimask').addEventListener('change', (e) => setMultimask(e.target.checked));
-$('undo-btn').addEventListener('click', removeLastPrompt);
-$('reset-btn').addEventListener('click', resetPrompts);
 
 function promptsChanged() {
   renderPrompts();
@@ -207,16 +207,16 @@ function boxLayers(p, i) {
   return [rect, ...handles];
 }
 
-map.on('click', (e) => {
+function onMapClick(e) {
   if (state.mode !== 'include' && state.mode !== 'exclude') return;
   const ll = e.latlng.wrap();
   addPrompt(makePoint(ll.lat, ll.lng, state.mode === 'include' ? 1 : 0));
-});
+}
 
 // Rectangle tool: press, drag, release.
 let drawing = null; // {start, preview}
 
-map.on('mousedown', (e) => {
+function onMapMouseDown(e) {
   if (state.mode !== 'box' || e.originalEvent.button !== 0) return;
   // Not when pressing on a prompt (moving a point, a rectangle or its corner handles).
   if (e.originalEvent.target?.closest?.('.leaflet-marker-icon, .prompt-box')) return;
@@ -228,10 +228,7 @@ map.on('mousedown', (e) => {
       pane: 'promptBoxes', color: '#1f5fbf', weight: 2, dashArray: '4 4', fillOpacity: 0.1, interactive: false,
     }).addTo(map),
   };
-});
-map.on('mousemove', (e) => {
-  if (drawing) drawing.preview.setBounds([drawing.start, e.latlng]);
-});
+}
 function finishBoxDraw(latlng) {
   if (!drawing) return;
   const start = drawing.start;
@@ -243,13 +240,27 @@ function finishBoxDraw(latlng) {
   }
   addPrompt(box);
 }
-map.on('mouseup', (e) => finishBoxDraw(e.latlng));
-document.addEventListener('mouseup', (e) => {
-  if (drawing) finishBoxDraw(map.mouseEventToLatLng(e));
-});
 function cancelBoxDraw() {
   if (!drawing) return;
   drawing.preview.remove();
   drawing = null;
   L.DomUtil.enableTextSelection();
+}
+
+/** Wire the tool buttons, the keyboard shortcuts and the map's pointer events (once, after `initMap`). */
+export function initTools() {
+  for (const b of document.querySelectorAll('[data-mode]')) b.addEventListener('click', () => setMode(b.dataset.mode));
+  document.addEventListener('keydown', onKeyDown);
+  $('multimask').addEventListener('change', (e) => setMultimask(e.target.checked));
+  $('undo-btn').addEventListener('click', removeLastPrompt);
+  $('reset-btn').addEventListener('click', resetPrompts);
+  map.on('click', onMapClick);
+  map.on('mousedown', onMapMouseDown);
+  map.on('mousemove', (e) => {
+    if (drawing) drawing.preview.setBounds([drawing.start, e.latlng]);
+  });
+  map.on('mouseup', (e) => finishBoxDraw(e.latlng));
+  document.addEventListener('mouseup', (e) => {
+    if (drawing) finishBoxDraw(map.mouseEventToLatLng(e));
+  });
 }

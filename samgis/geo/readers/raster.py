@@ -19,6 +19,7 @@ import io
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform_bounds
 
-from samgis.errors import InvalidRequest, UpstreamError
+from samgis.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from samgis.geo.readers import WindowImage
 
 #: Percentiles of the default ("auto") stretch for data that is not uint8.
@@ -88,12 +89,13 @@ def bands_to_rgb(data: np.ndarray, valid: np.ndarray, ranges: np.ndarray | None)
     """(B, H, W) band values (B = 1 or 3) → (H, W, 3) uint8 RGB, pixel frame unchanged: each band's (lo, hi)
     of `ranges` ((B, 2), see `stretch_ranges`) mapped linearly to 0..255 and clipped, or, `ranges` None
     (uint8 data), values clipped to 0..255 as they are; invalid px ((H, W) bool `valid` False) black; one band
-    is repeated as grey."""
+    is repeated as grey. Float32 `data` is stretched in float32, anything else in float64."""
     if ranges is None:
         scaled = np.clip(data, 0, 255)
     else:
-        lo, hi = ranges[:, 0][:, None, None], ranges[:, 1][:, None, None]
-        scaled = np.clip((data - lo) / (hi - lo) * 255.0, 0, 255)
+        ftype = np.float32 if data.dtype == np.float32 else np.float64  # float32 data is stretched in float32
+        lo, hi = ranges[:, 0][:, None, None].astype(ftype), ranges[:, 1][:, None, None].astype(ftype)
+        scaled = np.clip((data - lo) / (hi - lo) * ftype(255.0), 0, 255)
     rgb = np.round(scaled).astype(np.uint8)
     rgb[:, ~valid] = 0
     if rgb.shape[0] == 1:
@@ -349,9 +351,24 @@ class RasterReader:
         return [RasterWindow(f, c, r, n, z, self.transform, self.source.crs_wkt) for c, r in cells]
 
     # -- pixels -------------------------------------------------------------------------------------------
+    async def _within(self, deadline: float | None, what: str, fn, *args):
+        """`fn(*args)` on a worker thread, awaited until `deadline` (a `time.monotonic()` instant, None: no
+        limit). Past it, `UpstreamTimeout` (504) names the source; the read itself cannot be interrupted, so it
+        finishes on its thread (bounded by GDAL's own HTTP timeouts for a remote file) and is dropped."""
+        if deadline is None:
+            return await asyncio.to_thread(fn, *args)
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=left)
+        except TimeoutError:
+            raise UpstreamTimeout(f"raster source {self.source.id!r}: the request's deadline passed while "
+                                  f"reading {what}") from None
+
     async def read_window(self, window: RasterWindow, deadline: float | None = None) -> WindowImage:
-        """The window's RGB and validity (local file: no deadline applies to the read itself)."""
-        return await asyncio.to_thread(self._read_window, window)
+        """The window's RGB and validity, within `deadline` (see `_within`)."""
+        return await self._within(deadline, "a window", self._read_window, window)
 
     async def valid_mask(self, window: RasterWindow) -> np.ndarray | None:
         with self._lock:
@@ -448,8 +465,9 @@ class RasterReader:
 
     # -- display tiles -------------------------------------------------------------------------------------
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
-        """A 256-px RGBA PNG of Web-Mercator tile (z, x, y), transparent where the raster has no data."""
-        return await asyncio.to_thread(self._display_tile, z, x, y)
+        """A 256-px RGBA PNG of Web-Mercator tile (z, x, y), transparent where the raster has no data; within
+        `deadline` (see `_within`)."""
+        return await self._within(deadline, f"tile {z}/{x}/{y}", self._display_tile, z, x, y)
 
     def _display_tile(self, z: int, x: int, y: int) -> bytes:
         ts = self.source.tile_size
