@@ -184,8 +184,10 @@ def test_cli_options_for_areas():
     p = argparse.ArgumentParser(prog="samgis")
     add_batch_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["batch", "aoi.gpkg", "-o", "out", "--everything", "--zoom", "18", "--source", "Esri",
-                         "--overlap-px", "64", "--min-area-m2", "5", "--executor", "ray"])
+                         "--overlap-px", "64", "--min-area-m2", "5", "--executor", "ray", "--raster", "a.tif",
+                         "--cache-mb", "64"])
     assert (args.everything, args.overlap_px, args.min_area_m2, args.executor) == (True, 64, 5.0, "ray")
+    assert (args.rasters, args.cache_mb) == (["a.tif"], 64)
     assert p.parse_args(["batch", "a", "-o", "o", "--engine", "ray"]).executor == "ray"  # the older name
 
 

@@ -48,6 +48,9 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--overlap-px", type=int, default=128, help="--everything: overlap of neighbouring windows")
     b.add_argument("--min-area-m2", type=float, default=0.0, help="--everything: drop objects smaller than this")
     b.add_argument("--max-windows", type=int, default=16, help="windows one object may spread over")
+    b.add_argument("--cache-mb", type=int, default=128,
+                   help="embedding cache of each model process, MiB (windows neighbouring items share, "
+                        "duplicate images)")
     b.add_argument("--threads", type=int, help="torch threads per model process (equal counts give "
                                                "byte-equal results across executors)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,7 +77,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             window_tiles=settings.window_tiles, simplify_px=args.simplify_px, min_area_px=args.min_area_px,
             multimask=args.multimask, amg=AmgOptions(points_per_side=args.points_per_side),
             max_windows_per_object=args.max_windows, torch_threads=args.threads, overlap_px=args.overlap_px,
-            min_area_m2=args.min_area_m2, rasters=tuple(str(p.resolve()) for p in settings.rasters))
+            min_area_m2=args.min_area_m2, cache_bytes=max(0, args.cache_mb) << 20, rasters=tuple(str(p.resolve()) for p in settings.rasters))
         from samgis.geo.sources import SourceRegistry
 
         # bad sources (providers file, rasters) stop the job before it starts, naming the entry
