@@ -21,7 +21,7 @@ from tests.support.colour_engine import ColourRegionEngine, InterruptedColourEng
 
 REGIONS = functools.partial(ColourRegionEngine, automatic="regions")
 SCENE = S.aoi_scene()
-FIELDS = ["item_id", "window_count", "score", "stability_score", "area_m2", "geometry"]
+FIELDS = ["item_id", "window_count", "score", "stability_score", "area_m2", "concept", "geometry"]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_every_shape_comes_back_once_whole_and_clipped(run):
     assert (summary.total, summary.done, summary.failed) == (1, 1, 0), summary.errors
     frame = gpd.read_file(out / "segments.gpkg")
     assert list(frame.columns) == FIELDS and frame.crs.to_epsg() == 4326
-    assert set(frame.item_id) == {"district"}
+    assert set(frame.item_id) == {"district"} and frame.concept.isna().all()  # automatic masks: no concept
     want = S.expected(SCENE)
     found: dict[str, list] = {}
     background = 0
@@ -269,3 +269,45 @@ def test_failing_area_is_recorded_and_the_others_go_on(cfg, tmp_path):
     assert set(frame.item_id) == {"good"}
     truth = SCENE.shape("building-cut").polygon
     assert sum(g.intersection(truth).area / g.union(truth).area >= 0.95 for g in frame.geometry) == 1
+
+
+def test_reduce_takes_windows_in_any_order(run, aoi_file, cfg, tmp_path):
+    """The Ray executor's reduce gets windows as model actors finish them: fed in a shuffled order (and with
+    two windows finished by an "earlier run", read from their files) it writes the objects of the job."""
+    import random
+    from dataclasses import replace
+
+    from samgis.batch.aoi import (AoiReduce, fetch_pixels, plan_aoi, todo_windows, window_embedding, window_file,
+                                  window_output)
+    from samgis.batch.inputs import load_items
+    from samgis.batch.work import StageContext
+
+    _, reference = run
+    item = load_items(aoi_file, zoom=S.Z, source="Scene", everything=True)[0]
+    ctx = StageContext(replace(cfg, work_dir=str(tmp_path / "work")))
+    engine = REGIONS()
+    try:
+        plan = plan_aoi(item, ctx)
+        outs = []
+        for ij in plan.windows:
+            image = fetch_pixels(plan, ij, ctx)
+            outs.append(window_output(plan, ij, image, window_embedding(plan, ij, image, engine, ctx), engine, ctx))
+    finally:
+        ctx.close()
+    earlier = AoiReduce(plan, cfg)
+    for out in outs[3:5]:
+        earlier.add(out)  # persisted, then the "run" stops
+    assert todo_windows(plan) == [o.ij for o in outs if o not in outs[3:5]]
+    rest = [o for o in outs if o not in outs[3:5]]
+    random.Random(4).shuffle(rest)
+    reduce = AoiReduce(plan, cfg)
+    for out in rest:
+        reduce.add(out)
+        assert reduce.arrived.keys() <= {o.ij for o in rest}  # only windows ahead of their turn wait
+    gpkg, count, preview = reduce.close()
+    assert not reduce.arrived and all(window_file(plan, ij).is_file() for ij in plan.windows)
+    a, b = gpd.read_file(reference / "segments.gpkg"), gpd.read_file(gpkg)
+    assert count == len(a)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()
+    assert preview == (reference / "report" / "items" / "district.png").read_bytes()

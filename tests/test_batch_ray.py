@@ -1,6 +1,7 @@
 """The Ray engine on a local Ray instance started by this module: same outputs as the local engine, byte for
-byte, for map areas (2 model actors, the colour-region test engine imported in the actors from tests/) and an
-image folder (1 actor, the tiny random-weight SAM loaded from its checkpoint in the actor). Both engines run
+byte, for map areas (2 model actors, the colour-region test engine imported in the actors from tests/), an
+image folder (1 actor, the tiny random-weight SAM loaded from its checkpoint in the actor) and whole areas
+(windows through 2 model actors, the stitch in a reduce actor; resumed per window). Both engines run
 torch with one thread: torch's CPU kernels sum in an order that depends on the thread count, and byte
 equality is promised for equal counts."""
 
@@ -94,28 +95,75 @@ def test_image_folder_same_masks_from_both_engines(local_ray, cfg, factory, tmp_
         assert (outs[e] / "report" / "throughput.png").is_file()
 
 
+def _aoi_job(tmp_path, srv):
+    """The AOI of tests/support/aoi_scene.py ("district", 9 windows) and a small area on the erroring tile
+    route ("broken", one window); the job's config."""
+    from tests.support import aoi_scene as S
+
+    path = tmp_path / "aoi.geojson"
+    small = S.rect(900.25, 400.25, 1200.25, 700.25)
+    gpd.GeoDataFrame({"name": ["district", "broken"], "source": ["Scene", "SceneError"]},
+                     geometry=[S.aoi(), small], crs="EPSG:4326").to_file(path, engine="pyogrio")
+    cfg = JobConfig(providers=str(srv.write_providers(tmp_path / "providers.json")), builtin_sources=False,
+                    tile_timeout_s=5.0, tile_retries=0, min_area_m2=10.0)
+    return path, cfg
+
+
 def test_aoi_same_objects_from_both_executors(local_ray, tmp_path):
     """A whole-area job (tests/support/aoi_scene.py) on Ray with 2 model actors gives the local executor's
-    GeoPackage. On one machine: the actors' window files and the stitched file go to OUTDIR/work."""
+    GeoPackage: windows stream through the actors, one reduce actor per area stitches them. On one machine:
+    the reduce writes the window files and the stitched file to OUTDIR/work. An area whose tiles fail is
+    recorded as failed (at the window stage) and the other goes on."""
     import functools
 
     from tests.support import aoi_scene as S
     from tests.support.tileserver import SceneTileServer
 
     scene = S.aoi_scene()
-    path = tmp_path / "aoi.geojson"
-    gpd.GeoDataFrame({"name": ["district"]}, geometry=[S.aoi()], crs="EPSG:4326").to_file(path, engine="pyogrio")
     with SceneTileServer(scene) as srv:
-        cfg = JobConfig(providers=str(srv.write_providers(tmp_path / "providers.json")), builtin_sources=False,
-                        tile_timeout_s=5.0, tile_retries=0, min_area_m2=10.0)
+        path, cfg = _aoi_job(tmp_path, srv)
         frames = []
         for executor in ("local", "ray"):
             s = run_batch(path, tmp_path / executor, functools.partial(ColourRegionEngine, automatic="regions"),
-                          cfg=cfg, executor=executor, workers=2, zoom=S.Z, source="Scene", everything=True,
-                          progress=False)
-            assert (s.done, s.failed) == (1, 0), s.errors
+                          cfg=cfg, executor=executor, workers=2, zoom=S.Z, everything=True, progress=False)
+            assert (s.done, s.failed) == (1, 1), s.errors
+            assert "500" in s.errors["broken"]
             frames.append(gpd.read_file(tmp_path / executor / "segments.gpkg"))
     a, b = frames
     assert len(a) >= len(S.expected(scene))
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()
+    rec = _records(tmp_path / "ray")
+    assert rec["broken"]["stage"] == "infer"
+    assert (rec["district"]["timings"]["windows"], rec["district"]["timings"]["windows_run"]) == (9, 9)
+    assert (tmp_path / "local" / "report" / "items" / "district.png").read_bytes() == \
+        (tmp_path / "ray" / "report" / "items" / "district.png").read_bytes()
+
+
+def test_aoi_killed_locally_resumes_on_ray(local_ray, tmp_path):
+    """Resume works per window across executors: a local run killed after 4 of 9 windows, restarted on Ray,
+    computes only the 5 others and writes the objects of an uninterrupted run."""
+    import functools
+
+    from tests.support import aoi_scene as S
+    from tests.support.colour_engine import InterruptedColourEngine
+    from tests.support.tileserver import SceneTileServer
+
+    with SceneTileServer(S.aoi_scene()) as srv:
+        path, cfg = _aoi_job(tmp_path, srv)
+        args = dict(cfg=cfg, zoom=S.Z, everything=True, progress=False, model_key="colour-regions")
+        reference = run_batch(path, tmp_path / "whole", functools.partial(ColourRegionEngine, automatic="regions"),
+                              workers=1, **args)
+        assert reference.done == 1
+        out = tmp_path / "killed"
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(path, out, functools.partial(InterruptedColourEngine, 5), **args)
+        assert len(list((out / "work").rglob("w_*.npz"))) == 4
+        s = run_batch(path, out, functools.partial(ColourRegionEngine, automatic="regions"), executor="ray",
+                      workers=2, **args)
+        assert (s.done, s.failed) == (1, 1)
+    rec = _records(out)["district"]
+    assert (rec["timings"]["windows"], rec["timings"]["windows_run"]) == (9, 5)
+    a, b = gpd.read_file(tmp_path / "whole" / "segments.gpkg"), gpd.read_file(out / "segments.gpkg")
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
     assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()

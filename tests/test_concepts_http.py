@@ -60,7 +60,10 @@ def engine():
 
 @pytest.fixture(scope="module")
 def live(scene_tiles, engine, tmp_path_factory):
-    app = create_app(scene_tiles.settings(tmp_path_factory.mktemp("concepts")), engine=engine)
+    # small automatic-mask grid caps (below the default grid of 16): they must not refuse text, which decodes no
+    # grid, nor click instances on the plain-image routes
+    settings = scene_tiles.settings(tmp_path_factory.mktemp("concepts"), max_grid_points=16, max_points_per_side=8)
+    app = create_app(settings, engine=engine)
     vertex_routes(app, {"AIP_PREDICT_ROUTE": VERTEX_ROUTE})
     with LiveServer(app) as server:
         yield server
@@ -346,6 +349,7 @@ def test_predict_routes_with_text(client, route, fmt):
         assert np.array_equal(mask, truth[name]) and score == pytest.approx(score_of(name), abs=1e-5)
     assert bg["mode"] == "concept" and bg["concept"] == "exemplar"  # the background's own family (beige)
     assert click["mode"] == "prompts"  # other instances keep their meaning
+    assert bg["cache"] == click["cache"] == "hit"  # one embedding of the image serves concepts and clicks
 
 
 @pytest.mark.parametrize("instance,field", [
@@ -388,3 +392,124 @@ def test_azure_text_column(client):
     assert r.status_code == 422 and r.json()["field"] == "input_data.data[0].text", r.text
     r = client.post("/score", json=azure_body([[png_b64(img), "red"]], {"score_threshold": 2}))
     assert r.status_code == 422 and r.json()["field"] == "params.score_threshold", r.text
+    for bad in (42, ["red"], "x" * (MAX_TEXT_CHARS + 1), "   ", "a\x00b"):
+        r = client.post("/score", json=azure_body([[png_b64(), bad]]))
+        assert r.status_code == 422 and r.json()["field"] == "input_data.data[0].text", (bad, r.text)
+
+
+# --- raster sources: a concept on the raster's own grid, masks clipped to valid pixels -------------------------
+
+from tests.test_raster_sources import rasters  # noqa: E402,F401  (the module's GeoTIFFs, as a fixture here too)
+
+
+@pytest.fixture(scope="module")
+def raster_client(rasters):  # noqa: F811
+    from samgis.settings import Settings
+
+    settings = Settings(providers=rasters["providers"], builtin_sources=False, cache_dir=rasters["tmp"] / "cc")
+    with LiveServer(create_app(settings, engine=ColourRegionEngine(capabilities=CONCEPTS))) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def test_concept_on_a_utm_raster(raster_client, rasters):  # noqa: F811
+    utm = rasters["Ortho"]
+    field = utm.shape("field").lnglat()
+    req = {"bbox": bbox_of(*field.buffer(3e-4).bounds), "zoom": 18, "source": "Ortho",
+           "prompts": [text("red")], "simplify_px": 0}
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    (f,) = fc["features"]
+    assert fc["samgis"]["window"]["crs"] == utm.crs and f["properties"]["concept"] == "red"
+    assert iou(shape(f["geometry"]), field) >= 0.97
+    w, s_, e, n = field.bounds
+    req["bbox"] = bbox_of(*utm.px_to_lnglat(-50, 700), e, n)  # its west edge off the raster
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 422 and r.json()["field"] == "bbox" and "outside raster" in r.json()["detail"], r.text
+
+
+def test_concept_masks_leave_out_nodata(raster_client, rasters):  # noqa: F811
+    scene = rasters["Scene"]
+    dark = scene.shape("dark")  # black after the stretch, like nodata, and it runs into the left margin
+    valid = scene.data_area_lnglat(1400, 100, 2460, 924)
+    w, s, e, n = dark.lnglat().bounds
+    req = {"bbox": bbox_of(w + 1e-5, s - 1e-4, e + 1e-4, n + 1e-4), "zoom": 18, "source": "Scene",
+           "prompts": [text("black")], "simplify_px": 0}
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 200, r.text
+    geoms = [shape(f["geometry"]) for f in r.json()["features"]]
+    assert max(iou(g, dark.lnglat().intersection(valid)) for g in geoms) >= 0.97
+    assert all(g.difference(valid).area < 1e-3 * g.area for g in geoms)
+    req["bbox"] = bbox_of(*scene.px_to_lnglat(100, 600), *scene.px_to_lnglat(400, 400))  # nodata only
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 422 and r.json()["field"] == "bbox", r.text
+
+
+def test_predict_concept_on_a_geotiff_gives_lnglat_and_crs_polygons(client, tmp_path):
+    """A georeferenced image: each instance also as EPSG:4326 and raster-CRS polygons, as the prompts mode."""
+    import shapely
+
+    from tests.support.raster import write_raster
+
+    o, res = (500000.0, 5000000.0), 2.0  # EPSG:32632, 2 m px
+
+    def px_box(c0, r0, c1, r1):
+        return shapely.box(o[0] + c0 * res, o[1] - r1 * res, o[0] + c1 * res, o[1] - r0 * res)
+
+    tif = write_raster(tmp_path / "two.tif", crs="EPSG:32632", origin=o, res=res, width=120, height=80,
+                       background=(60, 60, 60), shapes=[("a", px_box(10, 10, 50, 40), (200, 30, 30)),
+                                                        ("b", px_box(70, 30, 110, 70), (225, 45, 35))])
+    body = {"instances": [{"image": base64.b64encode(tif.path.read_bytes()).decode(), "text": "red",
+                           "mask_format": "polygon"}]}
+    r = client.post("/v1/predict", json=body)
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    assert pred["mode"] == "concept" and pred["crs"] == "EPSG:32632" and len(pred["masks"]) == 2
+    for name, lnglat, native in zip(("b", "a"), pred["masks_lnglat"], pred["masks_crs"]):  # best score first
+        assert iou(shape(native), tif.shape(name).polygon) >= 0.97
+        assert iou(shape(lnglat), tif.shape(name).lnglat()) >= 0.97
+
+
+# --- odd numbers in every numeric field of concept bodies (as tests/test_hostile_property.py) ------------------
+
+def concept_bodies() -> dict[str, dict]:
+    return {
+        "/v1/segment": find_request(text("red"), exemplar("green-park"), exemplar("red-shed", label=0),
+                                    score_threshold=0.5, min_area_px=0.5, simplify_px=1.0),
+        "/v1/segment/everything": everything(text="red", score_threshold=0.5, min_area_m2=1.5),
+        "/v1/predict": {"instances": [{"image": png_b64(), "text": "red", "score_threshold": 0.5},
+                                      {"image": png_b64(), "exemplar_boxes": [[8, 8, 23, 23]],
+                                       "exemplar_labels": [1]}],
+                        "parameters": {"score_threshold": 0.4}},
+    }
+
+
+@pytest.mark.parametrize("route", sorted(concept_bodies()))
+def test_concept_base_bodies_are_valid(client, route):
+    r = client.post(route, json=concept_bodies()[route])
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", sorted(concept_bodies()))
+def test_no_5xx_for_odd_numbers_in_concept_bodies(client, route):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.test_hostile_property import TOKENS, is_non_finite, numeric_paths, with_token
+
+    body = concept_bodies()[route]
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(path=st.sampled_from(numeric_paths(body)), token=TOKENS)
+    def check(path, token):
+        r = client.post(route, content=with_token(body, path, token).encode(),
+                        headers={"content-type": "application/json"})
+        assert r.status_code < 500, (path, token[:40], r.text[:500])
+        answer = r.json()
+        if is_non_finite(token):
+            assert r.status_code == 422, (path, token, answer)
+
+    check()

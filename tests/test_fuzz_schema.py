@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
+from samgis.engine.protocol import Capabilities
 from samgis.settings import Settings
 from tests.live_server import LiveServer
 from tests.support.colour_engine import ColourRegionEngine
@@ -34,7 +35,9 @@ def fuzz_server(tiles, tmp_path_factory):
     settings = Settings(providers=tmp / "providers.json", cache_dir=tmp / "cache", builtin_sources=False,
                         tile_timeout_s=0.3, tile_retries=0, deadline_s=5.0, everything_deadline_s=5.0,
                         max_grid_points=16, max_points_per_side=8, max_body_bytes=1_000_000)
-    with LiveServer(create_app(settings, engine=ColourRegionEngine())) as server:
+    # concept capabilities too, so text/exemplar prompts reach Engine.find and their answers are checked
+    engine = ColourRegionEngine(capabilities=Capabilities(text=True, exemplars=True))
+    with LiveServer(create_app(settings, engine=engine)) as server:
         yield server
 
 

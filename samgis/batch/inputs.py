@@ -15,13 +15,17 @@ Polygons (and multipolygons) are box prompts: their bounding box. Every object g
 whose `mask_index` is the object's position in the area (first appearance in the file).
 
 Image input: a folder of PNG / JPEG files and a prompts JSON `{"file name": {"<label>": [[x, y], …]}}`
-(label "1" include, "0" exclude; x, y image px, SAM convention: integer values are pixel centres). An image
-without an entry gets automatic masks. The prompts file is `--prompts FILE`, else `INPUT/prompts.json`.
+(label "1" include, "0" exclude; x, y image px, SAM convention: integer values are pixel centres), or
+`{"file name": {"text": "phrase"}}` (every instance of the phrase, `samgis.batch.concepts`); an entry holds
+points or a phrase, not both. An image without an entry gets the job's `--text` phrase when there is one, else
+automatic masks. The prompts file is `--prompts FILE`, else `INPUT/prompts.json`.
 
 AOI input (`everything=True`, `samgis batch AOI.gpkg --everything`): one item per Polygon / MultiPolygon
 feature, any CRS (moved to EPSG:4326); every object in it is segmented (automatic masks over a lattice of
 overlapping windows, stitched). The item id is the feature's `area`, `id` or `name` property (the first
-present), else "aoi-<k>" (k its position in the file); `zoom` / `source` per feature, else the job's.
+present), else "aoi-<k>" (k its position in the file); `zoom` / `source` per feature, else the job's. A
+phrase (`--text`, or per feature from the `text` property / `--text-column`) finds every instance of it
+instead of every object; `--text` on a vector file implies `--everything`.
 
 Problems that concern one item (an area without zoom, prompts for a missing image) do not stop the job:
 the item carries a `problem` and is recorded as failed.
@@ -82,10 +86,12 @@ class ImageItem:
     labels: tuple[int, ...] = ()
     problem: str | None = None
     kind: str = field(default="image", init=False)
+    text: str | None = None
+    """A phrase: every instance of it instead of automatic masks (no points then)."""
 
     @property
     def automatic(self) -> bool:
-        return not self.points
+        return not self.points and not self.text
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ class AoiItem:
     wkb_hex: str
     problem: str | None = None
     kind: str = field(default="aoi", init=False)
+    text: str | None = None
+    """A phrase: every instance of it instead of every object."""
 
     @property
     def polygon(self):
@@ -117,18 +125,37 @@ def item_digest(item: Item, options: dict) -> str:
 
 
 def load_items(path: str | Path, *, zoom: int | None = None, source: str | None = None,
-               prompts_file: str | Path | None = None, everything: bool = False) -> list[Item]:
-    """Items of a job: a folder → `image_items`, a vector file → `map_items` (`aoi_items` with `everything`)."""
+               prompts_file: str | Path | None = None, everything: bool = False, text: str | None = None,
+               text_column: str | None = None) -> list[Item]:
+    """Items of a job: a folder → `image_items`, a vector file → `map_items` (`aoi_items` with `everything`,
+    `text` or `text_column`). `text`: the job's phrase (items without their own); raises ValueError when it is
+    not a valid phrase."""
     path = Path(path)
+    text = job_text(text)
     if path.is_dir():
-        if everything:
-            raise ValueError(f"--everything needs a vector file of areas, and {str(path)!r} is a folder")
-        return image_items(path, prompts_file)
+        if everything or text_column:
+            raise ValueError(f"--{'everything' if everything else 'text-column'} needs a vector file of areas, and "
+                             f"{str(path)!r} is a folder")
+        return image_items(path, prompts_file, text=text)
     if path.is_file():
-        if everything:
-            return aoi_items(path, zoom=zoom, source=source)
+        if everything or text or text_column:
+            return aoi_items(path, zoom=zoom, source=source, text=text, text_column=text_column)
         return map_items(path, zoom=zoom, source=source)
     raise ValueError(f"input {str(path)!r} is neither a folder of images nor a vector file")
+
+
+def job_text(text: str | None, field: str = "--text") -> str | None:
+    """A job's phrase checked as the services check one (`samgis.services.concepts.check_text`), stripped;
+    None stays None; ValueError naming `field` otherwise."""
+    if text is None:
+        return None
+    from samgis.errors import InvalidRequest
+    from samgis.services.concepts import check_text
+
+    try:
+        return check_text(text, field)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
 
 
 # --- map areas ---------------------------------------------------------------------------------------------
@@ -247,11 +274,13 @@ def _area_item(area: str, rows: list, columns, zoom: int | None, source: str | N
 
 # --- areas of interest -------------------------------------------------------------------------------------
 
-def aoi_items(path: str | Path, *, zoom: int | None = None, source: str | None = None) -> list[AoiItem]:
+def aoi_items(path: str | Path, *, zoom: int | None = None, source: str | None = None, text: str | None = None,
+              text_column: str | None = None) -> list[AoiItem]:
     """One `AoiItem` per feature of a vector file of areas (module docstring has the rules).
 
-    Raises ValueError for a file that cannot be read; a feature that is not a valid polygon, or lacks a
-    zoom or source, gives an item with a `problem`.
+    `text`: the phrase of features without their own, from the `text_column` property (default "text").
+    Raises ValueError for a file that cannot be read, or a `text_column` it does not have; a feature that is
+    not a valid polygon, lacks a zoom or source, or has a phrase that is not one, gives an item with a `problem`.
     """
     import geopandas as gpd
     import shapely
@@ -263,6 +292,10 @@ def aoi_items(path: str | Path, *, zoom: int | None = None, source: str | None =
     if frame.crs is not None and frame.crs.to_epsg() != 4326:
         frame = frame.to_crs(4326)
     id_column = next((c for c in ("area", "id", "name") if c in frame.columns), None)
+    if text_column is not None and text_column not in frame.columns:
+        raise ValueError(f"{str(path)!r} has no column {text_column!r} (--text-column); its columns: "
+                         f"{', '.join(c for c in frame.columns if c != 'geometry')}")
+    text_column = text_column or "text"
     items = []
     for k, row in enumerate(frame.itertuples(index=False)):
         value = _value(getattr(row, id_column)) if id_column else None
@@ -281,6 +314,15 @@ def aoi_items(path: str | Path, *, zoom: int | None = None, source: str | None =
             problems.append("no zoom: give a 'zoom' property or --zoom")
         if src is None:
             problems.append("no tile source: give a 'source' property or --source")
+        phrase = _value(getattr(row, text_column)) if text_column in frame.columns else None
+        if phrase is None:
+            phrase = text
+        else:
+            try:
+                phrase = job_text(phrase, text_column)
+            except ValueError as exc:
+                problems.append(str(exc))
+                phrase = None
         geom = row.geometry
         wkb = ""
         if geom is None or geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
@@ -290,14 +332,16 @@ def aoi_items(path: str | Path, *, zoom: int | None = None, source: str | None =
             problems.append(f"feature {k}: invalid polygon ({shapely.is_valid_reason(geom)})")
         else:
             wkb = shapely.to_wkb(geom, hex=True)
-        items.append(AoiItem(item_id=item_id, source=src, zoom=z, wkb_hex=wkb, problem="; ".join(problems) or None))
+        items.append(AoiItem(item_id=item_id, source=src, zoom=z, wkb_hex=wkb, problem="; ".join(problems) or None,
+                             text=phrase))
     return items
 
 
 # --- image folders -----------------------------------------------------------------------------------------
 
-def image_items(folder: str | Path, prompts_file: str | Path | None = None) -> list[ImageItem]:
-    """One `ImageItem` per PNG / JPEG in `folder` (sorted by name), with prompts from the prompts JSON.
+def image_items(folder: str | Path, prompts_file: str | Path | None = None, text: str | None = None) -> list[ImageItem]:
+    """One `ImageItem` per PNG / JPEG in `folder` (sorted by name), with prompts from the prompts JSON; `text`
+    (a checked phrase) for images without an entry.
 
     Raises ValueError when the prompts file is not a JSON object; a malformed entry, or an entry naming a
     file that is not in the folder, gives a failed item.
@@ -314,7 +358,7 @@ def image_items(folder: str | Path, prompts_file: str | Path | None = None) -> l
         if not isinstance(prompts, dict):
             raise ValueError(f"prompts file {str(prompts_file)!r}: expected {{\"file name\": {{\"1\": [[x, y]]}}}}")
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    items = [_image_item(folder, name, prompts.get(name)) for name in files]
+    items = [_image_item(folder, name, prompts.get(name), text) for name in files]
     for name in prompts:
         if name not in files:
             items.append(ImageItem(item_id=name, path=str(folder / name),
@@ -322,12 +366,21 @@ def image_items(folder: str | Path, prompts_file: str | Path | None = None) -> l
     return items
 
 
-def _image_item(folder: Path, name: str, entry) -> ImageItem:
+def _image_item(folder: Path, name: str, entry, text: str | None = None) -> ImageItem:
     path = str(folder / name)
     if entry is None:
-        return ImageItem(item_id=name, path=path)
+        return ImageItem(item_id=name, path=path, text=text)
     if not isinstance(entry, dict):
-        return ImageItem(item_id=name, path=path, problem='prompts: expected {"1": [[x, y], …], "0": [[x, y], …]}')
+        return ImageItem(item_id=name, path=path, problem='prompts: expected {"1": [[x, y], …], "0": [[x, y], …]} '
+                                                          'or {"text": "phrase"}')
+    if "text" in entry:
+        if set(entry) != {"text"}:
+            return ImageItem(item_id=name, path=path, problem='prompts: an entry holds click points or a "text" '
+                                                              'phrase, not both (they ask different questions)')
+        try:
+            return ImageItem(item_id=name, path=path, text=job_text(entry["text"], "prompts.text"))
+        except ValueError as exc:
+            return ImageItem(item_id=name, path=path, problem=str(exc))
     points, labels = [], []
     for label, xys in entry.items():
         if str(label) not in ("0", "1"):

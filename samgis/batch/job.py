@@ -43,20 +43,26 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
               cfg: JobConfig = JobConfig(), executor: str = "local", workers: int = 1,
               ray_address: str | None = None, zoom: int | None = None, source: str | None = None,
               prompts_file: str | Path | None = None, model_key: str | None = None,
-              progress: bool = True, everything: bool = False, engine: str | None = None) -> BatchSummary:
+              progress: bool = True, everything: bool = False, engine: str | None = None,
+              text: str | None = None, text_column: str | None = None) -> BatchSummary:
     """Run (or resume) the batch job of `input_path` into `outdir`.
 
     `engine_factory`: picklable zero-argument callable returning an `Engine` (called once per model process).
     `model_key` identifies the model in the resume digest (default: the factory's `model_key` or repr).
     `executor`: "local" or "ray" (`engine` is its older name and wins when given).
     `everything`: the input is a vector file of areas of interest, segmented whole (`samgis.batch.aoi`).
+    `text`: a phrase (every instance of it, `samgis.batch.concepts`) for items without their own; for a vector
+    file it implies `everything`, like `text_column` (the AOI property holding each area's phrase, default
+    "text"). A model without the "text" capability fails the job when its engine is built (MissingCapability;
+    with Ray the driver builds it once to check, before any cluster work).
     """
     executor = engine if engine is not None else executor
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file, everything=everything)
+    items = load_items(input_path, zoom=zoom, source=source, prompts_file=prompts_file, everything=everything,
+                       text=text, text_column=text_column)
     ids = [it.item_id for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("item ids repeat: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1})))
@@ -72,10 +78,17 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
         cfg = replace(cfg, work_dir=str((outdir / "work" / key).resolve()))
     manifest = Manifest(outdir)
     todo = [it for it in items if not manifest.finished(it.item_id, digests[it.item_id])]
+    if any(getattr(it, "text", None) and not it.problem for it in todo):  # refused once, at engine build
+        from samgis.batch.concepts import ConceptCheckedFactory
+
+        engine_factory = ConceptCheckedFactory(engine_factory)
+        if executor == "ray":  # a Ray actor's failed start reaches the driver as ActorDiedError: check here
+            engine_factory()
     run_id = uuid.uuid4().hex[:12]
     t_start = time.time()
     manifest.write_job({"input": str(input_path), "executor": executor, "workers": workers, "model": model_key,
                         "zoom": zoom, "source": source, "prompts": None if prompts_file is None else str(prompts_file),
+                        "text": text, "text_column": text_column,
                         "options": options, "items": len(items), "last_run": run_id, "started": t_start})
 
     from tqdm import tqdm

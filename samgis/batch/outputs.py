@@ -4,15 +4,18 @@ Per item, as it finishes (written atomically before its manifest record):
 
 - map area: `areas/<slug>.geojson`, its features (EPSG:4326);
 - image: `masks/<slug>/mask_<i>.png` (8-bit, 255 = mask) and `masks/<slug>/masks.json` (COCO RLE of every
-  mask with score, area and bbox);
+  mask with score, area and bbox; `concept`, the phrase, for images found by one);
 - area of interest (`--everything`): `areas/<slug>.gpkg`, its stitched objects (layer `segments`);
 - map areas and images: `report/items/<slug>.png`, the picture the report shows.
 
 At the end of every run, from every finished item (this run's and earlier runs'):
 
 - `segments.gpkg`: layer `segments` with item_id, mask_index, score, area_m2 and the geometry (map input),
-  or item_id, window_count, score, stability_score, area_m2 (AOI input; copied in pages, memory bounded);
-- `coco_rle.json`: COCO-style images + annotations with RLE segmentations (image input).
+  or item_id, window_count, score, stability_score, area_m2, concept (AOI input, concept null for automatic
+  masks; copied in pages, memory bounded);
+- `coco_rle.json`: COCO-style images + annotations with RLE segmentations (image input); category 1
+  "segment" for automatic masks and prompts, one category per phrase (named by it) for instances of one,
+  whose annotations also carry `concept`.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ def write_item(result: ItemResult, outdir: Path) -> dict:
         for m in result.masks:
             rel = f"masks/{name}/mask_{m['index']:03d}.png"
             put(rel, m["png"])
-            listing.append({k: m[k] for k in ("index", "score", "area", "bbox", "rle")} | {"png": Path(rel).name})
+            listing.append({k: m[k] for k in ("index", "score", "area", "bbox", "rle", "concept") if k in m}
+                           | {"png": Path(rel).name})
         doc = {"file_name": result.item_id, "height": result.image_size[0], "width": result.image_size[1],
                "masks": listing}
         put(f"masks/{name}/masks.json", json.dumps(doc, indent=1).encode())
@@ -115,6 +119,7 @@ def write_coco(outdir: Path, image_ids: list[str], records: dict) -> Path | None
     if not image_ids:
         return None
     images, annotations = [], []
+    categories = {None: 1}  # automatic masks and prompts ("segment"); then one per phrase, in order of appearance
     for item_id in image_ids:
         rec = records.get(item_id)
         if rec is None or rec.get("status") != "done":
@@ -123,10 +128,13 @@ def write_coco(outdir: Path, image_ids: list[str], records: dict) -> Path | None
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": item_id, "height": doc["height"], "width": doc["width"]})
         for m in doc["masks"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+            concept = m.get("concept")
+            category = categories.setdefault(concept or None, len(categories) + 1)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
                                 "segmentation": m["rle"], "score": m["score"], "area": m["area"],
-                                "bbox": m["bbox"], "iscrowd": 0})
-    doc = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "segment"}]}
+                                "bbox": m["bbox"], "iscrowd": 0} | ({"concept": concept} if concept else {}))
+    doc = {"images": images, "annotations": annotations,
+           "categories": [{"id": i, "name": "segment" if name is None else name} for name, i in categories.items()]}
     path = outdir / COCO
     write_atomic(path, json.dumps(doc).encode())
     return path

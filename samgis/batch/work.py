@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem, ImageItem, Item, MapItem
 from samgis.engine.protocol import AmgOptions, Engine, Prompts
 from samgis.errors import InvalidRequest
@@ -66,7 +67,8 @@ class JobConfig:
     in an order that depends on the thread count, so byte-equal masks from two executors need the same count.
     AOI items (`samgis.batch.aoi`): windows overlap by `overlap_px`, pieces are one object when they agree
     with IoU ≥ `match_iou` in an overlap, objects under `min_area_m2` are dropped; `work_dir` holds their
-    window files (set by `run_batch`, not an output option).
+    window files (set by `run_batch`, not an output option). `score_threshold`: instances of an item's phrase
+    scoring below it are dropped (`samgis.batch.concepts`).
     """
 
     providers: str | None = None
@@ -86,6 +88,7 @@ class JobConfig:
     match_iou: float = 0.5
     min_area_m2: float = 0.0
     work_dir: str | None = None
+    score_threshold: float = 0.5
     rasters: tuple[str, ...] = ()
     cache_bytes: int = 128 << 20  # ≈ 32 SAM embeddings: windows that neighbouring items share
 
@@ -94,7 +97,8 @@ class JobConfig:
         return {"window_tiles": self.window_tiles, "simplify_px": self.simplify_px,
                 "min_area_px": self.min_area_px, "multimask": self.multimask,
                 "amg": self.amg.__dict__, "max_windows_per_object": self.max_windows_per_object,
-                "overlap_px": self.overlap_px, "match_iou": self.match_iou, "min_area_m2": self.min_area_m2}
+                "overlap_px": self.overlap_px, "match_iou": self.match_iou, "min_area_m2": self.min_area_m2,
+                "score_threshold": self.score_threshold}
 
 
 @dataclass
@@ -103,8 +107,9 @@ class ItemResult:
 
     Map items: `features`, GeoJSON Features (EPSG:4326) with properties item_id, mask_index, score, area_m2.
     Image items: `masks`, one dict per mask: index, score, area (px), bbox [x, y, w, h] (px), rle (COCO),
-    png (bytes of an 8-bit PNG, 255 = mask); `image_size` (H, W). `preview`: PNG bytes of the report
-    picture. `timings`: seconds per stage. A failed item has `ok=False`, `error` and the failing `stage`.
+    png (bytes of an 8-bit PNG, 255 = mask), concept (the phrase, items with one); `image_size` (H, W).
+    `preview`: PNG bytes of the report picture. `timings`: seconds per stage. A failed item has `ok=False`,
+    `error` and the failing `stage`.
     """
 
     item_id: str
@@ -521,7 +526,7 @@ def infer_item(loaded, engine: Engine, ctx: StageContext):
             r = decode_prompts(engine, emb, loaded.prompts, ctx.cfg.multimask)
             masks, scores = r.masks[0], r.scores[0]
         else:
-            records = engine.generate(emb, ctx.cfg.amg, loaded.image)
+            records = window_masks(engine, emb, ctx.cfg, loaded.image, loaded.item.text)
             h, w = loaded.image.shape[:2]
             masks = np.array([r["segmentation"] for r in records], bool).reshape(-1, h, w)
             scores = np.array([r["predicted_iou"] for r in records], np.float32)
@@ -660,7 +665,7 @@ def finish_item(inferred, cfg: JobConfig) -> ItemResult:
             bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] \
                 if len(xs) else [0, 0, 0, 0]
             masks.append({"index": i, "score": round(float(s), 4), "area": int(m.sum()), "bbox": bbox,
-                          "rle": rle_encode(m), "png": png_bytes(m)})
+                          "rle": rle_encode(m), "png": png_bytes(m)} | ({"concept": item.text} if item.text else {}))
         h, w = inferred.image.shape[:2]
         order = sorted(range(len(masks)), key=lambda i: (-masks[i]["score"], i))[:MAX_PANELS]
         image, panels = _image_panels(inferred.image, [inferred.masks[i] for i in order], cfg.panel_px)

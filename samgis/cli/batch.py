@@ -45,6 +45,14 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--everything", action="store_true",
                    help="INPUT is a vector file of areas of interest (one item per polygon, any CRS): segment "
                         "every object in each, stitched across overlapping windows")
+    b.add_argument("--text", metavar="PHRASE",
+                   help="find every instance of a noun phrase (\"greenhouse\") instead of automatic masks: in every "
+                        "area of a vector file (implies --everything; an area's own 'text' property wins) or in "
+                        "every image without its own prompts entry; needs a model with the text capability")
+    b.add_argument("--text-column", metavar="NAME",
+                   help="vector file: the property holding each area's phrase (default 'text'; implies --everything)")
+    b.add_argument("--score-threshold", type=float, default=0.5,
+                   help="phrases: drop instances scoring below this (0-1, default 0.5)")
     b.add_argument("--overlap-px", type=int, default=128, help="--everything: overlap of neighbouring windows")
     b.add_argument("--min-area-m2", type=float, default=0.0, help="--everything: drop objects smaller than this")
     b.add_argument("--max-windows", type=int, default=16, help="windows one object may spread over")
@@ -65,6 +73,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from samgis.errors import SamgisError
     from samgis.engine.factory import engine_recipe
     from samgis.engine.protocol import AmgOptions
+    from samgis.services.concepts import check_score_threshold
 
     try:
         settings = settings_from_args(args)
@@ -77,7 +86,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
             window_tiles=settings.window_tiles, simplify_px=args.simplify_px, min_area_px=args.min_area_px,
             multimask=args.multimask, amg=AmgOptions(points_per_side=args.points_per_side),
             max_windows_per_object=args.max_windows, torch_threads=args.threads, overlap_px=args.overlap_px,
-            min_area_m2=args.min_area_m2, cache_bytes=max(0, args.cache_mb) << 20, rasters=tuple(str(p.resolve()) for p in settings.rasters))
+            min_area_m2=args.min_area_m2, score_threshold=check_score_threshold(args.score_threshold,
+                                                                               "--score-threshold"),
+            cache_bytes=max(0, args.cache_mb) << 20, rasters=tuple(str(p.resolve()) for p in settings.rasters))
         from samgis.geo.sources import SourceRegistry
 
         # bad sources (providers file, rasters) stop the job before it starts, naming the entry
@@ -85,7 +96,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
         workers = args.workers or (1 if args.executor == "ray" else 2)
         summary = run_batch(args.input, args.outdir, factory, cfg=cfg, executor=args.executor, workers=workers,
                             ray_address=args.ray_address, zoom=args.zoom, source=args.source,
-                            prompts_file=args.prompts, progress=not args.no_progress, everything=args.everything)
+                            prompts_file=args.prompts, progress=not args.no_progress, everything=args.everything,
+                            text=args.text, text_column=args.text_column)
     except (SamgisError, ValueError, KeyError) as exc:
         print(f"samgis batch: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
         return 2

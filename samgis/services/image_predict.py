@@ -286,23 +286,26 @@ OPTION_DEFAULTS = {"multimask": False, "mask_format": "rle", "return_logits": Fa
                    "score_threshold": DEFAULT_SCORE_THRESHOLD, **{f.name: f.default for f in fields(AmgOptions)}}
 
 
-def checked_options(given: dict, field_name: str, limits: PredictLimits) -> dict:
+def checked_options(given: dict, field_name: str, limits: PredictLimits, automatic: bool = True) -> dict:
     """Every option of an instance: `OPTION_DEFAULTS` overridden by `given` (typed values the edge validated),
-    checked against this server's `limits` (points_per_side, crop_n_layers)."""
+    checked against this server's grid limits (`max_points_per_side`, `max_crop_layers`) when the instance runs
+    the automatic-mask grid (`automatic`); an instance with prompts does not use the grid options and is not
+    refused by them."""
     out = {**OPTION_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
     fn = field_name
-    if not 1 <= out["points_per_side"] <= limits.max_points_per_side:
+    if not 1 <= out["points_per_side"] <= (limits.max_points_per_side if automatic else math.inf):
         raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
                                                       f"got {out['points_per_side']}")
-    if not 0 <= out["crop_n_layers"] <= limits.max_crop_layers:
+    if not 0 <= out["crop_n_layers"] <= (limits.max_crop_layers if automatic else math.inf):
         raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
                                                     f"got {out['crop_n_layers']}")
     return out
 
 
-def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits) -> dict:
+def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits, automatic: bool = True) -> dict:
     """Options of an instance dict (callers without an edge model: the CLI, tests): `base` (e.g. the request's
-    `parameters`) overridden by `obj`'s keys, each type- and range-checked, then `checked_options`."""
+    `parameters`) overridden by `obj`'s keys, each type- and range-checked, then `checked_options` (`automatic`:
+    see there)."""
     defaults = OPTION_DEFAULTS
     out = dict(defaults)
     for source, prefix in ((base, "parameters"), (obj, field_name)):
@@ -313,7 +316,7 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits)
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
-    out = checked_options(out, field_name, limits)
+    out = checked_options(out, field_name, limits, automatic)
     if out["crop_n_points_downscale_factor"] < 1:
         raise InvalidRequest(f"{fn}.crop_n_points_downscale_factor", "must be ≥ 1")
     for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "score_threshold"):
@@ -358,7 +361,9 @@ def build_instance(q: InstanceQuery, field_name: str, limits: PredictLimits, ima
                    valid: np.ndarray | None = None, geo: GeoRef | None = None) -> Instance:
     """The `Instance` of a typed query whose image is decoded (`image` (H, W, 3) uint8 RGB, `valid` (H, W) bool
     or None, `geo`): prompts checked against the image, options and work against `limits`."""
-    opts = checked_options(q.options, field_name, limits)
+    given = [k for k in (*InstanceQuery.CLICK_KEYS, "text", "exemplar_boxes", "exemplar_labels")
+             if getattr(q, k) is not None and (isinstance(getattr(q, k), str | dict) or len(getattr(q, k)))]
+    opts = checked_options(q.options, field_name, limits, automatic=not given)  # no prompt: the automatic grid
     clicks = [k for k in InstanceQuery.CLICK_KEYS if getattr(q, k) is not None]
     concept = checked_concept(q.text, q.exemplar_boxes, q.exemplar_labels, clicks, image.shape[:2], field_name,
                               limits.max_prompts)
@@ -404,7 +409,8 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
     unknown = sorted(set(parameters or {}) - set(OPTION_KEYS))
     if unknown:
         raise InvalidRequest(f"parameters.{unknown[0]}", f"unknown parameter; known: {', '.join(OPTION_KEYS)}")
-    opts = parse_options(obj, parameters or {}, field_name, limits)
+    automatic = not any(obj.get(k) for k in PROMPT_KEYS)  # no prompt of any kind: the automatic-mask grid
+    opts = parse_options(obj, parameters or {}, field_name, limits, automatic)
     if image is None:
         if "image" not in obj:
             raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")

@@ -493,7 +493,13 @@ class SegmentService:
         ex_corners = np.array([((e.west, e.north), (e.east, e.south)) for e in q.exemplars],
                               np.float64).reshape(-1, 2)
         window = self._concept_window(source, bbox_corners, q.zoom, "bbox")
-        valid = await self._valid(source, window, np.zeros((0, 2)), [])
+        try:
+            valid = await self._valid(source, window, np.zeros((0, 2)), [])
+        except InvalidRequest as e:  # a window of nodata only: the area searched is what is wrong
+            if e.field != "prompts":
+                raise
+            raise InvalidRequest("bbox", e.message.split(": ", 1)[-1].replace("around the prompts",
+                                                                             "holding the bbox")) from None
         t0 = timer.add("validate", t_start)
 
         embedding, hit = await self.embedding_for(source, window, timer, deadline)
@@ -569,6 +575,12 @@ class SegmentService:
             raise InvalidRequest("score_threshold", "applies with text only (automatic masks use pred_iou_thresh)")
         else:
             require(self.engine.describe(), ["automatic"], "model")
+        for name in ("simplify_px", "min_area_px", "min_area_m2"):
+            value = getattr(q, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        if q.text is not None:  # no grid is decoded (and no grid option was given)
+            return source
         if not 1 <= q.points_per_side <= self.max_points_per_side:
             raise InvalidRequest("points_per_side", f"must be in [1, {self.max_points_per_side}] (this server's "
                                                     f"max_points_per_side), got {q.points_per_side}")
@@ -576,10 +588,6 @@ class SegmentService:
             value = getattr(q, name)
             if not 0.0 <= value <= 1.0:
                 raise InvalidRequest(name, f"must be in [0, 1], got {value}")
-        for name in ("simplify_px", "min_area_px", "min_area_m2"):
-            value = getattr(q, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
         grid, px = q.amg_options().grid_points(), self._window_px(source)
         counted = grid * max(1.0, px / 2**20)
         if self.max_grid_points is not None and counted > self.max_grid_points:

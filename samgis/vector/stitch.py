@@ -3,7 +3,8 @@
 An area larger than a window is covered by a `Lattice` of square windows of `size` px that overlap their
 neighbours by `overlap` px, all on one global pixel grid (e.g. Web-Mercator px at zoom z: pixels of
 different windows coincide exactly). Each window's automatic masks become `Piece`s (`window_pieces`);
-`stitch` takes the windows row by row and yields `StitchedObject`s:
+`stitch` (or `Stitcher`, fed one window at a time) takes the windows row by row and yields
+`StitchedObject`s:
 
 - pieces of neighbouring windows (diagonals too) whose masks agree inside the two windows' overlap
   (IoU there ≥ `match_iou`, each the other's best match) are one object (union-find, so an object over a
@@ -234,73 +235,84 @@ def _geometry(members: list[Piece], lattice: Lattice) -> Polygon | MultiPolygon 
     return geom if geom.geom_type in ("Polygon", "MultiPolygon") and not geom.is_empty else None
 
 
-def stitch(lattice: Lattice, windows: Iterable[tuple[tuple[int, int], list[Piece]]],
-           match_iou: float = MATCH_IOU) -> Iterator[StitchedObject]:
-    """Whole objects from the pieces of every window (module docstring), as soon as each is complete.
+class Stitcher:
+    """`stitch` as a reduce fed one window at a time: `push` each window's pieces in row-major order (windows
+    may be missing) and get back the objects no later window can reach; `close` returns the rest.
 
-    `windows`: ((i, j), pieces) in row-major order (`Lattice.windows`); windows may be missing (nothing
-    there). Objects come out in the order of their first piece.
+    Holds the masks of the current and the previous lattice row and the polygons of open objects only, so a
+    caller that pushes windows as they finish never holds a whole area.
     """
-    parent: dict[int, int] = {}
 
-    def find(u: int) -> int:
+    def __init__(self, lattice: Lattice, match_iou: float = MATCH_IOU):
+        self.lattice = lattice
+        self.match_iou = match_iou
+        self._parent: dict[int, int] = {}
+        self._seen: dict[tuple[int, int], list[Piece]] = {}  # windows of the current and previous row
+        self._open: list[Piece] = []
+        self._uid = 0
+        self._row: int | None = None
+        self._last = (-1, -1)
+
+    def _find(self, u: int) -> int:
+        parent = self._parent
         while parent[u] != u:
             parent[u] = parent[parent[u]]
             u = parent[u]
         return u
 
-    def union(u: int, v: int) -> None:
-        ru, rv = find(u), find(v)
+    def _union(self, u: int, v: int) -> None:
+        ru, rv = self._find(u), self._find(v)
         if ru != rv:
-            parent[max(ru, rv)] = min(ru, rv)
+            self._parent[max(ru, rv)] = min(ru, rv)
 
-    seen: dict[tuple[int, int], list[Piece]] = {}  # windows of the current and previous row
-    open_pieces: list[Piece] = []
-    uid = 0
-    row = None
-    last = (-1, -1)
-
-    def flush(before_row: int | None) -> Iterator[StitchedObject]:
-        """Yield the groups none of whose pieces lie in a row ≥ `before_row` (all when None)."""
-        nonlocal open_pieces
+    def _flush(self, before_row: int | None) -> list[StitchedObject]:
+        """The groups none of whose pieces lie in a row ≥ `before_row` (all when None), in the order of their
+        first piece."""
         groups: dict[int, list[Piece]] = {}
-        for p in open_pieces:
-            groups.setdefault(find(p._uid), []).append(p)
+        for p in self._open:
+            groups.setdefault(self._find(p._uid), []).append(p)
         keep: list[Piece] = []
         done = []
-        for root, members in groups.items():
+        for members in groups.values():
             if before_row is not None and any(p.ij[1] >= before_row for p in members):
                 keep.extend(members)
             else:
                 done.append(members)
-        open_pieces = keep
+        self._open = keep
+        out = []
         for members in sorted(done, key=lambda ms: min(p._uid for p in ms)):
-            geom = _geometry(members, lattice)
+            geom = _geometry(members, self.lattice)
             first = min(members, key=lambda p: p._uid)
             if geom is not None:
-                yield StitchedObject(geom, max(p.score for p in members), max(p.stability_score for p in members),
-                                     len({p.ij for p in members}), (first.ij[1], first.ij[0], first.index))
+                out.append(StitchedObject(geom, max(p.score for p in members),
+                                          max(p.stability_score for p in members), len({p.ij for p in members}),
+                                          (first.ij[1], first.ij[0], first.index)))
+        return out
 
-    for ij, pieces in windows:
+    def push(self, ij: tuple[int, int], pieces: list[Piece]) -> list[StitchedObject]:
+        """Add window `ij`'s pieces (after every window before it in row-major order that has any); returns
+        the objects completed by it. Raises ValueError for a window out of order."""
+        lattice = self.lattice
         i, j = ij
-        if (j, i) <= last:
-            raise ValueError(f"windows must come in row-major order: {ij} after {last[::-1]}")
-        last = (j, i)
-        if row is not None and j != row:
-            yield from flush(j - 1)  # rows before j - 1 can no longer be reached
-            for k, v in seen.items():
+        if (j, i) <= self._last:
+            raise ValueError(f"windows must come in row-major order: {ij} after {self._last[::-1]}")
+        self._last = (j, i)
+        done: list[StitchedObject] = []
+        if self._row is not None and j != self._row:
+            done = self._flush(j - 1)  # rows before j - 1 can no longer be reached
+            for k, v in self._seen.items():
                 if k[1] < j - 1:  # no window to come overlaps these: polygons are all they still need
                     for p in v:
                         p.freeze(lattice)
-            seen = {k: v for k, v in seen.items() if k[1] >= j - 1}
-        row = j
+            self._seen = {k: v for k, v in self._seen.items() if k[1] >= j - 1}
+        self._row = j
         for p in pieces:
-            p._uid = uid
-            parent[uid] = uid
-            uid += 1
+            p._uid = self._uid
+            self._parent[self._uid] = self._uid
+            self._uid += 1
         rect = lattice.rect(i, j)
         for nij in ((i - 1, j), (i - 1, j - 1), (i, j - 1), (i + 1, j - 1)):
-            others = seen.get(nij)
+            others = self._seen.get(nij)
             if not others:
                 continue
             r2 = lattice.rect(*nij)
@@ -315,8 +327,26 @@ def stitch(lattice: Lattice, windows: Iterable[tuple[tuple[int, int], list[Piece
             # the same neighbour piece, which would chain two objects into one
             best_b, best_a = iou.argmax(axis=1), iou.argmax(axis=0)
             for ka, kb in enumerate(best_b):
-                if best_a[kb] == ka and iou[ka, kb] >= match_iou:
-                    union(pieces[ka]._uid, others[kb]._uid)
-        seen[ij] = pieces
-        open_pieces.extend(pieces)
-    yield from flush(None)
+                if best_a[kb] == ka and iou[ka, kb] >= self.match_iou:
+                    self._union(pieces[ka]._uid, others[kb]._uid)
+        self._seen[ij] = pieces
+        self._open.extend(pieces)
+        return done
+
+    def close(self) -> list[StitchedObject]:
+        """Every object still open (call once, after the last window)."""
+        self._seen = {}
+        return self._flush(None)
+
+
+def stitch(lattice: Lattice, windows: Iterable[tuple[tuple[int, int], list[Piece]]],
+           match_iou: float = MATCH_IOU) -> Iterator[StitchedObject]:
+    """Whole objects from the pieces of every window (module docstring), as soon as each is complete.
+
+    `windows`: ((i, j), pieces) in row-major order (`Lattice.windows`); windows may be missing (nothing
+    there). Objects come out in the order of their first piece. (`Stitcher` is the same, pushed.)
+    """
+    s = Stitcher(lattice, match_iou)
+    for ij, pieces in windows:
+        yield from s.push(ij, pieces)
+    yield from s.close()
