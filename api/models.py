@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from samgis.engine.protocol import AmgOptions
+from samgis.services.map_segment import MAX_WINDOW_BUDGET
 from samgis.services.concepts import DEFAULT_SCORE_THRESHOLD, MAX_TEXT_CHARS
 
 # Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
@@ -95,6 +96,15 @@ class SegmentRequest(BaseModel):
     multimask: Bool = Field(False, description="three candidate masks per prompt group")
     simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
+    # -- objects larger than a window --
+    window_budget: Int = Field(4, ge=1, le=MAX_WINDOW_BUDGET,
+                               description="point/box prompts: most 1024 px windows the answer may use: a "
+                                           "point-prompted mask that "
+                                           "touches its window's edge is followed into the neighbouring windows "
+                                           "and a box larger than a window is decoded in each window it covers, "
+                                           "the pieces merged into one polygon; 1 = one window (the object is cut "
+                                           "at its edge). The windows used and whether the budget stopped the "
+                                           "following are in `samgis.windows` and `samgis.follow`")
     # concept prompts (text / exemplar) only
     score_threshold: Num | None = Field(None, ge=0, le=1, description="concept prompts only: drop instances "
                                         f"scoring below this (default {DEFAULT_SCORE_THRESHOLD})")
@@ -107,14 +117,27 @@ class WindowOut(BaseModel):
     size: int
 
 
+class FollowOut(BaseModel):
+    window_budget: int = Field(..., description="the window_budget the request was answered with")
+    stopped_by_budget: bool = Field(..., description="a mask went on past its windows' edges into a window the "
+                                                     "budget left out: the object is cut there")
+
+
 class SamgisMeta(BaseModel):
-    window: WindowOut
+    window: WindowOut = Field(..., description="the first window used (the one holding the prompts)")
     zoom_requested: int
     cache: Literal["hit", "miss"]
     timings_ms: dict[str, float]
     model: str
     source: str
     attribution: str
+
+
+class SegmentMeta(SamgisMeta):
+    windows: list[dict[str, Any]] = Field(..., description="every window used, in the order they were embedded "
+                                                           "(the first is `window`), each with its `cache` hit "
+                                                           "or miss")
+    follow: FollowOut
 
 
 class ExemplarCount(BaseModel):
@@ -132,6 +155,10 @@ class ConceptMeta(SamgisMeta):
     n_instances: int = Field(..., description="features in the answer: one per instance found")
     n_found: int = Field(..., description="instances the model found in the window, before the bbox, nodata and "
                                           "area filters")
+    bbox_clipped: bool = Field(False, description="the bbox reached past the source (e.g. a raster's edge), so the "
+                                                  "search covered only its part on the source")
+    area_searched: list[float] | None = Field(None, description="[west, south, east, north] degrees of the area "
+                                                                "searched: the bbox, clipped to the source")
 
 
 class FeatureCollectionOut(BaseModel):
@@ -144,7 +171,7 @@ class FeatureCollectionOut(BaseModel):
 
     type: Literal["FeatureCollection"]
     features: list[dict[str, Any]]
-    samgis: ConceptMeta | SamgisMeta
+    samgis: ConceptMeta | SegmentMeta
 
 
 class EverythingRequest(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from api.errors import error_body, status_for
 from samgis.cli.main import main
 from samgis.engine.amg import generate_with_point_batches
 from samgis.engine.backends.onnx import ManifestError, OnnxEngine, load_pair, onnx_providers
+from samgis.engine.backends.onnx.engine import _high_res_nchw
 from samgis.engine.backends.onnx.export import export_sam1_files, quantize_pair
 from samgis.engine.backends.onnx.manifest import file_sha256, write_manifest
 from samgis.engine.backends.sam1 import load_sam
@@ -160,6 +162,29 @@ def test_point_batch_equals_decode(onnx_engine, embeddings):
         one = onnx_engine.decode(embeddings[0], Prompts(points=points[b], labels=[1]), multimask=True)
         np.testing.assert_allclose(low[b].numpy(), one.logits[0], atol=1e-4)
         np.testing.assert_allclose(scores[b].numpy(), one.scores[0], atol=1e-5)
+
+
+def test_set_threads_reopens_the_sessions(onnx_engine, embeddings):
+    """The ONNX engine's threads policy: a new intra-op count reopens both sessions (a session's pool is
+    fixed when it opens); the same count changes nothing; decodes give the same result either way."""
+    from samgis.engine.factory import set_engine_threads
+
+    prompts = PROMPTS["points"][0]
+    before, decoder = onnx_engine.decode(embeddings[0], prompts), onnx_engine.decoder
+    assert set_engine_threads(onnx_engine, 2) == 1  # the fixture opened it with one thread
+    try:
+        assert onnx_engine.threads == 2 and onnx_engine.decoder is not decoder
+        reopened = onnx_engine.decoder
+        assert onnx_engine.set_threads(2) == 2 and onnx_engine.decoder is reopened
+        after = onnx_engine.decode(embeddings[0], prompts)
+        assert iou(after.masks[0, 0], before.masks[0, 0]) >= 0.999
+        np.testing.assert_allclose(after.scores, before.scores, atol=1e-5)
+    finally:
+        onnx_engine.set_threads(1)
+    assert onnx_engine.threads == 1
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            onnx_engine.set_threads(bad)
 
 
 def test_concurrent_calls_give_the_sequential_results(onnx_engine, image, embeddings):
@@ -332,6 +357,18 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
     emb = engine.embed(image)
     assert emb.input_size == (1024, 1024)
     np.testing.assert_allclose(emb.features["image_embed"], predictor._features["image_embed"].numpy(), atol=1e-4)
+    # our pair carries the cached-constant decoder: per-window constants in `aux`, used without a mask input
+    manifest = json.loads((engine.encoder_path.parent / "manifest.json").read_text())
+    assert manifest["fast_decoder"]["file"] == "decoder_fast.onnx" and engine.fast_decoder is not None
+    assert set(emb.aux) == {"src", "k0", "v0", "q0", "s0", "s1"}
+    assert emb.nbytes == sum(a.nbytes for a in (*emb.features.values(), *emb.aux.values()))
+    # the high-res maps are kept once, in the fast decoder's layout: give them back to `decoder.onnx` as is
+    assert set(emb.features) == {"image_embed"}
+    nchw = _high_res_nchw(emb.aux, 64)
+    for k in range(2):
+        np.testing.assert_allclose(nchw[f"high_res_feats_{k}"], predictor._features["high_res_feats"][k].numpy(),
+                                   atol=1e-4)
+    full = dataclasses.replace(emb, aux=None, features={**emb.features, **nchw})  # through `decoder.onnx`
     cases = [([[120.0, 140.0]], [1], None), ([[120.0, 140.0], [330.0, 210.0]], [1, 0], None),
              (None, None, [60.0, 50.0, 280.0, 230.0]), ([[150.0, 120.0]], [1], [60.0, 50.0, 280.0, 230.0])]
     for points, labels, box in cases:
@@ -349,6 +386,10 @@ def test_sam2_pair_decodes_like_the_sam2_predictor(sam2_pair, image):
                 assert iou(ours.masks[0, k], masks[k] > 0) >= 0.999
             np.testing.assert_allclose(ours.scores[0], scores, atol=1e-4)
             np.testing.assert_allclose(ours.logits[0], low, atol=1e-3)
+            slow = engine.decode(full, prompts, multimask)
+            for k in range(masks.shape[0]):
+                assert iou(ours.masks[0, k], slow.masks[0, k]) >= 0.999
+            np.testing.assert_allclose(ours.scores, slow.scores, atol=1e-5)
     with torch.inference_mode():
         masks, scores, _ = predictor.predict(point_coords=np.array([[200.0, 150.0]], np.float32),
                                              point_labels=np.array([1]), mask_input=low[:1], multimask_output=False)

@@ -32,7 +32,7 @@ class Case:
         self.engine = Sam2Engine(self.model, model_id, device="cpu")
         self.image = image
         self.encoder_threads = []  # (on the torch thread?, thread name) of each encoder pass
-        hook = self.model.image_encoder.register_forward_pre_hook(
+        hook = self.model.image_encoder.trunk.patch_embed.register_forward_pre_hook(
             lambda *_: self.encoder_threads.append((is_torch_thread(), threading.current_thread().name)))
         try:
             self.embedding = self.engine.embed(image)
@@ -95,7 +95,9 @@ def test_tiny_embedding_is_the_predictors(tiny):
     torch.testing.assert_close(feats.image_embed, tiny.predictor._features["image_embed"], rtol=0, atol=0)
     for ours, ref in zip(feats.high_res_feats, tiny.predictor._features["high_res_feats"]):
         torch.testing.assert_close(ours, ref, rtol=0, atol=0)
-    assert tiny.embedding.nbytes == 4 * (256 * 64 * 64 + 32 * 256 * 256 + 64 * 128 * 128)
+    # features + the decoder's per-window constants (image tokens and layer 0's keys, values and queries)
+    assert tiny.embedding.nbytes == 4 * (256 * 64 * 64 + 32 * 256 * 256 + 64 * 128 * 128) + tiny.embedding.aux.nbytes
+    assert tiny.embedding.aux.nbytes == 4 * 64 * 64 * (256 + 3 * 128)
     assert tiny.embedding.original_size == (600, 800) and tiny.embedding.input_size == (1024, 1024)
     assert isinstance(tiny.engine, Engine)
 
@@ -146,7 +148,7 @@ def test_point_batch_rows_equal_decode_rows(tiny):
 
 def test_threads_policy(tiny):
     seen = []
-    handle = tiny.model.sam_mask_decoder.register_forward_pre_hook(
+    handle = tiny.model.sam_prompt_encoder.register_forward_pre_hook(
         lambda *_: seen.append((is_torch_thread(), threading.current_thread() is threading.main_thread())))
     try:
         tiny.engine.decode(tiny.embedding, Prompts(np.array([[10.0, 20.0]]), np.array([1])))

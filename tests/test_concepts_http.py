@@ -13,6 +13,7 @@ import io
 import httpx
 import numpy as np
 import pytest
+import shapely
 from PIL import Image
 from shapely.geometry import shape
 
@@ -423,10 +424,54 @@ def test_concept_on_a_utm_raster(raster_client, rasters):  # noqa: F811
     (f,) = fc["features"]
     assert fc["samgis"]["window"]["crs"] == utm.crs and f["properties"]["concept"] == "red"
     assert iou(shape(f["geometry"]), field) >= 0.97
-    w, s_, e, n = field.bounds
-    req["bbox"] = bbox_of(*utm.px_to_lnglat(-50, 700), e, n)  # its west edge off the raster
+    assert fc["samgis"]["bbox_clipped"] is False
+    east = utm.px_to_lnglat(2200, 600)  # a bbox wholly east of the raster: nothing to search
+    req["bbox"] = bbox_of(east[0], east[1] - 1e-3, east[0] + 1e-3, east[1])
     r = raster_client.post("/v1/segment", json=req)
-    assert r.status_code == 422 and r.json()["field"] == "bbox" and "outside raster" in r.json()["detail"], r.text
+    assert r.status_code == 422 and r.json()["field"] == "bbox" and "does not overlap" in r.json()["detail"], r.text
+
+
+def view_lnglat(raster, col0, row0, col1, row1) -> dict:
+    """The lng/lat bbox (a map view) of native px rectangle [col0, col1] × [row0, row1]."""
+    (w, n), (e, s) = raster.px_to_lnglat(col0, row0), raster.px_to_lnglat(col1, row1)
+    return bbox_of(w, s, e, n)
+
+
+def test_a_view_past_the_raster_edge_searches_the_part_on_it(raster_client, rasters):  # noqa: F811
+    """The web Find tool sends the map view: past a raster's edge the search is clipped to the raster's extent
+    (samgis issue 12), not refused."""
+    utm = rasters["Ortho"]
+    field, pond = utm.shape("field").lnglat(), utm.shape("pond").lnglat()
+    # the raster's north-west corner area, native px [0, 1000]² (it holds the field, not the pond), in a view
+    # twice as wide: three quarters of the view are off the raster
+    view = view_lnglat(utm, -1000, -1000, 1000, 1000)
+    req = {"bbox": view, "zoom": 18, "source": "Ortho", "prompts": [text("red")], "simplify_px": 0}
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    (f,) = fc["features"]
+    assert iou(shape(f["geometry"]), field) >= 0.97 and f["properties"]["concept"] == "red"
+    meta = fc["samgis"]
+    assert meta["bbox_clipped"] is True and meta["window"]["level"] == 1
+    assert (meta["window"]["col"], meta["window"]["row"]) == (0, 0)
+    expected = utm.data_area_lnglat(0, 0, utm.width, utm.height).intersection(
+        shapely.box(view["sw"]["lng"], view["sw"]["lat"], view["ne"]["lng"], view["ne"]["lat"]))
+    assert iou(shapely.box(*meta["area_searched"]), shapely.box(*expected.bounds)) >= 0.99
+    # the whole raster in a view four times as wide: the search steps out to the overview that holds it
+    req["bbox"] = view_lnglat(utm, -2048, -2048, 4096, 4096)
+    req["prompts"] = [text("blue")]
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 200, r.text
+    fc = r.json()
+    (f,) = fc["features"]
+    assert iou(shape(f["geometry"]), pond) >= 0.95 and fc["samgis"]["window"]["level"] == 2
+    # an exemplar box in the view but off the raster has nothing to show
+    west, north = utm.px_to_lnglat(-900, -900)
+    east, south = utm.px_to_lnglat(-800, -800)
+    req["prompts"] = [text("blue"), {"type": "exemplar", **bbox_of(west, south, east, north)}]
+    r = raster_client.post("/v1/segment", json=req)
+    assert r.status_code == 422 and r.json()["field"] == "prompts[1]" and "off source" in r.json()["detail"], r.text
+
 
 
 def test_concept_masks_leave_out_nodata(raster_client, rasters):  # noqa: F811

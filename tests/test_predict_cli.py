@@ -11,10 +11,13 @@ import pytest
 from PIL import Image
 from segment_anything import SamPredictor
 
+from samgis.engine.protocol import Capabilities
 from samgis.errors import InvalidRequest
 from samgis.imaging.masks import rle_decode
-from samgis.cli.predict import add_predict_parsers, evaluate_dirs, load_boxes, mask_metrics, read_mask, save_mask
+from samgis.cli.predict import (add_predict_parsers, evaluate_dirs, load_boxes, mask_metrics, read_mask, run_predict,
+                                save_mask)
 from tests.conftest import TINY, textured_image
+from tests.support.colour_engine import ColourRegionEngine, colour_family
 from tests.test_predict import iou
 
 IMAGE = textured_image(90, 120, seed=31)
@@ -165,3 +168,122 @@ def test_predict_then_evaluate(photo, tmp_path, tiny_checkpoint, tiny_engine):
     assert run("predict", str(photo), "--box", "20,10,100,80", "--out", str(out), *model_args(tiny_checkpoint)) == 0
     report = evaluate_dirs(out, truth)
     assert report["images"][0]["iou"] >= 0.999 and report["pooled"]["pixel_accuracy"] >= 0.999
+
+
+# --- concept prompts: `--text` / `--exemplar` (every instance of a concept) ------------------------------------
+
+CONCEPTS = Capabilities(text=True, exemplars=True)
+#: Flat colour rectangles on grey (y0, x0, y1, x1 px): two of the red family, one green (colour_engine's families).
+SHAPES = {"roof": ((10, 10, 30, 40), (200, 30, 30)), "hall": ((50, 60, 80, 110), (225, 45, 35)),
+          "park": ((10, 70, 35, 100), (40, 170, 40))}
+
+
+def shape_mask(name: str) -> np.ndarray:
+    (y0, x0, y1, x1), _ = SHAPES[name]
+    m = np.zeros((90, 120), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+@pytest.fixture
+def scene_png(tmp_path):
+    image = np.full((90, 120, 3), 128, np.uint8)
+    for (y0, x0, y1, x1), rgb in SHAPES.values():
+        image[y0:y1, x0:x1] = rgb
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def run_with(engine, *argv: str) -> int:
+    """`samgis predict …` with `engine` in place of the one the options name (as an embedding program does)."""
+    parser = argparse.ArgumentParser(prog="samgis")
+    add_predict_parsers(parser.add_subparsers(dest="command", required=True))
+    return run_predict(parser.parse_args(list(argv)), engine=engine)
+
+
+def test_text_finds_every_instance_one_mask_each(scene_png, tmp_path, capsys):
+    out = tmp_path / "out"
+    engine = ColourRegionEngine(capabilities=CONCEPTS)
+    assert run_with(engine, "predict", str(scene_png), "--text", " red ", "--out", str(out)) == 0
+    doc = json.loads((out / "scene.json").read_text())
+    assert doc["mode"] == "concept" and doc["concept"] == "red" and doc["score_threshold"] == 0.5
+    assert doc["prompts"]["text"] == "red" and doc["model"] == engine.model_id
+    # best score first: (225, 45, 35) is nearer the red reference (220, 30, 30) than (200, 30, 30)
+    assert [e["file"] for e in doc["masks"]] == ["scene_c000.png", "scene_c001.png"]
+    for entry, name in zip(doc["masks"], ["hall", "roof"]):
+        png = read_mask(out / entry["file"])
+        assert np.array_equal(png, shape_mask(name)) and np.array_equal(png, rle_decode(entry["rle"]))
+        assert entry["concept"] == "red" and entry["area"] == int(shape_mask(name).sum())
+        (y0, x0, y1, x1), rgb = SHAPES[name]
+        assert entry["box"] == [x0, y0, x1 - 1, y1 - 1]  # outer pixel centres, SAM convention
+        assert entry["score"] == pytest.approx(1 - colour_family(rgb)[1] / 442, abs=1e-6)
+    assert doc["masks"][0]["score"] > doc["masks"][1]["score"]
+    assert np.array_equal(read_mask(out / "scene.png"), shape_mask("roof") | shape_mask("hall"))
+    with Image.open(out / "scene_overlay.png") as im:
+        assert im.size == (120, 90)
+    printed = capsys.readouterr().out
+    assert "scene_c000.png  red  score 0.96" in printed and "2 instances of 'red' in scene.png" in printed
+
+    # the same answer as POST /v1/predict's service function for the same image and text
+    from samgis.services.image_predict import parse_instance, predict
+    image = np.asarray(Image.open(scene_png).convert("RGB"))
+    ref = predict(engine, parse_instance({"text": "red"}, image=image))
+    assert ref["scores"] == [e["score"] for e in doc["masks"]] and ref["boxes"] == [e["box"] for e in doc["masks"]]
+
+
+def test_score_threshold_and_exemplars(scene_png, tmp_path):
+    engine = ColourRegionEngine(capabilities=CONCEPTS)
+    out = tmp_path / "hi"
+    assert run_with(engine, "predict", str(scene_png), "--text", "red", "--score-threshold", "0.96",
+                    "--out", str(out)) == 0
+    doc = json.loads((out / "scene.json").read_text())
+    assert doc["score_threshold"] == 0.96 and [e["area"] for e in doc["masks"]] == [int(shape_mask("hall").sum())]
+    out = tmp_path / "ex"  # a positive exemplar on the park: its family, without text
+    assert run_with(engine, "predict", str(scene_png), "--exemplar", "75,15,95,30", "--out", str(out)) == 0
+    doc = json.loads((out / "scene.json").read_text())
+    assert doc["concept"] == "exemplar" and doc["prompts"]["exemplars"] == {"positive": 1, "negative": 0}
+    assert len(doc["masks"]) == 1 and np.array_equal(read_mask(out / "scene_c000.png"), shape_mask("park"))
+    out = tmp_path / "neg"  # "red", but not like the roof: the red family is removed, nothing is left
+    assert run_with(engine, "predict", str(scene_png), "--text", "red", "--exemplar", "15,15,30,25",
+                    "--exemplar-labels", "0", "--out", str(out)) == 0
+    doc = json.loads((out / "scene.json").read_text())
+    assert doc["masks"] == [] and not read_mask(out / "scene.png").any()
+
+
+def test_model_without_the_text_capability_exits_2_naming_it(scene_png, tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "none"
+    assert run_with(ColourRegionEngine(), "predict", str(scene_png), "--text", "red", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("samgis predict: --text: ") and "does not support text" in err
+    assert not out.exists()  # refused before anything ran or was written
+    engine = ColourRegionEngine(capabilities=Capabilities(text=True))
+    assert run_with(engine, "predict", str(scene_png), "--exemplar", "1,1,5,5", "--out", str(out)) == 2
+    assert "--exemplar: " in capsys.readouterr().err and engine.embed_calls == 0
+    # a real SAM 1 checkpoint loaded from its options: no text either
+    assert run("predict", str(scene_png), "--text", "red", "--out", str(out), *model_args(tiny_checkpoint)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"model '{TINY.model_id}' does not support text" in err
+
+
+@pytest.mark.parametrize("argv,option,words", [
+    (["--text", "red", "--points", "5,5"], "--text", "cannot be mixed with --points"),
+    (["--exemplar", "1,1,5,5", "--box", "0,0,9,9"], "--exemplar", "cannot be mixed with --box"),
+    (["--text", "red", "--multimask"], "--multimask", "one mask per instance"),
+    (["--text", "red", "--score-threshold", "1.5"], "--score-threshold", "[0, 1]"),
+    (["--text", "red", "--score-threshold", "nan"], "--score-threshold", "expected a number"),
+    (["--points", "5,5", "--score-threshold", "0.3"], "--score-threshold", "concept prompts"),
+    (["--text", "   "], "--text", "empty"),
+    (["--text", "x" * 201], "--text", "at most 200"),
+    (["--text", "a\tb"], "--text", "control characters"),
+    (["--exemplar", "1,1,500,5"], "--exemplar[0]", "inside the 120 × 90"),
+    (["--exemplar", "1,1,5"], "--exemplar 1,1,5", "expected 4"),
+    (["--exemplar", "1,1,5,5", "--exemplar-labels", "1", "0"], "--exemplar-labels", "2 labels for 1"),
+    (["--exemplar-labels", "1"], "--exemplar-labels", "without exemplar_boxes"),
+])
+def test_concept_refusals_name_the_option(scene_png, tmp_path, capsys, argv, option, words):
+    engine = ColourRegionEngine(capabilities=CONCEPTS)
+    assert run_with(engine, "predict", str(scene_png), *argv, "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"samgis predict: {option}: ") and words in err, err
+    assert engine.embed_calls == 0

@@ -286,6 +286,31 @@ def test_raster_sources_give_their_extent_in_lnglat(client, rasters):
         assert max(aw - w, as_ - s, e - ae, n - an) < 0.01 * max(ae - aw, an - as_), sid
 
 
+def test_readers_give_their_footprint_in_lnglat(rasters):
+    """A raster reader's footprint is its extent (half a native px in): every vertex lies on the raster when taken
+    back to native px, and it covers all but that half pixel of the raster. Tile readers: the Web Mercator map."""
+    from samgis.geo.readers import open_reader
+    from samgis.geo.readers.raster import _transformer
+    from samgis.geo.sources import TileSource
+    from samgis.geo.tiles import MAX_LAT
+
+    registry = SourceRegistry.from_config(rasters["providers"], builtins=False)
+    for sid in ("Ortho", "Laea", "Scene"):
+        r = rasters[sid]
+        reader = open_reader(registry.get(sid), fetcher=None)
+        fp = reader.footprint_lnglat()
+        assert fp.is_valid and fp.exterior.is_ccw and reader.footprint_lnglat() is fp  # computed once
+        lng, lat = shapely.get_coordinates(fp).T
+        x, y = _transformer(4326, reader.source.crs_wkt).transform(lng, lat)
+        cols, rows = ~reader.transform @ (np.asarray(x), np.asarray(y))
+        assert cols.min() > 0.49 and rows.min() > 0.49 and cols.max() < r.width - 0.49 and rows.max() < r.height - 0.49
+        inner = r.data_area_lnglat(1, 1, r.width - 1, r.height - 1)
+        assert fp.covers(inner.buffer(-1e-9)) and not fp.contains(shapely.Point(*r.px_to_lnglat(-0.2, -0.2)))
+        assert fp.area > 0.99 * r.data_area_lnglat(0, 0, r.width, r.height).area
+    tiles = open_reader(TileSource("t", "xyz", url="https://t.example/{z}/{x}/{y}.png"), fetcher=None)
+    assert tiles.footprint_lnglat().bounds == (-180.0, -MAX_LAT, 180.0, MAX_LAT)
+
+
 @pytest.mark.parametrize("entry,needle", [
     ({"raster": "nowhere.tif"}, "does not exist"),
     ({"raster": "scene.tif", "bands": [1, 2, 5]}, "band 5 is out of range"),

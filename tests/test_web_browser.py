@@ -312,6 +312,36 @@ def exclude_spot(poly, lat: float, lng: float) -> tuple[float, float]:
     return max(inside, key=lambda p: abs(p[0] - lat) + abs(p[1] - lng))
 
 
+def test_an_object_past_the_window_edge_is_followed_and_said_so(page, live):
+    """The mid-latitude lake at z 18 runs past its click's window: the answer merges two windows and the status
+    says so; with a budget of one window the object is cut and the status says that instead."""
+    lake = SCENE.shape("mid-lake").polygon
+    c = lake.centroid
+    open_map(page, live.url, c.y, c.x, 18)
+    lat, lng = inside_point(lake)
+    page.evaluate("""() => { window.statusSeen = [];
+        new MutationObserver(() => statusSeen.push(document.getElementById('status').textContent))
+            .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true}); }""")
+    click_at(page, lat, lng)
+    seen = page.evaluate("statusSeen")
+    assert any("following… up to 4 windows" in t for t in seen), seen  # while the request ran
+    status = page.inner_text("#status")
+    assert "2 windows" in status, status
+    assert page.evaluate("samgis.state.lastRequest.window_budget") == 4
+    whole = union_geometry(current_fc(page))
+    assert iou(whole, lake) >= 0.97
+    shot(page, "11_followed_across_two_windows")
+
+    before = done(page)
+    page.fill("#window-budget", "1")
+    page.dispatch_event("#window-budget", "change")
+    settle(page, before)
+    assert page.evaluate("samgis.state.lastRequest.window_budget") == 1
+    status = page.inner_text("#status")
+    assert "cut at the 1-window budget" in status and "2 windows" not in status, status
+    assert union_geometry(current_fc(page)).area < whole.area  # cut at the window's edge
+
+
 def test_rectangle_tool_drag_and_remove_prompts(page, live):
     c = TRUTH.centroid
     open_map(page, live.url, c.y, c.x, ZOOM)

@@ -48,6 +48,7 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
         bbox=BBox(req.bbox.sw.lng, req.bbox.sw.lat, req.bbox.ne.lng, req.bbox.ne.lat),
         zoom=req.zoom, source=req.source, points=points, boxes=boxes, multimask=req.multimask,
         simplify_px=req.simplify_px, min_area_px=req.min_area_px,
+        window_budget=req.window_budget,
         texts=texts, exemplars=exemplars, score_threshold=req.score_threshold,
     )
 
@@ -69,10 +70,12 @@ async def segment(req: SegmentRequest, request: Request,
     Concept prompts (models with the text / exemplars capability, e.g. SAM 3): `{"type": "text", "text":
     "greenhouse"}` and/or exemplar boxes `{"type": "exemplar", "ne", "sw", "label": 1|0}` find every instance of
     the concept in the bbox. They cannot be mixed with point/box prompts (422 naming `prompts`); one text per
-    request. The search runs on the one window holding the whole bbox (`samgis.window` says which zoom);
-    instances with a pixel in the bbox come back whole, one feature each, best first, with `concept`, `score`,
-    `instance` and `at_window_edge`; `samgis` adds `concept`, `text`, `exemplars`, `score_threshold`,
-    `n_instances`, `n_found`. A model without the capability: 422 naming it."""
+    request. The search runs on the one window holding the whole bbox (`samgis.window` says which zoom), the
+    bbox clipped to where the source has pixels (a raster's extent: a bbox that does not overlap it is a 422
+    naming `bbox`); instances with a pixel in the bbox come back whole, one feature each, best first, with
+    `concept`, `score`, `instance` and `at_window_edge`; `samgis` adds `concept`, `text`, `exemplars`,
+    `score_threshold`, `n_instances`, `n_found`, `bbox_clipped`, `area_searched`. A model without the
+    capability: 422 naming it."""
     return geojson_response(await service.segment(to_query(req)), max_answer_bytes(request))
 
 

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem, ImageItem, Item, MapItem
@@ -48,6 +47,7 @@ from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.services.image_predict import decode_prompts, parse_prompts
 from samgis.vector.polygons import masks_to_features
+from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 MAX_PANELS = 10
 """Segments shown per item in the report."""
@@ -352,22 +352,17 @@ def window_prompts(grid: Grid, origin: tuple[int, int], world: np.ndarray, label
 
     `world`: (N, 2) float64 global px (col, row), rasterio convention, with (N,) `labels`; `box_world`: (4,)
     float64 (col0, row0, col1, row1) global px or None. Points outside the window are dropped; the box is
-    clipped to the window. Returned coordinates are window px, SAM convention (rasterio px - 0.5).
+    clipped to the window (`samgis.vector.seams.prompts_in_window`, as for interactive clicks). Returned
+    coordinates are window px, SAM convention (rasterio px - 0.5).
     """
     offset = np.array(origin, np.float64) * grid.ts
-    px = world - offset
-    inside = np.all((px > 0) & (px < grid.size), axis=1) if len(px) else np.zeros(0, bool)
-    pts, lab = px[inside], labels[inside]
-    boxes = np.zeros((0, 4))
-    if box_world is not None:
-        b = box_world - np.concatenate([offset, offset])
-        b = np.clip(b, 0.0, float(grid.size))
-        if b[2] <= b[0] or b[3] <= b[1]:
-            return None
-        boxes = b.reshape(1, 4)
+    box = np.zeros((0, 4)) if box_world is None else (box_world - np.concatenate([offset, offset])).reshape(1, 4)
+    pts, lab, boxes, kept = prompts_in_window(world - offset, labels, box, grid.size)
+    if box_world is not None and not kept:
+        return None
     if len(boxes) == 0 and not (lab == 1).any():
         return None
-    return Prompts(points=pts - 0.5, labels=lab, boxes=boxes - 0.5)
+    return Prompts(points=pts, labels=lab, boxes=boxes)
 
 
 def plan_objects(item: MapItem, grid: Grid) -> list[ObjectPlan]:
@@ -581,54 +576,33 @@ def _infer_map(loaded: LoadedMap, engine: Engine, ctx: StageContext, timings: di
 
 
 def _seam_seeds(grid: Grid, origin: tuple[int, int], mask: np.ndarray, plan: ObjectPlan) -> list[Seed]:
-    """Seeds in the lattice neighbours of `origin` that `mask` ((size, size) bool, window px) runs into.
-
-    A neighbour in direction (dx, dy) qualifies when the mask touches the window's edge(s) on that side;
-    its prompt is the mask pixel farthest from the mask's outline inside the two windows' overlap (first in
-    row-major order on ties), plus the object's exclude points inside the neighbour.
+    """Seeds in the lattice neighbours of `origin` that `mask` ((size, size) bool, window px) runs into
+    (`samgis.vector.seams.seam_directions`); each one's prompt is `seam_point` (the mask pixel deepest inside
+    the two windows' overlap) plus the object's exclude points inside the neighbour.
     """
-    if not mask.any():
-        return []
-    edge = {(1, 0): mask[:, -1].any(), (-1, 0): mask[:, 0].any(), (0, 1): mask[-1, :].any(),
-            (0, -1): mask[0, :].any()}
-    depth = None
+    mask_depth = None
     out = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if (dx, dy) == (0, 0) or (dx and not edge[(dx, 0)]) or (dy and not edge[(0, dy)]):
-                continue
-            nxt = (grid.clamp(origin[0] + dx * grid.step, 0), grid.clamp(origin[1] + dy * grid.step, 1))
-            if nxt == origin:
-                continue
-            sx, sy = (nxt[0] - origin[0]) * grid.ts, (nxt[1] - origin[1]) * grid.ts  # shift, window px
-            rows = slice(max(0, sy), min(grid.size, grid.size + sy))
-            cols = slice(max(0, sx), min(grid.size, grid.size + sx))
-            if depth is None:
-                depth = ndimage.distance_transform_edt(mask)
-            zone = depth[rows, cols]
-            if zone.max() <= 0:
-                continue
-            r, c = np.unravel_index(int(np.argmax(zone)), zone.shape)
-            point = np.array([[c + cols.start - sx, r + rows.start - sy]], np.float64)  # SAM px of nxt
-            excl = plan.world[plan.labels == 0] - np.array(nxt, np.float64) * grid.ts
-            excl = excl[np.all((excl > 0) & (excl < grid.size), axis=1)] - 0.5
-            prompts = Prompts(points=np.vstack([point, excl]),
-                              labels=np.array([1] + [0] * len(excl), np.int32))
-            out.append(Seed(nxt, prompts))
+    for dx, dy in seam_directions(mask):
+        nxt = (grid.clamp(origin[0] + dx * grid.step, 0), grid.clamp(origin[1] + dy * grid.step, 1))
+        if nxt == origin:
+            continue
+        if mask_depth is None:
+            mask_depth = depth(mask)
+        point = seam_point(mask_depth, ((nxt[0] - origin[0]) * grid.ts, (nxt[1] - origin[1]) * grid.ts))
+        if point is None:
+            continue
+        excl = plan.world[plan.labels == 0] - np.array(nxt, np.float64) * grid.ts
+        excl = excl[np.all((excl > 0) & (excl < grid.size), axis=1)] - 0.5
+        prompts = Prompts(points=np.vstack([point, excl]),
+                          labels=np.array([1] + [0] * len(excl), np.int32))
+        out.append(Seed(nxt, prompts))
     return out
 
 
 def _merge(index: int, score: float, pieces: dict, grid: Grid) -> ObjectMask:
-    """OR the (size, size) bool window masks `pieces` (origin → mask) into one mask over their union."""
-    x0 = min(o[0] for o in pieces)
-    y0 = min(o[1] for o in pieces)
-    x1 = max(o[0] for o in pieces) + grid.n
-    y1 = max(o[1] for o in pieces) + grid.n
-    canvas = np.zeros(((y1 - y0) * grid.ts, (x1 - x0) * grid.ts), bool)
-    for (ox, oy), m in pieces.items():
-        r, c = (oy - y0) * grid.ts, (ox - x0) * grid.ts
-        canvas[r:r + grid.size, c:c + grid.size] |= m
-    return ObjectMask(index, score, (x0, y0), canvas)
+    """OR the (size, size) bool window masks `pieces` (origin tiles → mask) into one mask over their union."""
+    (c0, r0), canvas = merge_pieces({(ox * grid.ts, oy * grid.ts): m for (ox, oy), m in pieces.items()})
+    return ObjectMask(index, score, (c0 // grid.ts, r0 // grid.ts), canvas)
 
 
 # --- stage 3: finish ------------------------------------------------------------------------------------------

@@ -4,9 +4,16 @@
 
 - `photo.png`: the prediction as one binary mask (255 = object): the best-scoring mask of each query, or
   every automatic mask, united. `samgis evaluate` compares these with ground truth of the same name.
-- `photo_q{q}_m{m}.png` (prompts) or `photo_a{i}.png` (automatic): every mask on its own.
+- `photo_q{q}_m{m}.png` (prompts), `photo_a{i}.png` (automatic) or `photo_c{i}.png` (concept): every mask on
+  its own.
 - `photo.json`: prompts, scores, COCO RLE of every mask, timings.
 - `photo_overlay.png`: the image with the masks, points (green include, red exclude) and boxes drawn.
+
+`--text PHRASE` (and/or `--exemplar X0,Y0,X1,Y1` boxes with `--exemplar-labels`) asks for every instance of a
+concept (SAM 3's promptable concept segmentation) instead: the rules of `samgis.services.concepts` (one phrase,
+`--score-threshold` in [0, 1], default 0.5, never mixed with points/boxes, a model without the capability is
+refused before it runs) and the same find as `POST /v1/predict` with `text`. One mask per instance, best score
+first, `photo.png` is their union, and each JSON entry carries its `concept`, `score` and predicted `box`.
 
 `--boxes FILE` takes COCO detections (a results list `[{"image_id", "bbox": [x, y, w, h], "score"}]` or a
 dataset `{"images", "annotations"}`) or Azure AutoML detections with normalized corners
@@ -30,7 +37,8 @@ from samgis.errors import InvalidRequest, SamgisError
 from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.imaging.render import overlay
-from samgis.services.image_predict import PredictLimits, decode_prompts, parse_instance
+from samgis.services.concepts import concept_label, exemplar_counts, require_concept
+from samgis.services.image_predict import PredictLimits, decode_prompts, find_instances, parse_instance
 
 LOSSLESS = {".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PICTURES = LOSSLESS | {".jpg", ".jpeg"}
@@ -145,6 +153,24 @@ def run_predict(args: argparse.Namespace, engine=None) -> int:
         return 2
 
 
+#: Fields of `parse_instance`'s errors for concept prompts → the options that gave them.
+_CONCEPT_OPTIONS = {"arguments.text": "--text", "arguments.exemplar_boxes": "--exemplar",
+                    "arguments.exemplar_labels": "--exemplar-labels", "arguments.score_threshold": "--score-threshold",
+                    "arguments.multimask": "--multimask"}
+
+
+def _concept_fields(obj: dict, limits: PredictLimits, image: np.ndarray):
+    """`parse_instance` of a concept instance dict, its errors naming the command-line options."""
+    try:
+        return parse_instance(obj, "arguments", None, limits, image=image)
+    except InvalidRequest as exc:
+        head, _, rest = exc.field.partition("[")
+        option = _CONCEPT_OPTIONS.get(head)
+        if option is None:
+            raise
+        raise InvalidRequest(option + (f"[{rest}" if rest else ""), exc.message.split(": ", 1)[-1]) from None
+
+
 def _predict(args: argparse.Namespace, engine) -> int:
     t_start = time.perf_counter()
     src = Path(args.image)
@@ -155,6 +181,11 @@ def _predict(args: argparse.Namespace, engine) -> int:
     limits = PredictLimits(max_pixels=args.max_pixels, max_prompts=10_000, max_points_per_side=64,
                            max_grid_points=64 * 64 * 4)
     image = read_image(raw, "IMAGE", limits.max_pixels)
+    if args.text is not None or args.exemplar or args.exemplar_labels is not None:
+        return _predict_concept(args, engine, src, image, limits, t_start)
+    if args.score_threshold is not None:
+        raise InvalidRequest("--score-threshold", "applies to concept prompts (--text / --exemplar) only; point, "
+                                                  "box and automatic masks are kept by their own thresholds")
     points = [parse_xy(p, 2, f"--points {p}") for p in args.points or []]
     boxes = [parse_xy(b, 4, f"--box {b}") for b in args.box or []]
     if args.boxes:
@@ -215,6 +246,60 @@ def _predict(args: argparse.Namespace, engine) -> int:
         print(f"{e['file']}  score {score:.3f}  area {e['area']} px")
     print(f"{len(entries)} masks of {src.name} ({image.shape[1]} × {image.shape[0]} px) in {out_dir}/ "
           f"({timings['total'] / 1000:.1f} s)")
+    return 0
+
+
+def _predict_concept(args: argparse.Namespace, engine, src: Path, image: np.ndarray, limits: PredictLimits,
+                     t_start: float) -> int:
+    """`samgis predict --text/--exemplar`: every instance of the concept in `image` ((H, W, 3) uint8 RGB, image
+    px), through `parse_instance` and `find_instances`, the code `POST /v1/predict` runs for `text`."""
+    clicks = [name for name, given in (("--points", args.points), ("--labels", args.labels is not None),
+                                       ("--box", args.box), ("--boxes", args.boxes)) if given]
+    if clicks:
+        what = "--text" if args.text is not None else "--exemplar"
+        raise InvalidRequest(what, f"concept prompts (find every instance) cannot be mixed with {clicks[0]} "
+                                   "(segment one object); run predict twice")
+    obj: dict = {"exemplar_boxes": [parse_xy(b, 4, f"--exemplar {b}") for b in args.exemplar or []],
+                 "multimask": args.multimask}
+    if args.text is not None:
+        obj["text"] = args.text
+    if args.exemplar_labels is not None:
+        obj["exemplar_labels"] = args.exemplar_labels
+    if args.score_threshold is not None:
+        obj["score_threshold"] = args.score_threshold
+    inst = _concept_fields(obj, limits, image)
+    concept = inst.concept
+    engine = engine or load_engine(args)
+    require_concept(engine.describe(), concept, "--text", "--exemplar")  # before the encoder runs
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = src.stem
+    t0 = time.perf_counter()
+    embedding = engine.embed(image)
+    timings = {"embed": round((time.perf_counter() - t0) * 1000, 1)}
+    t0 = time.perf_counter()
+    masks, scores, boxes = find_instances(engine, inst, embedding)
+    timings["find"] = round((time.perf_counter() - t0) * 1000, 1)
+    label = concept_label(concept)
+    entries: list[dict] = []
+    for i, (mask, score, box) in enumerate(zip(masks, scores, boxes)):
+        name = f"{stem}_c{i:03d}.png"
+        save_mask(mask, out_dir / name)
+        entries.append({"file": name, "instance": i, "concept": label, "score": round(float(score), 6),
+                        "box": [float(v) for v in box], "area": int(mask.sum()), "rle": rle_encode(mask)})
+    save_mask(masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], bool), out_dir / f"{stem}.png")
+    overlay(image, list(masks), None, None, concept.boxes).save(out_dir / f"{stem}_overlay.png")
+    timings["total"] = round((time.perf_counter() - t_start) * 1000, 1)
+    doc = {"image": str(src), "image_size": list(image.shape[:2]), "model": engine.model_id, "mode": "concept",
+           "concept": label, "score_threshold": inst.score_threshold,
+           "prompts": {"text": concept.text, "exemplar_boxes": concept.boxes.tolist(),
+                       "exemplar_labels": concept.labels.tolist(), "exemplars": exemplar_counts(concept)},
+           "masks": entries, "timings_ms": timings}
+    (out_dir / f"{stem}.json").write_text(json.dumps(doc))
+    for e in entries:
+        print(f"{e['file']}  {label}  score {e['score']:.3f}  area {e['area']} px")
+    print(f"{len(entries)} instances of {label!r} in {src.name} ({image.shape[1]} × {image.shape[0]} px, score ≥ "
+          f"{inst.score_threshold}) in {out_dir}/ ({timings['total'] / 1000:.1f} s)")
     return 0
 
 
@@ -319,7 +404,8 @@ def add_predict_parsers(subparsers) -> None:
 
     """Register `predict` and `evaluate` on `samgis`'s sub-command parsers."""
     d = AmgOptions()
-    p = subparsers.add_parser("predict", help="segment a PNG/JPEG with point/box prompts, or everything in it",
+    p = subparsers.add_parser("predict", help="segment a PNG/JPEG with point/box prompts, every instance of a "
+                                                   "concept (--text), or everything in it",
                               description="Prompts are image pixels, x = column, y = row, integer = pixel "
                                           "centre. Without prompts every object is segmented (automatic mode).")
     p.add_argument("image", help="PNG or JPEG file")
@@ -330,6 +416,14 @@ def add_predict_parsers(subparsers) -> None:
                                                    "detections (normalized topX/topY/bottomX/bottomY)")
     p.add_argument("--image-id", help="which image of the --boxes file (default: by file name, or the only one)")
     p.add_argument("--min-score", type=float, default=0.0, help="ignore detections scoring lower")
+    p.add_argument("--text", metavar="PHRASE", help="find every instance of this concept (a short noun phrase, "
+                                                    "e.g. \"red roof\"); needs a model with the text capability")
+    p.add_argument("--exemplar", action="append", metavar="X0,Y0,X1,Y1",
+                   help="an exemplar box of the concept (repeatable); needs the exemplars capability")
+    p.add_argument("--exemplar-labels", nargs="+", type=int, choices=[0, 1],
+                   help="per exemplar: 1 more like this (default), 0 not like this")
+    p.add_argument("--score-threshold", type=float, help="concept prompts: keep instances scoring at least this "
+                                                         "(0..1, default 0.5)")
     p.add_argument("--multimask", action="store_true", help="three candidate masks per query")
     p.add_argument("--out", default="predictions", help="output folder (default ./predictions)")
     p.add_argument("--points-per-side", type=int, default=d.points_per_side, help="automatic mode grid")

@@ -15,6 +15,7 @@ All projection maths is mercantile's; this module only scales and offsets its re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mercantile
@@ -72,6 +73,42 @@ class Window:
     def meta(self) -> dict:
         """The window as answers describe it."""
         return {"z": self.z, "x": self.x, "y": self.y, "size": self.size}
+
+    def origin_px(self) -> tuple[int, int]:
+        """(col, row) of the window's NW pixel in the global px of zoom z (see `world_px`).
+
+        >>> Window(z=5, x=3, y=2).origin_px()
+        (768, 512)
+        """
+        return self.x * self.tile_size, self.y * self.tile_size
+
+    def neighbour(self, dx: int, dy: int) -> "Window | None":
+        """The lattice window next to this one in direction (dx, dy) (each -1, 0 or 1; x east, y south), or None
+        at the edge of the tile grid.
+
+        The lattice has origins on multiples of half a window (`candidate_windows` prefers them, so
+        embeddings are shared): the neighbour's origin is the next lattice origin beyond this one's on each
+        axis moved (clamped to the grid), so the two overlap by at least half a window.
+
+        >>> [(w.x, w.y) for w in (Window(5, 4, 4).neighbour(1, 0), Window(5, 3, 4).neighbour(-1, 1))]
+        [(6, 4), (2, 6)]
+        >>> Window(2, 0, 0).neighbour(-1, 0) is None
+        True
+        """
+        step = max(1, self.tiles // 2)
+        last = 2**self.z - self.tiles
+
+        def move(o: int, d: int) -> int:
+            if d > 0:
+                o = (o // step + 1) * step
+            elif d < 0:
+                o = (o // step) * step if o % step else o - step
+            return min(max(o, 0), last)
+
+        x, y = move(self.x, dx), move(self.y, dy)
+        if (dx and x == self.x) or (dy and y == self.y):
+            return None
+        return Window(self.z, x, y, tiles=self.tiles, tile_size=self.tile_size)
 
     def tiles_list(self) -> list[mercantile.Tile]:
         """The window's tiles, row-major, north-west first.
@@ -207,3 +244,21 @@ def candidate_windows(
     ]
     origins.sort(key=preference)
     return [Window(z, x, y, tiles=n, tile_size=tile_size) for x, y in origins]
+
+
+def lattice_cover(lo: float, hi: float, size: int, step: int, last: int | None = None) -> list[int]:
+    """Origins (one axis, px or tiles) of the fewest windows of `size` with origins on multiples of `step` that
+    together cover [lo, hi]: the lattice origin at or below `lo`, then one every `size` (abutting windows)
+    until `hi` is reached; `last`: the largest allowed origin (the grid's edge), None for none.
+
+    >>> lattice_cover(3.5, 9.0, 4, 2), lattice_cover(3.5, 9.0, 4, 2, last=4), lattice_cover(1.0, 3.0, 4, 2)
+    ([2, 6], [2, 4], [0])
+    """
+    o = int(math.floor(lo / step)) * step
+    if last is not None:
+        o = min(max(o, 0), last)
+    out = [o]
+    while out[-1] + size < hi and (last is None or out[-1] < last):
+        nxt = out[-1] + size
+        out.append(nxt if last is None else min(nxt, last))
+    return out

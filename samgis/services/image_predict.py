@@ -584,6 +584,22 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     return out
 
 
+def find_instances(engine: Engine, inst: Instance, embedding: Embedding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every instance of `inst.concept` on the image of `embedding`, as `predict_concept` answers them:
+    (masks (N, H, W) bool image px, clipped to `inst.valid`; scores (N,) float64; boxes (N, 4) float64
+    x0, y0, x1, y1 image px, SAM convention, as the model predicted them), best score first (ties keep the
+    engine's order); instances left empty by the nodata clip are dropped. The caller checks the capability
+    (`require_concept`) before embedding."""
+    found = engine.find(embedding, inst.concept, inst.score_threshold)
+    masks = np.asarray(found.masks, bool)
+    if inst.valid is not None:
+        masks = masks & inst.valid
+    order = sorted((k for k in range(len(found)) if masks[k].any()), key=lambda k: -float(found.scores[k]))
+    h, w = inst.image.shape[:2]
+    return (masks[order].reshape(len(order), h, w), np.asarray(found.scores, np.float64)[order].reshape(-1),
+            np.asarray(found.boxes, np.float64)[order].reshape(-1, 4))
+
+
 def predict_concept(engine: Engine, inst: Instance, embedding: Embedding | None = None,
                     t_start: float | None = None) -> dict:
     """The prediction for an instance with concept prompts (`inst.concept`): every instance found, best first.
@@ -603,23 +619,19 @@ def predict_concept(engine: Engine, inst: Instance, embedding: Embedding | None 
         embedding = engine.embed(inst.image)
         timings["embed"] = _ms(t0)
     t0 = time.perf_counter()
-    found = engine.find(embedding, concept, inst.score_threshold)
+    masks, scores, boxes = find_instances(engine, inst, embedding)
     timings["find"] = _ms(t0)
     t0 = time.perf_counter()
-    masks = np.asarray(found.masks, bool)
-    if inst.valid is not None:
-        masks = masks & inst.valid
-    order = sorted((k for k in range(len(found)) if masks[k].any()), key=lambda k: -float(found.scores[k]))
     h, w = inst.image.shape[:2]
     out = {
         "mode": "concept", "concept": concept_label(concept), "score_threshold": inst.score_threshold,
-        "masks": [encode_mask(masks[k], inst.mask_format) for k in order],
-        "scores": [round(float(found.scores[k]), 6) for k in order],
-        "boxes": [[float(v) for v in found.boxes[k]] for k in order],
+        "masks": [encode_mask(m, inst.mask_format) for m in masks],
+        "scores": [round(float(s), 6) for s in scores],
+        "boxes": [[float(v) for v in b] for b in boxes],
         "image_size": [h, w],
     }
     if inst.geo is not None and inst.mask_format == "polygon":
-        geoms = [geo_geometries(masks[k], inst.geo) for k in order]
+        geoms = [geo_geometries(m, inst.geo) for m in masks]
         out["crs"] = inst.geo.name
         out["masks_lnglat"] = [g[0] for g in geoms]
         out["masks_crs"] = [g[1] for g in geoms]

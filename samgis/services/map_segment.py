@@ -4,10 +4,15 @@ Also the map version of automatic masks (`segment_everything`): every mask SAM f
 one lng/lat point, through the same windows and the same embedding cache as clicks.
 
 Concept prompts (a text phrase and/or exemplar boxes, `samgis.services.concepts` has the rules) find every
-instance of the concept: in `segment`, on the window holding the whole bbox (the area searched; instances
-whose mask has a pixel in the bbox are returned whole); in `segment_everything` with `text`, on the window
-holding the point. Both use the windows and the embedding cache of clicks, so a concept on a window already
-clicked does not embed again.
+instance of the concept: in `segment`, on the window holding the whole bbox (the area searched, clipped to the
+source's footprint, e.g. a raster's extent; instances whose mask has a pixel in the bbox are returned whole); in
+`segment_everything` with `text`, on the window holding the point. Both use the windows and the embedding cache
+of clicks, so a concept on a window already clicked does not embed again.
+
+Objects larger than a window (`SegmentQuery.window_budget` > 1): a point-prompted mask that touches its window's
+edge is followed into the neighbouring lattice windows, and a box that fits no window is decoded in each window
+covering it; the pieces merge on the grid level's pixel grid into one polygon per mask (`samgis.vector.seams`
+holds the rules, shared with batch map items).
 
 HTTP-free: `api/` turns requests into `SegmentQuery` and errors into status codes.
 """
@@ -18,11 +23,14 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
+from affine import Affine
 
 from samgis.encoder_queue import EncoderQueue
 from samgis.engine.cache import EmbeddingCache
@@ -35,9 +43,13 @@ from samgis.geo.tiles import MAX_LAT, Window
 from samgis.services.concepts import (check_score_threshold, check_text, concept_label, exemplar_counts,
                                       require_concept)
 from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
+from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 DEDUPE_IOU = 0.9
 """Automatic masks whose polygon overlaps a better-scored one's with at least this IoU are dropped."""
+
+MAX_WINDOW_BUDGET = 16
+"""Most windows one click may use (`SegmentQuery.window_budget`): each is an encoder pass when not cached."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,12 @@ class SegmentQuery:
     merge_masks: bool = False
     """Vectorize the union of all decoded masks as one raster (SamGIS's `mask[m > 0] = 255` over its
     predictions) instead of one feature per mask: one feature whose geometry holds every foreground shape."""
+    # -- objects larger than a window ("follow") --
+    window_budget: int = 1
+    """Most windows the answer may use (1 … MAX_WINDOW_BUDGET). Above 1, a point-prompted mask that touches
+    its window's edge is followed into the neighbouring lattice windows (`SegmentService._follow`), and a box
+    larger than a window is decoded in each window it covers; the pieces merge into one polygon per mask.
+    1: one window, the object cut at its edge (the metadata then says whether it continues)."""
     # concept prompts (never together with points/boxes; see samgis.services.concepts)
     texts: Sequence[TextPrompt] = ()
     exemplars: Sequence[ExemplarPrompt] = ()
@@ -232,6 +250,9 @@ class SegmentService:
                 raise InvalidRequest(f"prompts[{i}]", "box is not inside the bbox")
         if q.simplify_px < 0:
             raise InvalidRequest("simplify_px", "must be ≥ 0")
+        if not (type(q.window_budget) is int and 1 <= q.window_budget <= MAX_WINDOW_BUDGET):
+            raise InvalidRequest("window_budget", f"must be an integer in [1, {MAX_WINDOW_BUDGET}], "
+                                                  f"got {q.window_budget!r}")
         card = self.engine.describe()
         require(card, (["points"] if q.points else []) + (["boxes"] if q.boxes else []), "prompts")
         require(card, ["multimask"] if q.multimask else [], "multimask")
@@ -307,8 +328,9 @@ class SegmentService:
                 emb = await asyncio.to_thread(self.engine.embed, image)
             else:  # admitted (or refused, 503) before any tile is fetched
                 t0 = time.perf_counter()
+                tiles_before = timer.timings.get("tiles", 0.0)  # earlier windows' fetches are not this one's
                 emb = await self.encoder_queue.run(self.engine.embed, prepare=fetch)
-                t0 += timer.timings.get("tiles", 0.0) / 1000
+                t0 += (timer.timings.get("tiles", 0.0) - tiles_before) / 1000
             timer.add("embed", t0)  # the wait in the queue included
             return emb
 
@@ -316,10 +338,11 @@ class SegmentService:
 
     # -- deadlines ----------------------------------------------------------------------------
     @asynccontextmanager
-    async def _deadline(self, seconds: float | None, setting: str):
+    async def _deadline(self, seconds: float | None, setting: str, progress: Callable[[], str] | None = None):
         """Yields the `time.monotonic()` instant tile fetching must keep to (None without a deadline); work
         still running `seconds` after entering is cancelled and `DeadlineExceeded` raised. Tile fetching gets
-        a little less time, so that a hanging tile source is named in the 504 rather than the deadline."""
+        a little less time, so that a hanging tile source is named in the 504 rather than the deadline.
+        `progress()`: words appended to the 504's message (what the request was doing)."""
         if seconds is None:
             yield None
             return
@@ -331,52 +354,243 @@ class SegmentService:
             if not scope.expired():
                 raise
             raise DeadlineExceeded(f"the request did not finish within its deadline of {seconds:g} s "
-                                   f"(this server's {setting}, SAMGIS_{setting.upper()})") from None
+                                   f"(this server's {setting}, SAMGIS_{setting.upper()})"
+                                   f"{progress() if progress else ''}") from None
 
     # -- the click ----------------------------------------------------------------------------
     async def segment(self, q: SegmentQuery) -> dict:
         """Run one query; returns an RFC 7946 FeatureCollection with a `samgis` foreign member (concept prompts:
-        see `find`)."""
-        async with self._deadline(self.deadline_s, "deadline_s") as deadline:
+        see `find`).
+
+        Within the deadline the whole answer is made or none is: when the deadline runs out while the object is
+        being followed into more windows, the 504 says how far it got (never a partial polygon passed off as
+        whole)."""
+        used: dict = {}
+
+        def progress() -> str:
+            if q.window_budget <= 1 or not used:
+                return ""
+            return (f"; it was following the object across windows and had embedded {len(used)} of at most "
+                    f"{q.window_budget} (window_budget): a smaller window_budget answers sooner")
+
+        async with self._deadline(self.deadline_s, "deadline_s", progress) as deadline:
             if q.is_concept:
                 return await self._find(q, deadline)
-            return await self._segment(q, deadline)
+            return await self._segment(q, deadline, used)
 
-    async def _segment(self, q: SegmentQuery, deadline: float | None) -> dict:
+    def home_windows(self, source: TileSource, lnglat: np.ndarray, q: SegmentQuery) -> list:
+        """The windows the prompts are decoded in first: one window holding them all (`choose_window`), or,
+        for box prompts that fit no window at the requested zoom, the fewest lattice windows covering them
+        (`Reader.cover`) when they are no more than `q.window_budget`. lnglat: (N, 2) float64 degrees."""
+        reader = self.readers(source)
+        if q.boxes and q.window_budget > 1:
+            level = next(iter(reader.window_candidates(lnglat, q.zoom, 0)), None)
+            if level is not None and not level[1]:
+                cover = reader.cover(lnglat, q.zoom)
+                if len(cover) <= q.window_budget:
+                    return cover
+        return [self.choose_window(source, lnglat, q.zoom)]
+
+    async def _segment(self, q: SegmentQuery, deadline: float | None, used: dict) -> dict:
+        """`used`: filled with window key → (window, cache hit) as windows are embedded, in order."""
         t_start = time.perf_counter()
         timer = _Timer()
         source = self._validate(q)
         pts = np.array([[p.lng, p.lat] for p in q.points], np.float64).reshape(-1, 2)
+        labels = np.array([p.label for p in q.points], np.int32)
         # box corners top-left then bottom-right, so in px each box is (x0, y0, x1, y1), y down
         corners = np.array([((b.west, b.north), (b.east, b.south)) for b in q.boxes],
                            np.float64).reshape(-1, 2)
-        window = self.choose_window(source, np.vstack([pts, corners]), q.zoom)
-        valid = await self._valid(source, window, pts, [p.label for p in q.points])
-        t0 = timer.add("validate", t_start)
+        homes = self.home_windows(source, np.vstack([pts, corners]), q)
+        self._check_follow_pixels(source, q, homes, pts, labels, corners)
+        valid = {}
+        for w in homes:
+            valid[w.key()] = await self._valid(source, w, pts, labels, all_inside=len(homes) == 1)
+        timer.add("validate", t_start)
 
-        embedding, hit = await self.embedding_for(source, window, timer, deadline)
+        async def embed(window) -> Embedding:
+            emb, hit = await self.embedding_for(source, window, timer, deadline)
+            used.setdefault(window.key(), (window, hit))
+            return emb
+
+        n_q, n_m = max(1, len(q.boxes)), 3 if q.multimask else 1
+        # chain (query qi, mask k) → window key → (window, (size, size) bool mask window px, score)
+        chains: list[list[dict]] = [[{} for _ in range(n_m)] for _ in range(n_q)]
+        for w in homes:
+            emb = await embed(w)
+            prompts, queries = self._window_prompts(w, pts, labels, corners)
+            if prompts is None:
+                continue
+            t0 = time.perf_counter()
+            result = await self.engine.adecode(emb, prompts, q.multimask)
+            timer.add("decode", t0)
+            masks = np.asarray(result.masks, dtype=bool)
+            if valid[w.key()] is not None:  # masks never include nodata px
+                masks = masks & valid[w.key()]
+            for j, qi in enumerate(queries):
+                for k in range(n_m):
+                    chains[qi][k][w.key()] = (w, masks[j, k], float(result.scores[j, k]))
+        stopped = False
+        if not q.boxes:  # a box bounds its object: only point prompts are followed across seams
+            stopped = await self._follow(source, q, homes[0], chains[0], pts, labels, used, embed, timer)
         t0 = time.perf_counter()
-
-        # continuous window px (rasterio) → SAM convention (integer = pixel centre)
-        prompts = Prompts(
-            points=window.lnglat_to_px(pts) - 0.5 if len(pts) else np.zeros((0, 2)),
-            labels=np.array([p.label for p in q.points], np.int32),
-            boxes=(window.lnglat_to_px(corners).reshape(-1, 4) - 0.5) if len(corners) else np.zeros((0, 4)),
-        )
-        result = await self.engine.adecode(embedding, prompts, q.multimask)
-        if valid is not None:  # masks never include nodata px
-            result = dataclasses.replace(result, masks=np.asarray(result.masks, dtype=bool) & valid)
-        t0 = timer.add("decode", t0)
-
-        features = await asyncio.to_thread(self._vectorize, result, window, source, q)
+        features = await asyncio.to_thread(self._vectorize_chains, chains, homes[0], source, q)
         timer.add("vectorize", t0)
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
-        return feature_collection(features, samgis=self._meta(window, q.zoom, hit, timer, source))
+        home, hit = next(iter(used.values()))
+        meta = self._meta(home, q.zoom, hit, timer, source)
+        meta["windows"] = [{**w.meta(), "cache": "hit" if h else "miss"} for w, h in used.values()]
+        meta["follow"] = {"window_budget": q.window_budget, "stopped_by_budget": stopped}
+        return feature_collection(features, samgis=meta)
 
-    async def _valid(self, source: TileSource, window: Window, pts: np.ndarray, labels: Sequence[int]):
+    def _check_follow_pixels(self, source: TileSource, q: SegmentQuery, homes: list, pts: np.ndarray,
+                             labels: np.ndarray, corners: np.ndarray) -> None:
+        """`max_mask_pixels` over every window the answer may use (a follow keeps each window's masks until they
+        merge): the boxes each cover window decodes, or the point query's masks in up to `window_budget`
+        windows. One window's share is checked in `_validate`."""
+        if self.max_mask_pixels is None or (len(homes) == 1 and q.window_budget == 1):
+            return
+        per_query, px = 3 if q.multimask else 1, self._window_px(source)
+        if q.boxes:
+            queries = sum(len(self._window_prompts(w, pts, labels, corners)[1]) for w in homes)
+            what = f"{queries} box decodes over {len(homes)} windows"
+        else:
+            queries = q.window_budget
+            what = f"a point query followed into up to {queries} windows"
+        total = queries * per_query * px
+        if total > self.max_mask_pixels:
+            raise LimitExceeded("window_budget", f"{what} × {per_query} masks × {px} window px = {total} decoded "
+                                                 f"mask pixels, over the limit of {self.max_mask_pixels}; lower "
+                                                 "window_budget, or send no multimask", "max_mask_pixels")
+
+    def _window_prompts(self, window, pts: np.ndarray, labels: np.ndarray,
+                        corners: np.ndarray) -> tuple[Prompts | None, list[int]]:
+        """The prompts of one window and the query index of each of its queries, or (None, []) when it gets no
+        query. `pts`: (N, 2) float64 lng/lat with (N,) int32 `labels`; `corners`: (2B, 2) float64 lng/lat, each
+        box's NW then SE corner. Points outside the window are dropped and boxes clipped to it (a box that
+        misses it is dropped), as in batch; the window holding all prompts gets them all unchanged."""
+        px = window.lnglat_to_px(pts) if len(pts) else np.zeros((0, 2))
+        box_px = window.lnglat_to_px(corners).reshape(-1, 4) if len(corners) else np.zeros((0, 4))
+        points, lab, boxes, kept = prompts_in_window(px, labels, box_px, window.size)
+        if not len(corners):
+            return (Prompts(points=points, labels=lab), [0]) if len(points) else (None, [])
+        return (Prompts(points=points, labels=lab, boxes=boxes), kept) if kept else (None, [])
+
+    async def _follow(self, source: TileSource, q: SegmentQuery, home, chains: list[dict], pts: np.ndarray,
+                      labels: np.ndarray, used: dict, embed, timer: _Timer) -> bool:
+        """Follow each mask of the point query across window seams, within `q.window_budget` windows in all.
+
+        `chains`: mask k → window key → (window, mask, score), holding the home window's decode; filled in
+        place. Breadth first from the home window: when a mask touches its window's edge (diagonals too), the
+        neighbouring lattice window that way (`neighbour`) is decoded with one include point, the mask pixel
+        deepest inside the two windows' overlap (`samgis.vector.seams.seam_point`, the rule batch map items
+        follow seams by), plus the query's exclude points inside it; with multimask, mask k of that decode
+        continues mask k (same granularity). Each window is embedded through the cache and the encoder queue
+        like any click; the time spent finding seam points is the `seams` stage of `timings_ms`. Returns whether the
+        budget stopped a mask that went on (stopped_by_budget)."""
+        queue: deque = deque()
+        stopped = False
+        excl = pts[labels == 0]
+
+        def seeds(window, k: int, mask: np.ndarray) -> None:
+            nonlocal stopped
+            mask_depth = None
+            for dx, dy in seam_directions(mask):
+                nb = window.neighbour(dx, dy)
+                if nb is None or nb.key() in chains[k]:
+                    continue
+                if nb.key() not in used and len(used) >= q.window_budget:
+                    stopped = True
+                    continue
+                if mask_depth is None:
+                    mask_depth = depth(mask)
+                (c0, r0), (c1, r1) = window.origin_px(), nb.origin_px()
+                point = seam_point(mask_depth, (c1 - c0, r1 - r0))
+                if point is not None:
+                    queue.append((nb, k, point))
+
+        # the distance transforms behind seam points take a while on big masks: off the event loop
+        for k, pieces in enumerate(chains):
+            if home.key() in pieces:
+                t0 = time.perf_counter()
+                await asyncio.to_thread(seeds, home, k, pieces[home.key()][1])
+                timer.add("seams", t0)
+        while queue:
+            window, k, point = queue.popleft()
+            if window.key() in chains[k]:
+                continue
+            if window.key() not in used and len(used) >= q.window_budget:
+                stopped = True
+                continue
+            emb = await embed(window)
+            valid = await self.readers(source).valid_mask(window)
+            ex = window.lnglat_to_px(excl) if len(excl) else np.zeros((0, 2))
+            ex, _, _, _ = prompts_in_window(ex, np.zeros(len(ex), np.int32), np.zeros((0, 4)), window.size)
+            prompts = Prompts(points=np.vstack([point, ex]), labels=np.array([1] + [0] * len(ex), np.int32))
+            t0 = time.perf_counter()
+            result = await self.engine.adecode(emb, prompts, q.multimask)
+            timer.add("decode", t0)
+            mask = np.asarray(result.masks[0, k], dtype=bool)
+            if valid is not None:
+                mask = mask & valid
+            chains[k][window.key()] = (window, mask, float(result.scores[0, k]))
+            t0 = time.perf_counter()
+            await asyncio.to_thread(seeds, window, k, mask)
+            timer.add("seams", t0)
+        return stopped
+
+    def _merged(self, pieces: list[tuple], home) -> tuple[np.ndarray, Affine, float]:
+        """One mask from the pieces (window, (size, size) bool mask, score) of windows of one grid level:
+        ((H, W) bool mask, its px → CRS affine, the score of the window holding the largest part)."""
+        if len(pieces) == 1:
+            w, m, score = pieces[0]
+            return m, w.affine(), score
+        merged: dict = {}
+        for w, m, _ in pieces:
+            o = w.origin_px()
+            merged[o] = merged[o] | m if o in merged else m
+        (c0, r0), canvas = merge_pieces(merged)
+        hc, hr = home.origin_px()
+        score = max(pieces, key=lambda p: int(np.count_nonzero(p[1])))[2]
+        return canvas, home.affine() @ Affine.translation(c0 - hc, r0 - hr), score
+
+    def _vectorize_chains(self, chains: list[list[dict]], home, source: TileSource, q: SegmentQuery) -> list[dict]:
+        """Each chain's merged mask → GeoJSON features (EPSG:4326), numbered `mask_index` = qi * M + k; with a
+        window budget above 1 each carries `windows`, the number of windows its mask was decoded in."""
+        props = self._properties(home, source)
+
+        def counted(n: int) -> dict:
+            return {"windows": n} if q.window_budget > 1 else {}
+
+        n_m = len(chains[0])
+        if q.merge_masks:  # one feature: the union of every mask
+            pieces = [p for query in chains for chain in query for p in chain.values()]
+            if not pieces:
+                return []
+            mask, transform, _ = self._merged(pieces, home)
+            best = max(p[2] for p in pieces)
+            windows = len({p[0].key() for p in pieces})
+            return masks_to_features(mask[None], np.array([best]), transform, simplify_px=q.simplify_px,
+                                     min_area_px=q.min_area_px, properties={**props, **counted(windows)},
+                                     crs=home.crs)
+        features: list[dict] = []
+        for qi, query in enumerate(chains):
+            for k, chain in enumerate(query):
+                if not chain:
+                    continue
+                mask, transform, score = self._merged(list(chain.values()), home)
+                features.extend(masks_to_features(
+                    mask[None], np.array([score]), transform, simplify_px=q.simplify_px, min_area_px=q.min_area_px,
+                    properties={**props, "prompt_index": qi, **counted(len(chain))}, first_index=qi * n_m + k,
+                    crs=home.crs))
+        return features
+
+    async def _valid(self, source: TileSource, window: Window, pts: np.ndarray, labels: Sequence[int],
+                     all_inside: bool = True):
         """(size, size) bool validity of the window's px (None: all valid); 422 when the window holds no data or
-        an include point lies on nodata. `pts`: (N, 2) float64 lng/lat degrees."""
+        an include point lies on nodata (or, with `all_inside`, outside the window). `pts`: (N, 2) float64
+        lng/lat degrees."""
         valid = await self.readers(source).valid_mask(window)
         if valid is None:
             return None
@@ -387,7 +601,7 @@ class SegmentService:
             px = np.floor(window.lnglat_to_px(pts)).astype(np.int64)
             for i, ((c, r), label) in enumerate(zip(px, labels, strict=True)):
                 inside = 0 <= c < valid.shape[1] and 0 <= r < valid.shape[0]
-                if label == 1 and (not inside or not valid[r, c]):
+                if label == 1 and ((not inside and all_inside) or (inside and not valid[r, c])):
                     raise InvalidRequest(f"prompts[{i}]", f"the point is on a nodata pixel of source {source.id!r}")
         return valid
 
@@ -407,25 +621,6 @@ class SegmentService:
         """Properties every feature of a window carries."""
         return {"zoom": window.z, "model": self.engine.model_id, "source": source.id,
                 "attribution": source.attribution}
-
-    def _vectorize(self, result, window: Window, source: TileSource, q: SegmentQuery) -> list[dict]:
-        """(Q, M, H, W) bool masks in window px → GeoJSON features (EPSG:4326)."""
-        n_q, n_m = result.masks.shape[:2]
-        props = self._properties(window, source)
-        features: list[dict] = []
-        transform = window.affine()
-        if q.merge_masks:  # (H, W): any mask holds the pixel
-            union = np.asarray(result.masks, dtype=bool).reshape(n_q * n_m, *result.masks.shape[2:]).any(axis=0)
-            best = float(np.max(result.scores)) if np.size(result.scores) else 0.0
-            return masks_to_features(union[None], np.array([best]), transform, simplify_px=q.simplify_px,
-                                     min_area_px=q.min_area_px, properties=props, crs=window.crs)
-        for qi in range(n_q):
-            feats = masks_to_features(result.masks[qi], result.scores[qi], transform,
-                                      simplify_px=q.simplify_px, min_area_px=q.min_area_px,
-                                      properties={**props, "prompt_index": qi}, first_index=qi * n_m,
-                                      crs=window.crs)
-            features.extend(feats)
-        return features
 
     # -- concept prompts ----------------------------------------------------------------------
     def _validate_concept(self, q: SegmentQuery) -> tuple[TileSource, ConceptPrompt | None]:
@@ -457,6 +652,9 @@ class SegmentService:
                 raise InvalidRequest(name, "exemplar box sw must be south-west of ne")
             if not (q.bbox.contains(e.west, e.south) and q.bbox.contains(e.east, e.north)):
                 raise InvalidRequest(name, "exemplar box is not inside the bbox")
+            footprint = self.readers(source).footprint_lnglat()
+            if footprint is not None and not footprint.intersects(shapely.box(e.west, e.south, e.east, e.north)):
+                raise InvalidRequest(name, f"exemplar box is off source {source.id!r} (no pixels there)")
             if e.label not in (0, 1):
                 raise InvalidRequest(f"{name}.label", "must be 1 (positive) or 0 (negative)")
         text = check_text(q.texts[0].text, "prompts") if q.texts else None
@@ -480,9 +678,28 @@ class SegmentService:
             raise InvalidRequest(field, e.message.split(": ", 1)[-1].replace("the prompts span",
                                                                              "the area to search spans")) from None
 
+    def _search_area(self, source: TileSource, b: BBox) -> tuple[np.ndarray, shapely.Polygon | None]:
+        """Where a concept query searches: the bbox, clipped to where the source has pixels (its reader's
+        `footprint_lnglat`, e.g. a raster's extent), so a map view reaching past a raster's edge searches the part
+        on it. Returns (the lng/lat points the window must hold, (N, 2) float64 EPSG:4326: the bbox's corners,
+        or the clipped area's vertices; the clipped area, None when the bbox lies wholly on the source).
+        A bbox that does not overlap the source is a 422 naming `bbox`."""
+        corners = np.array([[b.west, b.north], [b.east, b.south]], np.float64)
+        footprint = self.readers(source).footprint_lnglat()
+        view = shapely.box(b.west, b.south, b.east, b.north)
+        if footprint is None or footprint.covers(view):
+            return corners, None
+        area = view.intersection(footprint)
+        if area.is_empty or area.area <= 0:
+            w, s, e, n = (round(v, 6) for v in footprint.bounds)
+            raise InvalidRequest("bbox", f"the bbox does not overlap source {source.id!r} (it lies within lng {w} to "
+                                         f"{e}, lat {s} to {n}); move the view onto it")
+        return shapely.get_coordinates(area), area
+
     async def _find(self, q: SegmentQuery, deadline: float | None) -> dict:
-        """Every instance of the query's concept in the bbox: the window is the one holding the whole bbox
-        (stepping out from `q.zoom` as clicks do), instances with a pixel inside the bbox are kept, whole."""
+        """Every instance of the query's concept in the bbox: the window is the one holding the whole bbox, or
+        its part on the source (`_search_area`), stepping out from `q.zoom` as clicks do; instances with a pixel
+        inside the bbox are kept, whole."""
         t_start = time.perf_counter()
         timer = _Timer()
         source, concept = self._validate_concept(q)
@@ -492,7 +709,8 @@ class SegmentService:
         # exemplar corners top-left then bottom-right, so in px each box is (x0, y0, x1, y1), y down
         ex_corners = np.array([((e.west, e.north), (e.east, e.south)) for e in q.exemplars],
                               np.float64).reshape(-1, 2)
-        window = self._concept_window(source, bbox_corners, q.zoom, "bbox")
+        search_pts, clipped = self._search_area(source, b)
+        window = self._concept_window(source, search_pts, q.zoom, "bbox")
         try:
             valid = await self._valid(source, window, np.zeros((0, 2)), [])
         except InvalidRequest as e:  # a window of nodata only: the area searched is what is wrong
@@ -523,8 +741,10 @@ class SegmentService:
         timer.add("vectorize", t0)
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+        searched = (b.west, b.south, b.east, b.north) if clipped is None else clipped.bounds
         meta = {**self._meta(window, q.zoom, hit, timer, source), **self._concept_meta(concept, threshold, features),
-                "n_found": len(found)}
+                "n_found": len(found), "bbox_clipped": clipped is not None,
+                "area_searched": [round(float(v), 7) for v in searched]}
         return feature_collection(features, samgis=meta)
 
     @staticmethod

@@ -44,7 +44,7 @@ export function scoreGradientCss() {
   return `linear-gradient(to right, ${STOPS.map(([s]) => `${scoreColor(s)} ${s * 100}%`).join(', ')})`;
 }
 
-const STAGES = ['validate', 'tiles', 'embed', 'decode', 'vectorize'];
+const STAGES = ['validate', 'tiles', 'embed', 'decode', 'seams', 'vectorize'];
 
 /** "tiles 12 ms · embed 340 ms · decode 21 ms · total 380 ms" (known stages first, total last). */
 export function formatTimings(timings) {
@@ -79,8 +79,36 @@ export function resultSummary(fc) {
     }
     parts.push(z);
   }
+  const w = windowsText(meta);
+  if (w) parts.push(w);
   const t = formatTimings(meta.timings_ms);
   if (t) parts.push(t);
+  return parts.join(' · ');
+}
+
+/**
+ * While a request may follow its object across windows: "following… up to 4 windows" ('' for a budget of 1).
+ */
+export function followingText(windowBudget) {
+  const n = Number(windowBudget);
+  return Number.isInteger(n) && n > 1 ? `following… up to ${n} windows` : '';
+}
+
+/**
+ * How many windows an answer used, from its `samgis` metadata: "3 windows (1 from the cache)", plus
+ * "cut at the 2-window budget" when the object went on past them; '' for one window that holds the object.
+ */
+export function windowsText(meta) {
+  const windows = meta?.windows ?? [];
+  const parts = [];
+  if (windows.length > 1) {
+    const cached = windows.filter((w) => w.cache === 'hit').length;
+    parts.push(`${windows.length} windows` + (cached ? ` (${cached} from the cache)` : ''));
+  }
+  if (meta?.follow?.stopped_by_budget) {
+    const b = meta.follow.window_budget;
+    parts.push(`cut at the ${b}-window budget: the object goes on`);
+  }
   return parts.join(' · ');
 }
 

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
-  bestScore, defaultLayerName, exportFileName, formatArea, formatScore, formatTimings, resultSummary, safeName,
-  scoreColor, totalArea,
+  bestScore, defaultLayerName, exportFileName, followingText, formatArea, formatScore, formatTimings, resultSummary,
+  safeName, scoreColor, totalArea, windowsText,
 } from './format.js';
+import { windowBudgetValue } from './prompts.js';
 
 describe('area', () => {
   it('picks m², ha or km² by size', () => {
@@ -67,6 +68,31 @@ describe('result words', () => {
       .toBe('no object found · embedding cache hit · window z3');
     expect(bestScore(fc)).toBe(0.95);
     expect(totalArea(fc)).toBe(150);
+  });
+});
+
+describe('following objects across windows', () => {
+  const win = (x, cache) => ({ z: 16, x, y: 7, size: 1024, cache });
+
+  it('says it is following while a request with a window budget runs', () => {
+    expect(followingText(4)).toBe('following… up to 4 windows');
+    expect(followingText(1)).toBe('');
+    expect(followingText(undefined)).toBe('');
+  });
+
+  it('says how many windows the answer used and whether the budget cut the object', () => {
+    const meta = { cache: 'miss', window: win(0), zoom_requested: 16,
+      windows: [win(0, 'miss'), win(2, 'hit'), win(4, 'miss')], follow: { window_budget: 4, stopped_by_budget: false } };
+    expect(windowsText(meta)).toBe('3 windows (1 from the cache)');
+    expect(resultSummary({ features: [], samgis: meta })).toBe('no object found · embedding cache miss · window z16 · 3 windows (1 from the cache)');
+    const cut = { windows: [win(0, 'hit'), win(2, 'miss')], follow: { window_budget: 2, stopped_by_budget: true } };
+    expect(windowsText(cut)).toBe('2 windows (1 from the cache) · cut at the 2-window budget: the object goes on');
+    expect(windowsText({ windows: [win(0, 'hit')], follow: { window_budget: 4, stopped_by_budget: false } })).toBe('');
+    expect(windowsText({})).toBe('');
+  });
+
+  it('keeps the budget an integer the API takes', () => {
+    expect([windowBudgetValue('3'), windowBudgetValue(0), windowBudgetValue(99), windowBudgetValue('x')]).toEqual([3, 1, 16, 4]);
   });
 });
 

@@ -55,9 +55,10 @@ export function requestZoom(mapZoom, source) {
 
 /**
  * The JSON body of POST /v1/segment.
- * bounds: {south, west, north, east} in degrees (the map view); zoom: map zoom; source: source object or id.
+ * bounds: {south, west, north, east} in degrees (the map view); zoom: map zoom; source: source object or id;
+ * windowBudget: most windows the server may follow the object into (1–16).
  */
-export function segmentRequest({ bounds, zoom, source, prompts, multimask = false }) {
+export function segmentRequest({ bounds, zoom, source, prompts, multimask = false, windowBudget = 4 }) {
   const src = typeof source === 'string' ? { id: source } : source;
   return {
     bbox: {
@@ -68,7 +69,16 @@ export function segmentRequest({ bounds, zoom, source, prompts, multimask = fals
     source: src.id,
     prompts: prompts.map(toApiPrompt),
     multimask: Boolean(multimask),
+    window_budget: windowBudgetValue(windowBudget),
   };
+}
+
+export const MAX_WINDOW_BUDGET = 16;
+
+/** A window budget as the API takes it: an integer in [1, 16] (4 when not a number). */
+export function windowBudgetValue(v) {
+  const n = Math.round(Number(v));
+  return Number.isFinite(n) ? clamp(n, 1, MAX_WINDOW_BUDGET) : 4;
 }
 
 /** Short words for a prompt, numbered from 1 as the user counts: "include point 2", "rectangle 1". */

@@ -24,6 +24,7 @@ describe('prompts → /v1/segment body', () => {
         { type: 'box', ne: { lat: 45.001, lng: 11.251 }, sw: { lat: 44.999, lng: 11.249 } },
       ],
       multimask: true,
+      window_budget: 4,
     });
     expect(Object.keys(req.prompts[0])).not.toContain('id');
   });

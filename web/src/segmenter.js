@@ -4,7 +4,7 @@ import { modelNotReady } from './health.js';
 import { addResult, renderCurrent } from './layers.js';
 import { map } from './map.js';
 import { segmentRequest, summarizePrompts } from './prompts.js';
-import { resultSummary } from './format.js';
+import { followingText, resultSummary } from './format.js';
 import { state } from './state.js';
 import { clearMessage, setStatus, showMessage } from './status.js';
 
@@ -39,11 +39,14 @@ async function runSegment() {
   const request = segmentRequest({
     bounds: { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() },
     zoom: map.getZoom(), source: state.source, prompts, multimask: state.multimask,
+    windowBudget: state.windowBudget,
   });
   state.lastRequest = request;
   state.requestsStarted += 1;
   const session = state.session;
-  setStatus('busy', `Segmenting ${summarizePrompts(prompts)} on “${request.source}” at z${request.zoom}…`);
+  const following = followingText(request.window_budget);
+  setStatus('busy', `Segmenting ${summarizePrompts(prompts)} on “${request.source}” at z${request.zoom}…`
+    + (following ? ` (${following})` : ''));
   try {
     const fc = await api.segment(request, { signal: ctrl.signal, prompts });
     if (inflight !== ctrl) return;

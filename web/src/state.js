@@ -7,6 +7,7 @@ export const state = {
   prompts: [],
   mode: 'include',
   multimask: false,
+  windowBudget: 4, // most windows a click may follow its object into
   layers: [], // newest first: {id, name, fc, visible, session, group, zoom, source, prompts}
   currentId: null,
   session: 1,

@@ -5,7 +5,7 @@ import L from 'leaflet';
 import { renderLayers } from './layers.js';
 import { map } from './map.js';
 import {
-  boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, summarizePrompts,
+  boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, summarizePrompts, windowBudgetValue,
 } from './prompts.js';
 import { scheduleSegment } from './segmenter.js';
 import { $, state } from './state.js';
@@ -91,6 +91,12 @@ export function replacePrompts(prompts) {
 export function setMultimask(on) {
   state.multimask = Boolean(on);
   $('multimask').checked = state.multimask;
+  if (state.prompts.length) scheduleSegment();
+}
+
+export function setWindowBudget(v) {
+  state.windowBudget = windowBudgetValue(v);
+  $('window-budget').value = String(state.windowBudget);
   if (state.prompts.length) scheduleSegment();
 }
 
@@ -252,6 +258,7 @@ export function initTools() {
   for (const b of document.querySelectorAll('[data-mode]')) b.addEventListener('click', () => setMode(b.dataset.mode));
   document.addEventListener('keydown', onKeyDown);
   $('multimask').addEventListener('change', (e) => setMultimask(e.target.checked));
+  $('window-budget').addEventListener('change', (e) => setWindowBudget(e.target.value));
   $('undo-btn').addEventListener('click', removeLastPrompt);
   $('reset-btn').addEventListener('click', resetPrompts);
   map.on('click', onMapClick);

@@ -6,8 +6,12 @@ web map. Nothing above it (service, routers) knows which kind of source it talks
 class here and one line in `open_reader`.
 
 Windows (`samgis.geo.tiles.Window` for tile sources, `samgis.geo.readers.raster.RasterWindow` for rasters)
-share: `size` (px per side), `key()` (grid level and lattice cell, for cache keys), `affine()` (window px →
+share: `size` (px per side), `origin_px()` (NW pixel on the level's global px grid), `neighbour(dx, dy)`
+(the next lattice window that way), `key()` (grid level and lattice cell, for cache keys), `affine()` (window px →
 `crs`), `crs`, `lnglat_to_px(lnglat)` and `meta()`.
+
+A reader's `footprint_lnglat()` is where its source has pixels, in EPSG:4326: services searching an area (concept
+prompts over a map view) clip the area to it, so a view reaching past a raster's edge searches the part on it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import shapely
 
 from samgis.geo.fetch import TileFetcher
 
@@ -40,6 +45,10 @@ class Reader(Protocol):
         """(grid level, windows best first) from the level matching `zoom` outwards, at most `max_steps`
         steps; `lnglat`: (N, 2) float64 lng/lat degrees EPSG:4326. An empty list: the prompts do not fit."""
 
+    def cover(self, lnglat: np.ndarray, zoom: int) -> list:
+        """The fewest lattice windows of the grid level matching `zoom` that together cover the extent of
+        `lnglat` ((N, 2) float64 lng/lat degrees EPSG:4326), row-major; for prompts larger than a window."""
+
     def grid(self, zoom: int, lng: float, lat: float) -> Any:
         """The pixel grid (`samgis.geo.grids`) that work larger than a window at `zoom` around (lng, lat)
         degrees uses: lattices of windows are cut from it with `grid.window(col, row, size)`."""
@@ -52,6 +61,11 @@ class Reader(Protocol):
 
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
         """An encoded image of Web-Mercator tile (z, x, y) for the web map."""
+
+    def footprint_lnglat(self) -> shapely.Polygon | None:
+        """Where the source has a grid, as a polygon in EPSG:4326 lng/lat degrees (x = lng, y = lat): every
+        point of it is a valid prompt location for `window_candidates`. Tile sources: the Web Mercator map;
+        rasters: their extent. None when it cannot be computed (then nothing is clipped to it)."""
 
 
 def open_reader(source: Any, fetcher: TileFetcher, window_px: int = 1024) -> Reader:

@@ -15,6 +15,7 @@ is one), so colours do not change with the window.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import math
 import os
@@ -34,6 +35,7 @@ import pyproj
 import rasterio
 import rasterio.io
 import rasterio.windows
+import shapely
 from affine import Affine
 from PIL import Image
 from rasterio.enums import Resampling
@@ -42,6 +44,7 @@ from rasterio.warp import reproject, transform_bounds
 
 from samgis.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from samgis.geo.readers import WindowImage
+from samgis.geo.tiles import lattice_cover
 
 #: Percentiles of the default ("auto") stretch for data that is not uint8.
 AUTO_PERCENTILES = (2.0, 98.0)
@@ -49,6 +52,11 @@ AUTO_PERCENTILES = (2.0, 98.0)
 STATS_PX = 1024
 #: Validity masks of this many windows are kept per source (packed bits: 128 KiB per 1024² window).
 MASK_CACHE_WINDOWS = 64
+#: Points per edge of a raster's footprint polygon (edges straight in the raster's CRS curve in lng/lat).
+FOOTPRINT_EDGE_POINTS = 64
+#: Native px the footprint keeps inside each edge of the raster, so its points, taken back to native px through
+#: pyproj, stay on the raster despite rounding and the chords that stand for curved edges.
+FOOTPRINT_INSET_PX = 0.5
 #: Equatorial circumference of the WGS84 ellipsoid (EPSG:3857's sphere), metres.
 _EARTH_M = 2 * math.pi * 6378137.0
 
@@ -235,6 +243,25 @@ class RasterWindow:
         col, row = ~self.affine() @ (np.asarray(x), np.asarray(y))
         return np.column_stack([col, row]).astype(np.float64)
 
+    def origin_px(self) -> tuple[int, int]:
+        """(col, row) of the window's NW pixel in the px of its level's grid."""
+        return self.col, self.row
+
+    def neighbour(self, dx: int, dy: int) -> "RasterWindow":
+        """The lattice window next to this one in direction (dx, dy) (each -1, 0 or 1; x east, y south) at the
+        same level: the next lattice origin (multiples of `size // 2`) beyond this one's on each axis moved.
+        Windows may overhang the raster (those px read as invalid)."""
+        step = max(1, self.size // 2)
+
+        def move(o: int, d: int) -> int:
+            if d > 0:
+                return (o // step + 1) * step
+            if d < 0:
+                return (o // step) * step if o % step else o - step
+            return o
+
+        return dataclasses.replace(self, col=move(self.col, dx), row=move(self.row, dy))
+
     def native_window(self) -> rasterio.windows.Window:
         """The window in native px."""
         f = self.level
@@ -278,6 +305,7 @@ class RasterReader:
         self._stretch: np.ndarray | None = None
         self._masks: OrderedDict[tuple, np.ndarray | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._footprint: shapely.Polygon | None | bool = False  # False: not computed yet
 
     # -- windows ------------------------------------------------------------------------------------------
     def window_px(self) -> int:
@@ -294,6 +322,28 @@ class RasterReader:
         _, _, dx = geod.inv(lngs[0], lats[0], lngs[1], lats[1])
         _, _, dy = geod.inv(lngs[0], lats[0], lngs[2], lats[2])
         return math.sqrt(abs(dx * dy))
+
+    def footprint_lnglat(self) -> shapely.Polygon | None:
+        """The raster's extent in EPSG:4326 lng/lat degrees, `FOOTPRINT_INSET_PX` native px inside its edges: its
+        native px rectangle, `FOOTPRINT_EDGE_POINTS` points an edge, through the affine and pyproj. None when the
+        extent does not reproject to a valid polygon (non-finite points, e.g. outside the CRS's area of use, or
+        a raster across the antimeridian). Computed once."""
+        if self._footprint is not False:
+            return self._footprint
+        inset = min(FOOTPRINT_INSET_PX, self.width / 4, self.height / 4)
+        c0, r0, c1, r1 = inset, inset, self.width - inset, self.height - inset
+        t = np.linspace(0.0, 1.0, FOOTPRINT_EDGE_POINTS, endpoint=False)
+        cols = np.concatenate([c0 + (c1 - c0) * t, np.full_like(t, c1), c1 - (c1 - c0) * t, np.full_like(t, c0)])
+        rows = np.concatenate([np.full_like(t, r0), r0 + (r1 - r0) * t, np.full_like(t, r1), r1 - (r1 - r0) * t])
+        x, y = self.transform @ (cols, rows)
+        lng, lat = _transformer(self.source.crs_wkt, 4326).transform(np.asarray(x), np.asarray(y))
+        footprint = None
+        if np.isfinite(lng).all() and np.isfinite(lat).all() and np.ptp(lng) < 180:  # no antimeridian wrap
+            polygon = shapely.Polygon(np.column_stack([lng, lat]))
+            if polygon.is_valid and polygon.area > 0:
+                footprint = shapely.orient_polygons(polygon, exterior_cw=False)
+        self._footprint = footprint
+        return footprint
 
     def level_for_zoom(self, lng: float, lat: float, zoom: int) -> int:
         """Index in `levels` of the coarsest level not coarser than a 256-px Web-Mercator view at `zoom`
@@ -314,7 +364,8 @@ class RasterReader:
         f = self.levels[self.level_for_zoom(lng, lat, zoom)]
         return RasterGrid(f, zoom, self.transform, self.source.crs_wkt, self.width, self.height)
 
-    def window_candidates(self, lnglat: np.ndarray, zoom: int, max_steps: int) -> Iterator[tuple[str, list]]:
+    def _native_px(self, lnglat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lnglat (N, 2) float64 degrees, native px (N, 2) float64 (col, row)); 422 when off the raster."""
         pts = np.asarray(lnglat, np.float64).reshape(-1, 2)
         if not np.isfinite(pts).all():
             raise InvalidRequest("prompts", "coordinates must be finite numbers")
@@ -328,11 +379,27 @@ class RasterReader:
             i = int(np.argmax(outside))
             raise InvalidRequest(f"prompts[{i}]", f"(lng {pts[i, 0]}, lat {pts[i, 1]}) is outside raster "
                                                   f"source {self.source.id!r}")
+        return pts, native
+
+    def window_candidates(self, lnglat: np.ndarray, zoom: int, max_steps: int) -> Iterator[tuple[str, list]]:
+        pts, native = self._native_px(lnglat)
         centre = pts.mean(axis=0)
         first = self.level_for_zoom(float(centre[0]), float(centre[1]), zoom)
         for step, i in enumerate(range(first, min(len(self.levels), first + max_steps + 1))):
             f = self.levels[i]
             yield f"{f}x", self._lattice(native / f, f, zoom - step)
+
+    def cover(self, lnglat: np.ndarray, zoom: int) -> list[RasterWindow]:
+        """The fewest lattice windows of the level matching `zoom` that together cover the points' extent
+        (`lattice_cover` on each axis), row-major. `lnglat`: (N, 2) float64 degrees EPSG:4326."""
+        pts, native = self._native_px(lnglat)
+        centre = pts.mean(axis=0)
+        f = self.levels[self.level_for_zoom(float(centre[0]), float(centre[1]), zoom)]
+        px = native / f
+        lo, hi = px.min(axis=0), px.max(axis=0)
+        cols = lattice_cover(float(lo[0]), float(hi[0]), self.size, self.stride)
+        rows = lattice_cover(float(lo[1]), float(hi[1]), self.size, self.stride)
+        return [RasterWindow(f, c, r, self.size, zoom, self.transform, self.source.crs_wkt) for r in rows for c in cols]
 
     def _lattice(self, px: np.ndarray, f: int, z: int) -> list[RasterWindow]:
         """Lattice windows at level f strictly containing level px `px` (N, 2), nearest-centred first. Windows

@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import shapely
 
 from samgis.geo.fetch import TileFetcher
 from samgis.geo.grids import PxWindow, TileGrid
 from samgis.geo.readers import WindowImage
 from samgis.geo.sources import TileSource
-from samgis.geo.tiles import Window, candidate_windows
+from samgis.geo.tiles import MAX_LAT, Window, candidate_windows, checked_lnglat, lattice_cover, world_px
+
+#: The Web Mercator map, lng/lat degrees: what `checked_lnglat` accepts.
+WORLD = shapely.box(-180.0, -MAX_LAT, 180.0, MAX_LAT)
 
 #: Window side in px (4 × 4 tiles of 256 px, 2 × 2 of 512 px).
 WINDOW_PX = 1024
@@ -39,6 +43,18 @@ class TileReader:
         """The pixel grid of work at `zoom` (the tile grid at that zoom; the point does not matter)."""
         return TileGrid(zoom, self.source.tile_size)
 
+    def cover(self, lnglat: np.ndarray, zoom: int) -> list[Window]:
+        """The fewest half-window lattice windows at `zoom` that together cover the points' extent
+        (`lattice_cover` on each axis, in tiles), row-major. `lnglat`: (N, 2) float64 degrees EPSG:4326."""
+        ts = self.source.tile_size
+        tile_xy = world_px(checked_lnglat(lnglat), zoom, ts) / ts
+        n = min(self.tiles, 2**zoom)
+        lo, hi = tile_xy.min(axis=0), tile_xy.max(axis=0)
+        step, last = max(1, n // 2), 2**zoom - n
+        xs = lattice_cover(float(lo[0]), float(hi[0]), n, step, last)
+        ys = lattice_cover(float(lo[1]), float(hi[1]), n, step, last)
+        return [Window(zoom, x, y, tiles=n, tile_size=ts) for y in ys for x in xs]
+
     async def read_window(self, window: Window | PxWindow, deadline: float | None = None) -> WindowImage:
         """A tile `Window`'s pixels, or a `PxWindow`'s: its enclosing tile window's, cropped."""
         if isinstance(window, PxWindow):
@@ -51,3 +67,8 @@ class TileReader:
 
     async def display_tile(self, z: int, x: int, y: int, deadline: float | None = None) -> bytes:
         return await self.fetcher.fetch_tile(self.source, z, x, y, deadline)
+
+    def footprint_lnglat(self) -> shapely.Polygon:
+        """The whole Web Mercator map (lng [-180, 180], |lat| ≤ `MAX_LAT`): tile sources declare no extent, and
+        tiles missing from a local source read blank."""
+        return WORLD

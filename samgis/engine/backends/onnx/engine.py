@@ -28,9 +28,10 @@ image). SAM 2 (`SAM2ImagePredictor`): the image stretched to S × S (`SAM2Transf
 S / W, S / H with box corners first, SAM 2's single-mask rule, logits bilinear straight to the image and
 returned clamped to ±32. SAM 2 automatic masks are left to the sam2 backend (its own generator).
 
-Threads: ONNX Runtime runs on its own intra-op pool (`threads`, 0 = one per physical core); the engine
-takes calls from any thread (sessions are thread-safe; one encoder pass at a time). The little torch work
-(mask upscaling) runs on the process's torch thread (`samgis.engine.threads`).
+Threads: ONNX Runtime runs on its own intra-op pool (`threads`, 0 = one per physical core; `set_threads`
+reopens the sessions with another count); the engine takes calls from any thread (sessions are
+thread-safe; one encoder pass at a time). Masks are upscaled with OpenCV on the calling thread; SAM 2's
+image preprocessing (torchvision) runs on the process's torch thread (`samgis.engine.threads`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from samgis.engine.amg import point_batch_arrays
+from samgis.engine.backends.sam1.postprocess import postprocess_masks
 from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, file_sha256, read_manifest
 from samgis.engine.protocol import (AmgOptions, Capabilities, ConceptPrompt, DecodeResult, Embedding,
                                     FoundInstances, ModelCard, Prompts, require, required_capabilities)
@@ -108,9 +110,20 @@ def upscale(low_res: torch.Tensor, input_size: tuple[int, int], original_size: t
 
 
 def _masks(low_res: np.ndarray, input_size, original_size, image_size: int, square: bool) -> np.ndarray:
-    """`upscale` of numpy logits, thresholded at 0 → (Q, M, H, W) bool."""
-    return (upscale(torch.from_numpy(np.ascontiguousarray(low_res)), input_size, original_size, image_size,
-                    square) > 0).numpy()
+    """`upscale` of numpy logits, thresholded at 0 → (Q, M, H, W) bool; with OpenCV's bilinear resize (the
+    same values, ~9× faster than torch's on CPU: `samgis.engine.backends.sam1.postprocess`), on the
+    calling thread."""
+    return postprocess_masks(low_res, None if square else input_size, original_size, image_size, 0.0)
+
+
+def _high_res_nchw(aux: dict, grid: int) -> dict:
+    """`high_res_feats_0` (1, 32, 4g, 4g) and `high_res_feats_1` (1, 64, 2g, 2g) back from the token layout
+    of `prepare.onnx`'s `s0` (4g², 4·32) and `s1` (g², 4·64): `tokens_layout_s0` / `_s1` inverted (a copy)."""
+    s0, s1 = aux["s0"], aux["s1"]
+    o0, o1 = s0.shape[1] // 4, s1.shape[1] // 4
+    f0 = s0.reshape(grid, grid, 2, 2, 2, 2, o0).transpose(6, 0, 2, 4, 1, 3, 5).reshape(1, o0, 4 * grid, 4 * grid)
+    f1 = s1.reshape(grid, grid, 2, 2, o1).transpose(4, 0, 2, 1, 3).reshape(1, o1, 2 * grid, 2 * grid)
+    return {"high_res_feats_0": np.ascontiguousarray(f0), "high_res_feats_1": np.ascontiguousarray(f1)}
 
 
 def _concrete(shape, fill: dict) -> tuple[int, ...]:
@@ -135,10 +148,10 @@ class OnnxEngine:
         self.manifest = manifest
         self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
         self.location = location or str(self.encoder_path.parent)
-        so = session_options(threads, spinning)
-        providers = onnx_providers(device)
-        self.encoder = ort.InferenceSession(str(self.encoder_path), so, providers=providers)
-        self.decoder = ort.InferenceSession(str(self.decoder_path), so, providers=providers)
+        self.spinning = spinning
+        self._requested_providers = onnx_providers(device)
+        self._sessions_lock = threading.Lock()
+        self._open_sessions(threads)
         self.providers = self.encoder.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self._encoder_lock = threading.Lock()
@@ -151,6 +164,36 @@ class OnnxEngine:
         self.embedding_version = f"onnx-{self.family}-{self.input_layout}-{self.image_size}-{digest[:16]}"
         # Queries per decoder run in `decode_point_batch` (a batched decoder runs them together).
         self.point_batch_rows = 16 if self.device == "cuda" else 4
+
+    def _open_sessions(self, threads: int) -> None:
+        """(Re)open the encoder and decoder sessions with `threads` intra-op threads (0: ORT's default).
+        Calls already running finish on the sessions they started with."""
+        so = session_options(threads, self.spinning)
+
+        def open_(path: Path) -> ort.InferenceSession:
+            return ort.InferenceSession(str(path), so, providers=self._requested_providers)
+
+        encoder, decoder = open_(self.encoder_path), open_(self.decoder_path)
+        fast = (self.manifest or {}).get("fast_decoder")
+        folder = self.encoder_path.parent
+        prepare, fast_decoder = (open_(folder / fast["prepare"]), open_(folder / fast["file"])) if fast else (None, None)
+        self.encoder, self.decoder, self.threads = encoder, decoder, int(threads)
+        # our SAM 2 pairs: per-window constants (`prepare`) and the cached-constant decoder, for clicks
+        # without a mask input (see `samgis.engine.backends.onnx.export`)
+        self.prepare, self.fast_decoder = prepare, fast_decoder
+        self.fast_consts = list(fast["consts"]) if fast else []
+
+    def set_threads(self, n: int) -> int:
+        """ONNX Runtime intra-op threads for both sessions (0: one per physical core); returns the previous
+        setting. A session's thread pool is fixed when it opens, so a new count reopens the sessions (the
+        files were checked on load and are not hashed again)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"threads must be an int ≥ 0, got {n!r}")
+        with self._sessions_lock:
+            previous = self.threads
+            if n != previous:
+                self._open_sessions(n)
+            return previous
 
     # --- inspection --------------------------------------------------------------------------------
 
@@ -275,24 +318,39 @@ class OnnxEngine:
             input_size = (self.image_size, self.image_size)
         else:
             x, input_size = self.preprocess(image)
+        prepare = self.prepare
         with self._encoder_lock:
             out = self.encoder.run(self.encoder_outputs, {self.encoder_input: x})
-        out = [np.ascontiguousarray(o, np.float32) for o in out]
-        features = dict(zip(self.encoder_outputs, out)) if self.family == "sam2" else out[0]
+            out = [np.ascontiguousarray(o, np.float32) for o in out]
+            features = dict(zip(self.encoder_outputs, out)) if self.family == "sam2" else out[0]
+            aux = None
+            if prepare is not None:
+                aux = dict(zip(self.fast_consts, prepare.run(self.fast_consts, features)))
+                # the high-res maps are kept once, in the fast decoder's token layout (`_high_res_nchw`)
+                features = {"image_embed": features["image_embed"]}
+        nbytes = sum(a.nbytes for a in (*(features.values() if isinstance(features, dict) else [features]),
+                                         *(aux.values() if aux else [])))
         return Embedding(features=features, original_size=(int(image.shape[0]), int(image.shape[1])),
-                         input_size=input_size, model_id=self.model_id, nbytes=int(sum(o.nbytes for o in out)))
+                         input_size=input_size, model_id=self.model_id, nbytes=int(nbytes), aux=aux)
 
     # --- decoder -----------------------------------------------------------------------------------
 
     def _run(self, features: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
-             original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+             original_size: tuple[int, int], aux: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Decoder over Q queries: `coords` (Q, N, 2) float32 in the model input frame, `labels` (Q, N)
-        float32 (SAM's -1/0/1/2/3), `mask` (1, 1, l, l) float32 logits or None. Returns
+        float32 (SAM's -1/0/1/2/3), `mask` (1, 1, l, l) float32 logits or None; `aux`: the embedding's
+        per-window constants (the cached-constant decoder runs when given and `mask` is None). Returns
         (iou (Q, M) float32, low-res logits (Q, M, l, l) float32), M = `masks_per_query`."""
         feed = dict(features) if isinstance(features, dict) else {"image_embeddings": features}
+        decoder, fast = self.decoder, self.fast_decoder
         if self.samexporter_sam2:  # its graph appends the padding point (the callers' last one) itself
             coords, labels = coords[:, :-1], labels[:, :-1]
-        if self.has_mask_input:
+        fast = fast if mask is None and aux is not None else None
+        if fast is not None:
+            feed, decoder = dict(aux), fast
+        elif self.family == "sam2" and "high_res_feats_0" not in feed:
+            feed.update(_high_res_nchw(aux, self.image_size // 16))
+        if fast is None and self.has_mask_input:
             feed["mask_input"] = (mask if mask is not None
                                   else np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32))
             feed["has_mask_input"] = np.array([0.0 if mask is None else 1.0], np.float32)
@@ -301,12 +359,14 @@ class OnnxEngine:
         step = len(coords) if self.batched else 1
         ious, lows = [], []
         for i in range(0, len(coords), max(1, step)):
-            iou, low = self.decoder.run(self.decoder_outputs, {
+            iou, low = decoder.run(self.decoder_outputs, {
                 **feed, "point_coords": np.ascontiguousarray(coords[i:i + step], np.float32),
                 "point_labels": np.ascontiguousarray(labels[i:i + step], np.float32)})
             ious.append(iou)
             lows.append(low)
-        return np.concatenate(ious).astype(np.float32), np.concatenate(lows).astype(np.float32)
+        if len(ious) == 1:
+            return ious[0].astype(np.float32, copy=False), lows[0].astype(np.float32, copy=False)
+        return np.concatenate(ious).astype(np.float32, copy=False), np.concatenate(lows).astype(np.float32, copy=False)
 
     def _select(self, iou: np.ndarray, low: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
         """`MaskDecoder.forward`'s choice among all mask tokens: 1..3 with multimask, else 0; SAM 2 with
@@ -369,14 +429,14 @@ class OnnxEngine:
             coords = np.concatenate([pts, [[0.0, 0.0]]])[None]
             labels = np.concatenate([lab, [-1.0]])[None]
         iou, low = self._select(*self._run(embedding.features, coords.astype(np.float32),
-                                           labels.astype(np.float32), mask, size), multimask)
-        masks = on_torch_thread(_masks, low, embedding.input_size, size, self.image_size, self.family == "sam2")
+                                           labels.astype(np.float32), mask, size, embedding.aux), multimask)
+        masks = _masks(low, embedding.input_size, size, self.image_size, self.family == "sam2")
         if self.logits_clamp:
             low = np.clip(low, -self.logits_clamp, self.logits_clamp)
         return DecodeResult(masks=masks, scores=iou, logits=low)
 
     async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
-        """`decode` from an event loop (ONNX Runtime releases the GIL; the upscaling hops to the torch thread)."""
+        """`decode` from an event loop, on a worker thread (ONNX Runtime and OpenCV release the GIL)."""
         return await asyncio.to_thread(self.decode, embedding, prompts, multimask)
 
     def upscale_logits(self, low_res: torch.Tensor, embedding: Embedding) -> torch.Tensor:
@@ -416,7 +476,7 @@ class OnnxEngine:
         for i in range(0, b, self.point_batch_rows):
             iou, low = self._select(*self._run(embedding.features, coords[i:i + self.point_batch_rows],
                                                lab[i:i + self.point_batch_rows], None,
-                                               embedding.original_size), multimask)
+                                               embedding.original_size, embedding.aux), multimask)
             ious.append(iou)
             lows.append(low)
         return torch.from_numpy(np.concatenate(lows)), torch.from_numpy(np.concatenate(ious))

@@ -32,6 +32,13 @@ SAM 2 / 2.1 pair (`family: "sam2"`, the `sam2` package's `SAM2Base`), `export_sa
   padding point), `point_labels`, `mask_input`, `has_mask_input`; outputs `iou_predictions` (Q, 4) and
   `low_res_masks` (Q, 4, 256, 256), all four mask tokens; the engine applies SAM 2's single-mask rule
   (`dynamic_multimask_via_stability`, parameters in the manifest).
+- the cached-constant decoder (`samgis.engine.backends.sam2.decoder`, same math regrouped), two more files
+  named in the manifest's `fast_decoder`: `prepare.onnx` (the three encoder outputs → the per-window
+  constants `src` (1, HW, 256), `k0`, `v0`, `q0` (1, heads, HW, d) and the high-res features in the folded
+  upscaling's token layout `s0` (4·HW, 128), `s1` (HW, 256); run once per window) and `decoder_fast.onnx`
+  (those six + `point_coords`, `point_labels` → `iou_predictions`, `low_res_masks` as `decoder.onnx`,
+  without a mask input). The engine uses it for clicks without a mask input; `decoder.onnx` stays for
+  the rest and for other runtimes.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 
 from samgis.engine.backends.onnx.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from samgis.engine.backends.sam1.decoder import (ImageConsts, image_tensors, position_tensors, raster_masks,
+                                                 run_transformer, tokens_layout_s0, tokens_layout_s1)
+from samgis.engine.backends.sam2 import decoder as sam2_fast
 
 DEFAULT_OPSET = 17
 QUANTIZATIONS = (None, "uint8")
@@ -192,6 +202,65 @@ class Sam2Decoder(torch.nn.Module):
         return iou, masks
 
 
+FAST_CONSTS = ("src", "k0", "v0", "q0", "s0", "s1")
+"""Outputs of `prepare.onnx`, inputs of `decoder_fast.onnx` (with `point_coords`, `point_labels`)."""
+
+
+class Sam2Prepare(torch.nn.Module):
+    """The encoder's three outputs → the per-window constants of `Sam2FastDecoder` (`FAST_CONSTS`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            self.pos = position_tensors(model.sam_prompt_encoder, model.sam_mask_decoder.transformer)
+
+    @torch.no_grad()
+    def forward(self, image_embed, high_res_feats_0, high_res_feats_1):
+        c = image_tensors(self.model.sam_prompt_encoder, self.model.sam_mask_decoder.transformer, image_embed,
+                          self.pos)
+        return c.src, c.k0, c.v0, c.q0, tokens_layout_s0(high_res_feats_0), tokens_layout_s1(high_res_feats_1)
+
+
+class Sam2FastDecoder(torch.nn.Module):
+    """`Sam2Decoder` without a mask input, from `Sam2Prepare`'s constants: the sam2 backend's cached-constant
+    decoder (`samgis.engine.backends.sam2.decoder.decode_masks` before its mask choice), with the folded
+    upscaling run on all queries at once (no chunks: tracing needs no `out=`). All four mask tokens out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            self.pos = position_tensors(model.sam_prompt_encoder, model.sam_mask_decoder.transformer)
+
+    @torch.no_grad()
+    def forward(self, src, k0, v0, q0, s0, s1, point_coords, point_labels):
+        dec = self.model.sam_mask_decoder
+        sparse = self.model.sam_prompt_encoder._embed_points(point_coords, point_labels, pad=False)
+        b = sparse.shape[0]
+        s = 1 if dec.pred_obj_scores else 0
+        tokens = ([dec.obj_score_token.weight] if s else []) + [dec.iou_token.weight, dec.mask_tokens.weight]
+        out_tokens = torch.cat(tokens, dim=0)
+        point_embedding = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+        hs, keys = run_transformer(dec.transformer, ImageConsts(k0=k0, v0=v0, q0=q0, src=src), self.pos,
+                                   point_embedding)
+        iou = dec.iou_prediction_head(hs[:, s, :])
+        hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](hs[:, s + 1 + i, :])
+                                for i in range(dec.num_mask_tokens)], dim=1)      # (B, 4, o2)
+        conv1, norm, act1, conv2, act2 = dec.output_upscaling
+        c, o1, o2 = keys.shape[-1], conv1.out_channels, conv2.out_channels
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * o1)
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(o1, 4 * o2)
+        x = torch.matmul(keys, w1) + (conv1.bias.repeat(4) + s1)                 # (B, HW, [a b o1])
+        n = x.shape[1]
+        x = act1(torch.nn.functional.layer_norm(x.view(b, n, 4, o1), (o1,), norm.weight, norm.bias, norm.eps))
+        x = torch.matmul(x.view(b, 4 * n, o1), w2) + (conv2.bias.repeat(4) + s0)  # (B, 4·HW, [a2 b2 o2])
+        x = act2(x).view(b, 16 * n, o2)
+        masks = torch.matmul(x, hyper_in.transpose(1, 2))                        # (B, 16·HW, 4)
+        h, w = self.model.sam_prompt_encoder.image_embedding_size
+        return iou, raster_masks(masks, (h, w))
+
+
 def export_sam2_files(model, out_dir: Path, opset: int = DEFAULT_OPSET) -> dict:
     """Write `encoder.onnx` and `decoder.onnx` of a `sam2` `SAM2Base` into `out_dir`; manifest fields back."""
     model = model.eval().cpu()
@@ -211,6 +280,18 @@ def export_sam2_files(model, out_dir: Path, opset: int = DEFAULT_OPSET) -> dict:
     queries = {0: "queries", 1: "num_points"}
     _export(Sam2Decoder(model), args, out_dir / "decoder.onnx", ["iou_predictions", "low_res_masks"], opset,
             dynamic_axes={"point_coords": queries, "point_labels": queries})
+    fast = None
+    if sam2_fast.foldable(model):
+        feats = {k: args[k] for k in ("image_embed", "high_res_feats_0", "high_res_feats_1")}
+        _export(Sam2Prepare(model), feats, out_dir / "prepare.onnx", list(FAST_CONSTS), opset)
+        with torch.no_grad():
+            consts = dict(zip(FAST_CONSTS, Sam2Prepare(model)(*feats.values())))
+        fast_args = {**consts, "point_coords": args["point_coords"], "point_labels": args["point_labels"]}
+        _export(Sam2FastDecoder(model), fast_args, out_dir / "decoder_fast.onnx",
+                ["iou_predictions", "low_res_masks"], opset,
+                dynamic_axes={"point_coords": queries, "point_labels": queries})
+        fast = {"prepare": "prepare.onnx", "file": "decoder_fast.onnx", "consts": list(FAST_CONSTS),
+                "inputs": list(fast_args), "outputs": ["iou_predictions", "low_res_masks"], "mask_input": False}
     dec = model.sam_mask_decoder
     return {
         "family": "sam2",
@@ -239,6 +320,7 @@ def export_sam2_files(model, out_dir: Path, opset: int = DEFAULT_OPSET) -> dict:
                                  "thresh": float(dec.dynamic_multimask_stability_thresh)},
             "coords": "S x S frame: x / W * S, y / H * S of image px; boxes before points; padding point last",
         },
+        **({"fast_decoder": fast, "extra_files": [fast["prepare"], fast["file"]]} if fast else {}),
         # automatic masks of SAM 2 come from SAM2AutomaticMaskGenerator (the sam2 backend), not from here
         "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
                          "automatic": False, "text": False, "exemplars": False},
@@ -312,12 +394,12 @@ def quantize_pair(src_dir: Path, out_dir: Path, quantize: str = "uint8") -> Path
         raise ValueError(f"{src_dir} is already quantized ({manifest['quantization']})")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    for role in ("encoder", "decoder"):
-        name = manifest[role]["file"]
+    for name in [manifest[role]["file"] for role in ("encoder", "decoder")] + manifest.get("extra_files", []):
         quantize_file(src_dir / name, out_dir / name)
     manifest = {k: v for k, v in manifest.items() if k not in ("files", "format")}
     manifest["quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QUInt8",
-                                "per_channel": False, "applied_to": ["encoder", "decoder"],
+                                "per_channel": False,
+                                "applied_to": ["encoder", "decoder", *manifest.get("extra_files", [])],
                                 "seconds": round(time.perf_counter() - t0, 1)}
     return write_manifest(out_dir, manifest)
 

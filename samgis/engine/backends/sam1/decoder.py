@@ -45,7 +45,8 @@ class PositionConsts:
 
     `tokens`: (1, HW, C) the decoder's dense positional encoding as tokens.
     `t2i_k`, `i2t_q`: per layer after the first, (heads, c, HW) = W_h · posᵀ for the token→image key
-    projection and the image→token query projection; `final_k`: the same for the final token→image keys.
+    projection, W_h · posᵀ + b_h for the image→token query projection (its bias folded in); `final_k`: the
+    same as `t2i_k` for the final token→image keys.
     """
 
     tokens: torch.Tensor
@@ -54,31 +55,43 @@ class PositionConsts:
     final_k: torch.Tensor
 
 
-def _pos_projection(linear: torch.nn.Linear, heads: int, pos: torch.Tensor) -> torch.Tensor:
-    """(heads, d, HW): each head's weight (no bias) applied to the positional tokens (1, HW, C)."""
-    w, _ = _per_head(linear, heads)
-    return (w @ pos[0].T).contiguous()
+def _pos_projection(linear: torch.nn.Linear, heads: int, pos: torch.Tensor, bias: bool = False) -> torch.Tensor:
+    """(heads, d, HW): each head's weight applied to the positional tokens (1, HW, C), plus its bias if
+    `bias`."""
+    w, b = _per_head(linear, heads)
+    out = w @ pos[0].T
+    return (out + b.unsqueeze(-1) if bias else out).contiguous()
+
+
+def positional_consts(model: Sam) -> PositionConsts:
+    """`PositionConsts` of `model` (compute once per model)."""
+    return positional_consts_of(model.prompt_encoder, model.mask_decoder.transformer)
 
 
 @torch.inference_mode()
-def positional_consts(model: Sam) -> PositionConsts:
-    """`PositionConsts` of `model` (compute once per model)."""
-    pos = model.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
-    tf = model.mask_decoder.transformer
+def positional_consts_of(prompt_encoder, tf) -> PositionConsts:
+    """`PositionConsts` of a prompt encoder (its `get_dense_pe`) and a `TwoWayTransformer` `tf`: SAM 1's
+    modules or SAM 2's (`sam2.modeling.sam`), which have the same layout."""
+    return position_tensors(prompt_encoder, tf)
+
+
+def position_tensors(prompt_encoder, tf) -> PositionConsts:
+    """`positional_consts_of` outside inference mode (for tracing)."""
+    pos = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
     later = tf.layers[1:]
     return PositionConsts(
         tokens=pos,
         t2i_k=tuple(_pos_projection(l.cross_attn_token_to_image.k_proj, l.cross_attn_token_to_image.num_heads, pos)
                     for l in later),
-        i2t_q=tuple(_pos_projection(l.cross_attn_image_to_token.q_proj, l.cross_attn_image_to_token.num_heads, pos)
-                    for l in later),
+        i2t_q=tuple(_pos_projection(l.cross_attn_image_to_token.q_proj, l.cross_attn_image_to_token.num_heads, pos,
+                                    bias=True) for l in later),
         final_k=_pos_projection(tf.final_attn_token_to_image.k_proj, tf.final_attn_token_to_image.num_heads, pos),
     )
 
 
-def image_tokens(model: Sam, features: torch.Tensor) -> torch.Tensor:
-    """Image features (1, C, H, W) + the no-mask dense embedding, as tokens (1, HW, C)."""
-    no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+def image_tokens(prompt_encoder, features: torch.Tensor) -> torch.Tensor:
+    """Image features (1, C, H, W) + the prompt encoder's no-mask dense embedding, as tokens (1, HW, C)."""
+    no_mask = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     return (features + no_mask).flatten(2).permute(0, 2, 1)
 
 
@@ -93,9 +106,10 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 
 def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`Attention.forward` after the q/k/v projections: inputs (B, heads, N, c), broadcast over B."""
-    logits = q @ k.transpose(-1, -2)
-    weights = torch.softmax(logits / math.sqrt(q.shape[-1]), dim=-1)
+    """`Attention.forward` after the q/k/v projections: inputs (B, heads, N, c), broadcast over B. The
+    1/√c scale goes on the few queries rather than on the logits."""
+    logits = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
+    weights = torch.softmax(logits, dim=-1)
     return attn.out_proj(_merge(weights @ v))
 
 
@@ -115,18 +129,21 @@ def tokens_to_image(attn: Attention, q_in: torch.Tensor, keys: torch.Tensor, k_p
 
     The key and value projections are folded onto the T queries instead of being applied to the N image
     tokens: q·((x + p)W_k + b_k) = (qW_k)·x + q·(W_k p) + q·b_k, and since softmax weights sum to one,
-    w·(xW_v + b_v) = (w·x)W_v + b_v. Same result, about a third of the arithmetic.
+    w·(xW_v + b_v) = (w·x)W_v + b_v. Same result, about a third of the arithmetic. The term q·b_k is the
+    same for every image token, which the softmax over them ignores, so it is left out; the 1/√d scale
+    goes on the T queries.
     """
     h = attn.num_heads
     b, t, c = q_in.shape
     n = keys.shape[1]
     q = _project(attn.q_proj, q_in, h)                       # (B, H, T, d)
-    wk, bk = _per_head(attn.k_proj, h)                       # (H, d, C), (H, d)
+    q = q * (1 / math.sqrt(q.shape[-1]))
+    wk, _ = _per_head(attn.k_proj, h)                        # (H, d, C)
     wv, bv = _per_head(attn.v_proj, h)
     qk = q @ wk                                              # (B, H, T, C)
-    pos_and_bias = q @ k_pos + q @ bk.unsqueeze(-1)          # (B, H, T, N)
-    logits = torch.baddbmm(pos_and_bias.view(b, h * t, n), qk.reshape(b, h * t, c), keys.transpose(1, 2))
-    weights = torch.softmax(logits.view(b, h, t, n) / math.sqrt(q.shape[-1]), dim=-1)
+    pos = q @ k_pos                                          # (B, H, T, N)
+    logits = torch.baddbmm(pos.view(b, h * t, n), qk.reshape(b, h * t, c), keys.transpose(1, 2))
+    weights = torch.softmax(logits.view(b, h, t, n), dim=-1)
     wx = (weights.reshape(b, h * t, n) @ keys).view(b, h, t, c)
     out = wx @ wv.transpose(1, 2) + bv.unsqueeze(1)          # (B, H, T, d)
     return attn.out_proj(_merge(out))
@@ -134,12 +151,13 @@ def tokens_to_image(attn: Attention, q_in: torch.Tensor, keys: torch.Tensor, k_p
 
 def image_to_tokens(attn: Attention, residual: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, *,
                     keys: torch.Tensor | None = None, q_pos: torch.Tensor | None = None,
-                    q_heads: torch.Tensor | None = None) -> torch.Tensor:
+                    q_heads: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
     """`residual + attn(q=keys + pos, k=k_in, v=v_in)` for many image tokens attending to few tokens
-    (B, T, C); `residual` (B|1, N, C).
+    (B, T, C); `residual` (B|1, N, C), overwritten with the result when `inplace` (it must then be (B, N, C)
+    and not needed afterwards; `keys` may be the same tensor).
 
     The queries come either as image tokens `keys` (B, N, C) with `q_pos` (H, d, N), the query projection
-    of the positional tokens, or already projected as `q_heads` (1, H, N, d). The query projection is
+    of the positional tokens with the projection's bias, or already projected as `q_heads` (1, H, N, d). The query projection is
     folded onto the T keys (x·W_q·k = x·(W_q·k)) and the output projection and its bias onto the T values
     (Σ_h w_h (v_h W_o,h + b_o / H), the weights of each head summing to one over T), so nothing of size
     N × C is projected and the residual sum happens inside the last matrix product. The logits are laid
@@ -151,18 +169,21 @@ def image_to_tokens(attn: Attention, residual: torch.Tensor, k_in: torch.Tensor,
     k = _project(attn.k_proj, k_in, h)                       # (B, H, T, d)
     v = _project(attn.v_proj, v_in, h)
     d = k.shape[-1]
+    k = k * (1 / math.sqrt(d))                               # the logits' scale, on the T keys
     if q_heads is None:
         n = keys.shape[1]
-        wq, bq = _per_head(attn.q_proj, h)                   # (H, d, C), (H, d)
+        wq, _ = _per_head(attn.q_proj, h)                    # (H, d, C)
         a = k @ wq                                           # (B, H, T, C)
-        pos_and_bias = k @ q_pos + k @ bq.unsqueeze(-1)      # (B, H, T, N)
+        pos_and_bias = k @ q_pos                             # (B, H, T, N)
         logits = torch.baddbmm(pos_and_bias.view(b, h * t, n), a.reshape(b, h * t, c), keys.transpose(1, 2))
     else:
         n = q_heads.shape[2]
         logits = k @ q_heads.transpose(2, 3)                 # (B, H, T, N)
-    weights = torch.softmax(logits.view(b, h, t, n) / math.sqrt(d), dim=2)
+    weights = torch.softmax(logits.view(b, h, t, n), dim=2)
     wo = attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (H, d, C)
     vo = (v @ wo).reshape(b, h * t, c) + attn.out_proj.bias / h  # (B, H*T, C)
+    if inplace:
+        return residual.baddbmm_(weights.reshape(b, h * t, n).transpose(1, 2), vo)
     return torch.baddbmm(residual, weights.reshape(b, h * t, n).transpose(1, 2), vo)
 
 
@@ -172,7 +193,8 @@ UPSCALE_ROWS = 1024
 
 
 def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[int, int],
-                  rows: int = UPSCALE_ROWS) -> torch.Tensor:
+                  rows: int = UPSCALE_ROWS, add1: torch.Tensor | None = None,
+                  add0: torch.Tensor | None = None, raster: bool = True) -> torch.Tensor:
     """`MaskDecoder`'s output upscaling and hypernetwork product, computed on tokens.
 
     `keys`: (B, HW, C) image tokens of an (H, W) = `size` grid; `hyper_in`: (B, M, C/8). Returns
@@ -181,6 +203,11 @@ def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[i
     order only once, for the M masks, instead of moving every channel (the convolutions' memory-format
     copies were half of the decoder's time on CPU). Runs `rows` image tokens at a time; every token's
     outputs depend on that token alone, so the result does not depend on `rows`.
+
+    SAM 2's high-resolution features, in the token layout of `tokens_layout_s1` / `tokens_layout_s0`
+    (batch 1): `add1` (HW, 4·C/4) is added to the first convolution's output before its norm, `add0`
+    (4·HW, 4·C/8) to the second's before its activation (`sam2` `MaskDecoder.predict_masks`).
+    `raster=False` returns the logits in token order, (B, 16·HW, M), for `raster_masks` to reorder later.
     """
     conv1, norm, act1, conv2, act2 = dec.output_upscaling
     b, n, c = keys.shape
@@ -193,13 +220,54 @@ def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[i
     masks = torch.empty((b, n * 16, m), dtype=keys.dtype, device=keys.device)  # (B, HW·4·4, M)
     for i in range(b):
         for j in range(0, n, rows):
-            x = torch.addmm(b1, keys[i, j:j + rows], w1).view(-1, 4, o1)      # (r, 4, o1)
-            x = act1(torch.nn.functional.layer_norm(x, (o1,), norm.weight, norm.bias, norm.eps))
-            x = act2(torch.addmm(b2, x.view(-1, o1), w2)).view(-1, o2)       # (r·4·4, o2)
+            x = torch.addmm(b1, keys[i, j:j + rows], w1)                     # (r, [a b o1])
+            if add1 is not None:
+                x += add1[j:j + rows]
+            x = act1(torch.nn.functional.layer_norm(x.view(-1, 4, o1), (o1,), norm.weight, norm.bias, norm.eps))
+            x = torch.addmm(b2, x.view(-1, o1), w2)                          # (r·4, [a2 b2 o2])
+            if add0 is not None:
+                x += add0[4 * j:4 * (j + rows)]
+            x = act2(x).view(-1, o2)                                         # (r·4·4, o2)
             torch.mm(x, hyper_t[i], out=masks[i, j * 16:(j + rows) * 16])
+    return raster_masks(masks, size) if raster else masks
+
+
+def raster_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Token-order logits (B, 16·HW, M) of `upscale_masks(raster=False)` for an (H, W) = `size` grid →
+    (B, M, 4H, 4W) in raster order (one copy)."""
+    b, _, m = masks.shape
     h, w = size
     masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, i, a, a2, j, b, b2)
     return masks.reshape(b, m, 4 * h, 4 * w)
+
+
+def tokens_layout_s1(feat: torch.Tensor) -> torch.Tensor:
+    """(1, O, 2H, 2W) → (HW, [a b O]) contiguous: the value at pixel (2i + a, 2j + b) on row i·W + j, the
+    layout of the first upscaling convolution's output in `upscale_masks`. A pure permutation (exact)."""
+    _, o, h2, w2 = feat.shape
+    return feat[0].view(o, h2 // 2, 2, w2 // 2, 2).permute(1, 3, 2, 4, 0).reshape(h2 * w2 // 4, 4 * o)
+
+
+def tokens_layout_s0(feat: torch.Tensor) -> torch.Tensor:
+    """(1, O, 4H, 4W) → (4·HW, [a2 b2 O]) contiguous: the value at pixel (4i + 2a + a2, 4j + 2b + b2) on row
+    (i·W + j)·4 + 2a + b, the layout of the second upscaling convolution's output in `upscale_masks`."""
+    _, o, h4, w4 = feat.shape
+    h, w = h4 // 4, w4 // 4
+    return feat[0].view(o, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).reshape(h * w * 4, 4 * o)
+
+
+def nchw_from_s1(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `tokens_layout_s1` for an (H, W) token grid: (1, O, 2H, 2W) contiguous."""
+    h, w = size
+    o = tokens.shape[1] // 4
+    return tokens.view(h, w, 2, 2, o).permute(4, 0, 2, 1, 3).reshape(1, o, 2 * h, 2 * w)
+
+
+def nchw_from_s0(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `tokens_layout_s0` for an (H, W) token grid: (1, O, 4H, 4W) contiguous."""
+    h, w = size
+    o = tokens.shape[1] // 4
+    return tokens.view(h, w, 2, 2, 2, 2, o).permute(6, 0, 2, 4, 1, 3, 5).reshape(1, o, 4 * h, 4 * w)
 
 
 def _upscaling_is_foldable(dec) -> bool:
@@ -214,11 +282,21 @@ def _upscaling_is_foldable(dec) -> bool:
         and hasattr(layers[1], "eps") and layers[1].weight.shape == (convs[0].out_channels,)
 
 
-@torch.inference_mode()
 def prepare(model: Sam, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
     """Precompute `ImageConsts` for image features (1, C, H, W); `pos` from `positional_consts`."""
-    src = image_tokens(model, features).contiguous()
-    layer0 = model.mask_decoder.transformer.layers[0]
+    return prepare_of(model.prompt_encoder, model.mask_decoder.transformer, features, pos)
+
+
+@torch.inference_mode()
+def prepare_of(prompt_encoder, tf, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
+    """`prepare` for a prompt encoder and `TwoWayTransformer` `tf` (SAM 1's or SAM 2's)."""
+    return image_tensors(prompt_encoder, tf, features, pos)
+
+
+def image_tensors(prompt_encoder, tf, features: torch.Tensor, pos: PositionConsts) -> ImageConsts:
+    """`prepare_of` outside inference mode (for tracing)."""
+    src = image_tokens(prompt_encoder, features).contiguous()
+    layer0 = tf.layers[0]
     t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
     keyed = src + pos.tokens
     return ImageConsts(
@@ -229,18 +307,11 @@ def prepare(model: Sam, features: torch.Tensor, pos: PositionConsts) -> ImageCon
     )
 
 
-@torch.inference_mode()
-def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: torch.Tensor,
-                 multimask: bool, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-res mask logits (B, M, 4H, 4W) and IoU predictions (B, M) for sparse prompt embeddings
-    (B, T, C) from `PromptEncoder` — the same outputs as `MaskDecoder.forward` with the no-mask dense
-    embedding. `consts` from `prepare`, `pos` from `positional_consts`, `size` = (H, W) of the embedding grid."""
-    dec = model.mask_decoder
-    tf = dec.transformer
-    b = sparse.shape[0]
-    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-    point_embedding = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
-
+def run_transformer(tf, consts: ImageConsts, pos: PositionConsts,
+                    point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`TwoWayTransformer.forward` (SAM 1's or SAM 2's) with the no-mask dense embedding, from the cached
+    constants: prompt tokens (B, T, C) → (queries (B, T, C) after the final attention and norm, image tokens
+    (B, HW, C)). Call under inference mode."""
     # layer 0 (skip_first_layer_pe): the image side comes from ImageConsts
     l0 = tf.layers[0]
     queries = l0.norm1(l0.self_attn(q=point_embedding, k=point_embedding, v=point_embedding))
@@ -258,9 +329,24 @@ def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: t
                                                         queries + point_embedding, keys, pos.t2i_k[i]))
         queries = layer.norm3(queries + layer.mlp(queries))
         keys = layer.norm4(image_to_tokens(layer.cross_attn_image_to_token, keys, queries + point_embedding,
-                                           queries, keys=keys, q_pos=pos.i2t_q[i]))
+                                           queries, keys=keys, q_pos=pos.i2t_q[i], inplace=True))
     attn_out = tokens_to_image(tf.final_attn_token_to_image, queries + point_embedding, keys, pos.final_k)
-    hs = tf.norm_final_attn(queries + attn_out)
+    return tf.norm_final_attn(queries + attn_out), keys
+
+
+@torch.inference_mode()
+def decode_masks(model: Sam, consts: ImageConsts, pos: PositionConsts, sparse: torch.Tensor,
+                 multimask: bool, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res mask logits (B, M, 4H, 4W) and IoU predictions (B, M) for sparse prompt embeddings
+    (B, T, C) from `PromptEncoder` — the same outputs as `MaskDecoder.forward` with the no-mask dense
+    embedding. `consts` from `prepare`, `pos` from `positional_consts`, `size` = (H, W) of the embedding grid."""
+    dec = model.mask_decoder
+    tf = dec.transformer
+    b = sparse.shape[0]
+    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    point_embedding = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+
+    hs, keys = run_transformer(tf, consts, pos, point_embedding)
 
     h, w = size
     picks = range(1, dec.num_mask_tokens) if multimask else range(0, 1)

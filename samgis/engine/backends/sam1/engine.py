@@ -20,6 +20,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from samgis.engine.amg import generate_with_point_batches, point_batch_arrays
 from samgis.engine.backends.sam1.decoder import decode_masks, positional_consts, prepare
 from samgis.engine.backends.sam1.encoder import encode
+from samgis.engine.backends.sam1.postprocess import postprocess_masks
 from samgis.engine.protocol import (AmgOptions, Capabilities, ConceptPrompt, DecodeResult, Embedding,
                                     FoundInstances, ModelCard, Prompts, require)
 from samgis.engine.devices import load_state, pick_device, pick_precision
@@ -159,12 +160,13 @@ class SamEngine:
             mask_arg = m.expand(q, -1, -1, -1)
         with torch.inference_mode():
             low_res, iou = self._decode_low_res(embedding, point_arg, box_arg, mask_arg, multimask)
-            masks = self._upscale(low_res, embedding.input_size, size) > self.model.mask_threshold
-        return DecodeResult(
-            masks=masks.cpu().numpy(),
-            scores=iou.float().cpu().numpy().astype(np.float32),
-            logits=low_res.float().cpu().numpy().astype(np.float32),
-        )
+            if dev.type == "cuda":
+                masks = (self._upscale(low_res, embedding.input_size, size) > self.model.mask_threshold).cpu().numpy()
+            low_res = low_res.float().cpu().numpy()
+        if dev.type != "cuda":  # OpenCV's bilinear resize: the same values, ~9× faster than torch's on CPU
+            masks = postprocess_masks(low_res, embedding.input_size, size, self.image_size,
+                                      self.model.mask_threshold)
+        return DecodeResult(masks=masks, scores=iou.float().cpu().numpy().astype(np.float32), logits=low_res)
 
     async def adecode(self, embedding: Embedding, prompts: Prompts, multimask: bool = False) -> DecodeResult:
         """`decode` from an event loop: one hop to the torch thread."""

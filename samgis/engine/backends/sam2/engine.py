@@ -26,6 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from samgis.engine.amg import point_batch_arrays
+from samgis.engine.backends.sam1.decoder import nchw_from_s0, nchw_from_s1, tokens_layout_s0, tokens_layout_s1
+from samgis.engine.backends.sam1.postprocess import postprocess_masks
+from samgis.engine.backends.sam2 import decoder as fast
+from samgis.engine.backends.sam2.encoder import encode
 from samgis.engine.devices import load_state, pick_device, pick_precision
 from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
                                     ModelCard, Prompts, require)
@@ -45,16 +49,35 @@ _hydra_lock = threading.Lock()  # Hydra's compose reads global state: one model 
 class Sam2Features:
     """`Embedding.features` of this backend, batch 1, on the model device, in the encoder's output dtype.
 
-    `image_embed`: (1, 256, 64, 64), `no_mem_embed` added; `high_res_feats`: ((1, 32, 256, 256),
-    (1, 64, 128, 128)), already through the decoder's `conv_s0` / `conv_s1` (`SAM2Base.forward_image`).
+    `image_embed`: (1, 256, 64, 64), `no_mem_embed` added. The two high-resolution feature maps, already
+    through the decoder's `conv_s0` / `conv_s1` (`SAM2Base.forward_image`), are kept in the token layout
+    the fast decoder adds them in (`samgis.engine.backends.sam2.decoder`): `s0` (4·64², 4·32) and `s1`
+    (64², 4·64), a pure permutation of (1, 32, 256, 256) and (1, 64, 128, 128); `high_res_feats` gives
+    them back in NCHW (a copy, for the package's decoder when a mask input is given).
     """
 
     image_embed: torch.Tensor
-    high_res_feats: tuple[torch.Tensor, ...]
+    s0: torch.Tensor
+    s1: torch.Tensor
+
+    @classmethod
+    def from_nchw(cls, image_embed: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> "Sam2Features":
+        """From the predictor's layout: (1, 256, H, W), (1, 32, 4H, 4W), (1, 64, 2H, 2W)."""
+        return cls(image_embed=image_embed.contiguous(), s0=tokens_layout_s0(feat_s0),
+                   s1=tokens_layout_s1(feat_s1))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return int(self.image_embed.shape[-2]), int(self.image_embed.shape[-1])
+
+    @property
+    def high_res_feats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """((1, 32, 4H, 4W), (1, 64, 2H, 2W)) contiguous, as `SAM2ImagePredictor._features["high_res_feats"]`."""
+        return nchw_from_s0(self.s0, self.grid), nchw_from_s1(self.s1, self.grid)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (self.image_embed, *self.high_res_feats))
+        return sum(t.element_size() * t.nelement() for t in (self.image_embed, self.s0, self.s1))
 
 
 def build_model(config_name: str, device: str = "cpu") -> torch.nn.Module:
@@ -135,12 +158,15 @@ class Sam2Engine:
         # The predictor's transforms with its defaults: threshold 0, no hole / sprinkle removal.
         self.transforms = SAM2Transforms(resolution=self.image_size, mask_threshold=MASK_THRESHOLD,
                                          max_hole_area=0.0, max_sprinkle_area=0.0)
-        n = self.image_size
-        self._feat_sizes = ((n // 4, n // 4), (n // 8, n // 8), (n // 16, n // 16))  # predictor's _bb_feat_sizes
         # Queries per decoder pass in `decode_point_batch` and the automatic masks. On CPU two rows per pass
         # measured fastest per query (bench/bench_sam2.py, 2 cores; 4 and more rows leave the cache).
         self.point_batch_rows = 16 if self.device.type == "cuda" else 2
         self._encoder_lock = threading.Lock()  # one encoder pass at a time: parallel ones only thrash
+        self._encoder_cache: dict = {}  # the trunk's resized positional embedding (`encoder.encode`)
+        # The cached-constant decoder (`decoder.py`) for fp32 decodes without a mask input; bf16 / fp16
+        # autocast and other decoder layouts run the package's `MaskDecoder`.
+        self._pos = on_torch_thread(fast.positional_consts, self.model) \
+            if self.precision == "fp32" and fast.foldable(self.model) else None
         self.card_fields = {
             "capabilities": {"points": True, "boxes": True, "mask_input": True, "multimask": True,
                              "automatic": True, "text": False, "exemplars": False},
@@ -187,20 +213,17 @@ class Sam2Engine:
     def _embed(self, image: np.ndarray) -> Embedding:
         x = self.transforms(np.ascontiguousarray(image))[None].to(self.device)  # (1, 3, n, n) float32
         with self._encoder_lock, torch.inference_mode(), self._autocast():
-            backbone_out = self.model.forward_image(x)
-            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
-            if self.model.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-            feats = [feat.permute(1, 2, 0).reshape(1, -1, *size)
-                     for feat, size in zip(vision_feats[::-1], self._feat_sizes[::-1])][::-1]
-        features = Sam2Features(image_embed=feats[-1].contiguous(),
-                                high_res_feats=tuple(f.contiguous() for f in feats[:-1]))
+            # forward_image + _prepare_backbone_features + no_mem_embed, without the unused outputs
+            feats = encode(self.model, x, self._encoder_cache)
+            features = Sam2Features.from_nchw(feats[2], feats[0], feats[1])
+        consts = None if self._pos is None else fast.prepare(self.model, features.image_embed, self._pos)
         return Embedding(
             features=features,
             original_size=(int(image.shape[0]), int(image.shape[1])),
             input_size=(self.image_size, self.image_size),
             model_id=self.model_id,
-            nbytes=features.nbytes,
+            nbytes=features.nbytes + (0 if consts is None else consts.nbytes),
+            aux=consts,
         )
 
     # --- decode -------------------------------------------------------------------------------------
@@ -234,22 +257,27 @@ class Sam2Engine:
                 raise ValueError(f"mask_input must be (1, 256, 256), got {m.shape}")
             mask = torch.as_tensor(m, device=self.device).reshape(1, 1, LOW_RES_SIZE, LOW_RES_SIZE)
             mask = mask.expand(q, -1, -1, -1)
+        cuda = self.device.type == "cuda"
         with torch.inference_mode():
-            low_res, iou = self._decode_low_res(embedding.features, coords, labels, boxes, mask, multimask)
-            masks = self._upscale(low_res, size) > MASK_THRESHOLD
-            low_res = low_res.float().clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
-        return DecodeResult(
-            masks=masks.cpu().numpy(),
-            scores=iou.float().cpu().numpy().astype(np.float32),
-            logits=low_res.cpu().numpy().astype(np.float32),
-        )
+            low_res, iou = self._decode_low_res(embedding, coords, labels, boxes, mask, multimask)
+            if cuda:
+                masks = (self._upscale(low_res, size) > MASK_THRESHOLD).cpu().numpy()
+            low_res = low_res.float().cpu().numpy()
+        if not cuda:  # OpenCV's bilinear resize: the same values, ~9× faster than torch's on CPU
+            masks = postprocess_masks(low_res, None, size, self.image_size, MASK_THRESHOLD)
+        return DecodeResult(masks=masks, scores=iou.float().cpu().numpy().astype(np.float32),
+                            logits=np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP))
 
-    def _decode_low_res(self, feats: Sam2Features, coords: torch.Tensor | None, labels: torch.Tensor | None,
+    def _decode_low_res(self, embedding: Embedding, coords: torch.Tensor | None, labels: torch.Tensor | None,
                         boxes: torch.Tensor | None, mask: torch.Tensor | None,
                         multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """`SAM2ImagePredictor._predict` up to the decoder: prompts in the model frame, `coords` (Q, N, 2)
         float32 with `labels` (Q, N) int32, `boxes` (Q, 2, 2), `mask` (Q, 1, 256, 256) logits. Returns the
-        unclamped low-res logits (Q, M, 256, 256) and IoU predictions (Q, M). Call under inference mode."""
+        unclamped low-res logits (Q, M, 256, 256) and IoU predictions (Q, M). Call under inference mode.
+
+        Without a mask input, on an embedding with cached constants (`aux`), the cached-constant decoder
+        (`samgis.engine.backends.sam2.decoder`) runs; otherwise the package's `sam_mask_decoder`."""
+        feats = embedding.features
         points = (coords, labels) if coords is not None else None
         if boxes is not None:
             box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(boxes.size(0), 1)
@@ -257,6 +285,10 @@ class Sam2Engine:
                 points = (torch.cat([boxes, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
             else:
                 points = (boxes, box_labels)
+        if mask is None and embedding.aux is not None and self._pos is not None:
+            sparse, _ = self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+            return fast.decode_masks(self.model, embedding.aux, self._pos, feats.s0, feats.s1, sparse, multimask,
+                                     feats.grid)
         with self._autocast():
             sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask)
             batched = points is not None and points[0].shape[0] > 1
@@ -301,16 +333,16 @@ class Sam2Engine:
         lab_t = torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device)
         step = self.point_batch_rows
         # One torch-thread call per decoder pass, so clicks queued meanwhile wait for one pass only.
-        parts = [on_torch_thread(self._rows_pass, embedding.features, coords[i:i + step], lab_t[i:i + step],
+        parts = [on_torch_thread(self._rows_pass, embedding, coords[i:i + step], lab_t[i:i + step],
                                  None if mask is None else mask[i:i + step], multimask)
                  for i in range(0, b, step)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _rows_pass(self, feats: Sam2Features, coords: torch.Tensor, labels: torch.Tensor,
+    def _rows_pass(self, embedding: Embedding, coords: torch.Tensor, labels: torch.Tensor,
                    mask: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             mask = None if mask is None else mask.to(self.device, torch.float)
-            low_res, iou = self._decode_low_res(feats, coords, labels, None, mask, multimask)
+            low_res, iou = self._decode_low_res(embedding, coords, labels, None, mask, multimask)
             return low_res.float().cpu(), iou.float().cpu()
 
     # --- upscale ------------------------------------------------------------------------------------
