@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict, Tag
 
 from samgis.engine.protocol import AmgOptions
 from samgis.services.map_segment import MAX_WINDOW_BUDGET
 from samgis.services.concepts import DEFAULT_SCORE_THRESHOLD, MAX_TEXT_CHARS
+from samgis.vector.postprocess import MAX_SMOOTH_ITERATIONS, MIN_REGULARIZE_TOLERANCE_PX, Regularize, Smooth
 
 # Strict scalar types for every request field: a number is a JSON number (not true/false, not a string) and
 # finite (NaN/Infinity are refused before parsing by `api.limits.BodyLimitMiddleware`; this is the second
@@ -83,6 +84,55 @@ class ExemplarIn(BaseModel):
 Prompt = Annotated[Union[PointIn, BoxIn, TextIn, ExemplarIn], Field(discriminator="type")]
 
 
+# --- vector post-processing options (samgis.vector.postprocess), shared by /v1/segment and /everything -------
+
+class RegularizeIn(BaseModel):
+    """buildingregulariser parameters; lengths in window px."""
+
+    model_config = ConfigDict(extra="forbid")
+    tolerance_px: Num = Field(Regularize.tolerance_px, ge=MIN_REGULARIZE_TOLERANCE_PX, le=50,
+                              description="simplification before edge alignment, px (library: 2-3 × pixel size)")
+    parallel_px: Num = Field(Regularize.parallel_px, ge=0, le=50,
+                             description="nearly parallel neighbouring edges closer than this are merged, px")
+    diagonal_deg: Num = Field(Regularize.diagonal_deg, ge=0, le=22.5,
+                              description="larger = fewer 45° edges (library's diagonal_threshold_reduction)")
+    circles: Bool = Field(Regularize.circles, description="near-circular outlines become circles")
+    circle_iou: Num = Field(Regularize.circle_iou, ge=0, le=1,
+                            description="IoU with the equal-area circle above which an outline becomes it")
+
+
+class SmoothIn(BaseModel):
+    """smoothify parameters, then a Douglas-Peucker pass; lengths in window px."""
+
+    model_config = ConfigDict(extra="forbid")
+    iterations: Int = Field(Smooth.iterations, ge=1, le=MAX_SMOOTH_ITERATIONS,
+                            description="Chaikin corner-cutting passes (each doubles the curve's vertices)")
+    tolerance_px: Num = Field(Smooth.tolerance_px, ge=0, le=10,
+                              description="vertices of the smoothed curve closer than this to it are dropped, px")
+    preserve_area: Bool = Field(Smooth.preserve_area, description="restore the outline's area after smoothing")
+
+
+def _flag_or_parameters(value) -> str:
+    return "flag" if isinstance(value, bool) else "parameters"
+
+
+RegularizeOption = Annotated[Union[Annotated[Bool, Tag("flag")], Annotated[RegularizeIn, Tag("parameters")]],
+                             Discriminator(_flag_or_parameters)]
+SmoothOption = Annotated[Union[Annotated[Bool, Tag("flag")], Annotated[SmoothIn, Tag("parameters")]],
+                         Discriminator(_flag_or_parameters)]
+REGULARIZE_DOC = ("square building-like outlines (buildingregulariser): true = defaults, or an object of "
+                  "parameters; off by default; not with smooth. Works on the exact pixel outline: its "
+                  "tolerance_px replaces simplify_px")
+SMOOTH_DOC = ("smooth pixel staircases of natural features (smoothify): true = defaults, or an object of "
+              "parameters; off by default; not with regularize. Works on the exact pixel outline: its "
+              "tolerance_px replaces simplify_px")
+
+
+def postprocess_option(value):
+    """A request's `regularize` / `smooth` value as `samgis.vector.postprocess.option` takes it."""
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
 class SegmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "bbox": {"ne": {"lat": 45.01, "lng": 11.27}, "sw": {"lat": 44.99, "lng": 11.23}},
@@ -94,7 +144,8 @@ class SegmentRequest(BaseModel):
     source: str = Field("OpenStreetMap.Mapnik", description="a configured tile source (see /v1/sources)")
     prompts: list[Prompt] = Field(..., min_length=1)
     multimask: Bool = Field(False, description="three candidate masks per prompt group")
-    simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
+    simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact (not used "
+                                                                  "with regularize/smooth)")
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
     # -- objects larger than a window --
     window_budget: Int = Field(4, ge=1, le=MAX_WINDOW_BUDGET,
@@ -108,6 +159,9 @@ class SegmentRequest(BaseModel):
     # concept prompts (text / exemplar) only
     score_threshold: Num | None = Field(None, ge=0, le=1, description="concept prompts only: drop instances "
                                         f"scoring below this (default {DEFAULT_SCORE_THRESHOLD})")
+    # vector post-processing (samgis.vector.postprocess)
+    regularize: RegularizeOption = Field(False, description=REGULARIZE_DOC)
+    smooth: SmoothOption = Field(False, description=SMOOTH_DOC)
 
 
 class WindowOut(BaseModel):
@@ -131,6 +185,9 @@ class SamgisMeta(BaseModel):
     model: str
     source: str
     attribution: str
+    postprocess: dict[str, Any] | None = Field(
+        None, description="the post-processing applied: {\"regularize\" or \"smooth\": parameters, \"library\": "
+                          "name}; null when none")
 
 
 class SegmentMeta(SamgisMeta):
@@ -198,13 +255,17 @@ class EverythingRequest(BaseModel):
                                   description="box IoU above which the lower-scored of two masks is dropped")
     min_area_m2: Num = Field(0.0, ge=0, description="drop masks smaller than this (geodesic m²)")
     min_area_px: Num = Field(0.0, ge=0, description="drop polygon parts smaller than this many pixels")
-    simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact")
+    simplify_px: Num = Field(1.0, ge=0, le=50, description="simplification tolerance in pixels; 0 = exact (not "
+                                                            "used with regularize/smooth)")
     # concept prompts: every instance of a phrase instead of automatic masks
     text: ConceptText | None = Field(None, description="find every instance of this noun phrase in the window "
                                                        "instead of automatic masks (needs a model with the text "
                                                        "capability; the grid options do not apply)")
     score_threshold: Num | None = Field(None, ge=0, le=1, description="with text only: drop instances scoring below "
                                                                       f"this (default {DEFAULT_SCORE_THRESHOLD})")
+    # vector post-processing (samgis.vector.postprocess)
+    regularize: RegularizeOption = Field(False, description=REGULARIZE_DOC)
+    smooth: SmoothOption = Field(False, description=SMOOTH_DOC)
 
 
 class EverythingMeta(SamgisMeta):

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Mount
 
-from api.models import Bool, ConceptText, Int, Label, Num
+from api.models import REGULARIZE_DOC, SMOOTH_DOC, Bool, ConceptText, Int, Label, Num, RegularizeOption, SmoothOption
 from api.resources import Resources, get_engine, get_resources
 from api.routers import meta
 from samgis.services.azure import score_rows
@@ -68,6 +68,11 @@ class PredictOptions(BaseModel):
                                                                      "holes/islands, px (default 0)")
     score_threshold: Num | None = Field(None, ge=0, le=1, description="concept mode (text / exemplar_boxes): drop "
                                                                       "instances scoring below this (default 0.5)")
+    # vector post-processing (samgis.vector.postprocess), mask_format "polygon" only; lengths in image px
+    regularize: RegularizeOption | None = Field(None, description=REGULARIZE_DOC.replace(
+        "tolerance_px replaces simplify_px", "mask_format polygon only"))
+    smooth: SmoothOption | None = Field(None, description=SMOOTH_DOC.replace(
+        "tolerance_px replaces simplify_px", "mask_format polygon only"))
 
 
 class PredictInstance(PredictOptions):
@@ -171,7 +176,8 @@ def instance_query(inst: PredictInstance, parameters: dict) -> InstanceQuery:
                          labels=ints(inst.labels),
                          mask_input=None if inst.mask_input is None else inst.mask_input.model_dump(),
                          text=inst.text, exemplar_boxes=rows(inst.exemplar_boxes, 4),
-                         exemplar_labels=ints(inst.exemplar_labels), options={**parameters, **given})
+                         exemplar_labels=ints(inst.exemplar_labels), options={**parameters, **given},
+                         from_parameters=frozenset(set(parameters) - set(given)))
 
 
 _PREDICT_DOC = dict(responses={413: {"description": "body or image over the limit"},

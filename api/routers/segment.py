@@ -6,12 +6,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from api.models import (BoxIn, EverythingOut, EverythingRequest, ExemplarIn, FeatureCollectionOut, PointIn,
-                        SegmentRequest, TextIn)
+                        SegmentRequest, TextIn, postprocess_option)
 from samgis.services.map_segment import (BBox, BoxPrompt, EverythingQuery, ExemplarPrompt, PointPrompt, SegmentQuery,
                                          SegmentService, TextPrompt)
 from api.resources import get_service
 from samgis.errors import LimitExceeded
 from samgis.vector.export import geojson_bytes
+from samgis.vector.postprocess import PostProcess, choose
+
+
+def postprocess_of(req: SegmentRequest | EverythingRequest) -> PostProcess | None:
+    """The request's `regularize` / `smooth` options as one step (422 naming "smooth" when both are on)."""
+    return choose(postprocess_option(req.regularize), postprocess_option(req.smooth))
 
 router = APIRouter(tags=["segment"])
 
@@ -50,6 +56,7 @@ def to_query(req: SegmentRequest) -> SegmentQuery:
         simplify_px=req.simplify_px, min_area_px=req.min_area_px,
         window_budget=req.window_budget,
         texts=texts, exemplars=exemplars, score_threshold=req.score_threshold,
+        postprocess=postprocess_of(req),
     )
 
 
@@ -57,7 +64,8 @@ def to_everything_query(req: EverythingRequest) -> EverythingQuery:
     """The query of `req`; the grid options the body set explicitly are named, so that with `text` (which does
     not use them) they are refused rather than ignored."""
     given = tuple(n for n in EverythingQuery.GRID_OPTIONS if n in req.model_fields_set)
-    return EverythingQuery(**req.model_dump(), grid_options_given=given)
+    return EverythingQuery(**req.model_dump(exclude={"regularize", "smooth"}), grid_options_given=given,
+                           postprocess=postprocess_of(req))
 
 
 @router.post("/v1/segment", response_model=FeatureCollectionOut,

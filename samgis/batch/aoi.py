@@ -13,7 +13,8 @@ window by window, `samgis.batch.executors.ray`):
 3. `AoiReduce` (CPU), fed each window's output as it finishes, in any order: writes the window's files
    (`w_<row>_<col>.npz`, atomically: from then on the window is finished) and stitches
    (`samgis.vector.stitch.Stitcher`) the windows contiguous in row-major order; each object as it completes
-   is simplified, moved to EPSG:4326, clipped to the AOI, dropped under `min_area_m2`, and appended to
+   is simplified (or regularized / smoothed: `cfg.postprocess`, in global px), moved to EPSG:4326,
+   clipped to the AOI, dropped under `min_area_m2`, and appended to
    `<work dir>/segments.gpkg` in batches. Memory stays bounded by two lattice rows of masks, the open
    objects and the windows in flight: no process holds the whole AOI. `finish_aoi` closes it. The report
    picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most `OVERVIEW_PX` a
@@ -48,6 +49,7 @@ from samgis.batch.inputs import AoiItem
 from samgis.batch.manifest import write_atomic
 from samgis.engine.protocol import Engine
 from samgis.vector.polygons import geodesic_area_m2, polygonal_part, rounded, valid_polygonal, window_to_lnglat
+from samgis.vector.postprocess import apply as postprocess_apply
 from samgis.vector.stitch import Lattice, Stitcher, pieces_bytes, pieces_from_bytes, window_pieces
 
 LAYER = "segments"
@@ -361,10 +363,15 @@ class AoiReduce:
     def _emit(self, obj) -> None:
         cfg, aoi = self.cfg, self.plan.aoi
         geom = obj.geometry
-        if cfg.simplify_px > 0:
+        if cfg.postprocess is not None:  # in global px, on the exact outline, before the clip
+            geom = postprocess_apply(geom, cfg.postprocess)
+            if geom is None:
+                return
+        elif cfg.simplify_px > 0:
             geom = valid_polygonal(shapely.simplify(geom, cfg.simplify_px, preserve_topology=True))
             if geom is None:
                 return
+        geom_px = geom
         geom = rounded(window_to_lnglat(geom, self.to_crs, self.plan.grid.crs))
         if geom is not None and not aoi.contains(geom):  # clipped last: nothing ends up outside the AOI
             geom = polygonal_part(shapely.intersection(geom, aoi))
@@ -375,7 +382,8 @@ class AoiReduce:
         if area < cfg.min_area_m2:
             return
         # as kept: clipped, specks gone
-        self._outline(ImageDraw.Draw(self.lines), shapely.intersection(obj.geometry, self.aoi_px), 255)
+        kept_px = obj.geometry if cfg.postprocess is None else geom_px
+        self._outline(ImageDraw.Draw(self.lines), shapely.intersection(kept_px, self.aoi_px), 255)
         self.rows.append({"item_id": self.plan.item.item_id, "window_count": obj.window_count,
                           "score": round(obj.score, 4), "stability_score": round(obj.stability_score, 4),
                           "area_m2": round(area, 2), "concept": self.plan.item.text, "geometry": geom})

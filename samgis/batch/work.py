@@ -47,6 +47,7 @@ from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.services.image_predict import decode_prompts, parse_prompts
 from samgis.vector.polygons import masks_to_features
+from samgis.vector.postprocess import PostProcess, describe as describe_postprocess
 from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 MAX_PANELS = 10
@@ -68,7 +69,9 @@ class JobConfig:
     AOI items (`samgis.batch.aoi`): windows overlap by `overlap_px`, pieces are one object when they agree
     with IoU ≥ `match_iou` in an overlap, objects under `min_area_m2` are dropped; `work_dir` holds their
     window files (set by `run_batch`, not an output option). `score_threshold`: instances of an item's phrase
-    scoring below it are dropped (`samgis.batch.concepts`).
+    scoring below it are dropped (`samgis.batch.concepts`). `postprocess`: `samgis.vector.postprocess`
+    `Regularize` or `Smooth` applied to every map / AOI outline in px before lng/lat (None: off); with it,
+    `simplify_px` is not applied (its own tolerance is).
     """
 
     providers: str | None = None
@@ -89,16 +92,19 @@ class JobConfig:
     min_area_m2: float = 0.0
     work_dir: str | None = None
     score_threshold: float = 0.5
+    postprocess: PostProcess | None = None
     rasters: tuple[str, ...] = ()
     cache_bytes: int = 128 << 20  # ≈ 32 SAM embeddings: windows that neighbouring items share
 
     def output_options(self) -> dict:
-        """The options that change an item's output (they go into its resume digest)."""
+        """The options that change an item's output (they go into its resume digest). `postprocess` only when
+        set, so that the digests of jobs started without it stay as they were."""
         return {"window_tiles": self.window_tiles, "simplify_px": self.simplify_px,
                 "min_area_px": self.min_area_px, "multimask": self.multimask,
                 "amg": self.amg.__dict__, "max_windows_per_object": self.max_windows_per_object,
                 "overlap_px": self.overlap_px, "match_iou": self.match_iou, "min_area_m2": self.min_area_m2,
-                "score_threshold": self.score_threshold}
+                "score_threshold": self.score_threshold,
+                **({"postprocess": describe_postprocess(self.postprocess)} if self.postprocess else {})}
 
 
 @dataclass
@@ -624,7 +630,8 @@ def finish_item(inferred, cfg: JobConfig) -> ItemResult:
         for obj in inferred.objects:
             affine = grid.affine(obj.origin)
             for f in masks_to_features(obj.mask[None], [obj.score], affine, simplify_px=cfg.simplify_px,
-                                       min_area_px=cfg.min_area_px, first_index=obj.index, crs=grid.px.crs):
+                                       min_area_px=cfg.min_area_px, first_index=obj.index, crs=grid.px.crs,
+                                       postprocess=cfg.postprocess):
                 p = f["properties"]
                 f["properties"] = {"item_id": item.item_id, "mask_index": p["mask_index"], "score": p["score"],
                                    "area_m2": p["area_m2"]}

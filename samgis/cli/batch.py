@@ -41,6 +41,14 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--simplify-px", type=float, default=1.0, help="polygon simplification, window px")
     b.add_argument("--min-area-px", type=float, default=0.0, help="drop polygon parts smaller than this")
     b.add_argument("--multimask", action="store_true", help="keep the best of SAM's 3 masks per object")
+    # vector post-processing (samgis.vector.postprocess), map and --everything jobs
+    b.add_argument("--regularize", action="store_true",
+                   help="square building-like outlines (buildingregulariser); replaces --simplify-px")
+    b.add_argument("--smooth", action="store_true",
+                   help="smooth natural outlines (smoothify); replaces --simplify-px; not with --regularize")
+    b.add_argument("--postprocess-opts", metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="parameters of --regularize (tolerance_px, parallel_px, diagonal_deg, circles, circle_iou) "
+                        "or --smooth (iterations, tolerance_px, preserve_area), px")
     b.add_argument("--points-per-side", type=int, default=16, help="automatic masks: grid points per side")
     b.add_argument("--everything", action="store_true",
                    help="INPUT is a vector file of areas of interest (one item per polygon, any CRS): segment "
@@ -88,7 +96,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
             max_windows_per_object=args.max_windows, torch_threads=args.threads, overlap_px=args.overlap_px,
             min_area_m2=args.min_area_m2, score_threshold=check_score_threshold(args.score_threshold,
                                                                                "--score-threshold"),
-            cache_bytes=max(0, args.cache_mb) << 20, rasters=tuple(str(p.resolve()) for p in settings.rasters))
+            cache_bytes=max(0, args.cache_mb) << 20, rasters=tuple(str(p.resolve()) for p in settings.rasters),
+            postprocess=postprocess_from_args(args))
         from samgis.geo.sources import SourceRegistry
 
         # bad sources (providers file, rasters) stop the job before it starts, naming the entry
@@ -107,6 +116,41 @@ def run_batch_command(args: argparse.Namespace) -> int:
     for item_id, error in summary.errors.items():
         print(f"  failed {item_id}: {error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def postprocess_from_args(args: argparse.Namespace):
+    """`--regularize` / `--smooth` / `--postprocess-opts` as one `samgis.vector.postprocess` step, or None.
+    `InvalidRequest` (naming the option) for both flags, options without a flag, or a bad KEY=VALUE."""
+    from samgis.errors import InvalidRequest
+    from samgis.vector.postprocess import choose
+
+    params: dict = {}
+    for pair in filter(None, (args.postprocess_opts or "").split(",")):
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidRequest("--postprocess-opts", f"expected KEY=VALUE, got {pair!r}")
+        params[key.strip()] = _cli_value(text.strip())
+    if params and not (args.regularize or args.smooth):
+        raise InvalidRequest("--postprocess-opts", "needs --regularize or --smooth")
+    try:
+        return choose(regularize=(params or True) if args.regularize else False,
+                      smooth=(params or True) if args.smooth else False)
+    except InvalidRequest as e:  # name the command-line option, not the request field
+        field = e.field.replace("regularize", "--regularize").replace("smooth", "--smooth")
+        field = "--postprocess-opts " + field.split(".", 1)[1] if "." in field else field
+        raise InvalidRequest(field, e.message.split(": ", 1)[1]) from None
+
+
+def _cli_value(text: str):
+    """A KEY=VALUE value: true/false → bool, an integer → int, else a float (ValueError-free: else the text)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,10 @@ from samgis.errors import InvalidRequest, LimitExceeded
 from samgis.imaging.geotiff import GeoRef, decode_any_image
 from samgis.imaging.images import DEFAULT_MAX_PIXELS, image_digest
 from samgis.imaging.masks import MASK_FORMATS, decode_array, encode_array, encode_mask
-from samgis.vector.polygons import geojson_geometry, mask_to_geometry, pixel_polygons, rounded
+from samgis.vector.polygons import (geojson_geometry, mask_to_geometry, mask_to_px_geometry, pixel_polygons,
+                                    px_geometry_to_lnglat, rounded)
+from samgis.vector.postprocess import PostProcess, apply as postprocess_apply, check_budget
+from samgis.vector.postprocess import choose as choose_postprocess
 
 LOW_RES = 256
 """Side of SAM's low-resolution logits (and of `mask_input`)."""
@@ -82,9 +85,13 @@ class Instance:
     concept: ConceptPrompt | None = None
     """Concept prompts (then `prompts` is None): find every instance instead of decoding or automatic masks."""
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    postprocess: PostProcess | None = None
+    """`regularize` / `smooth` of mask_format "polygon" outlines (samgis.vector.postprocess), in image px."""
 
 
-OPTION_KEYS = ("multimask", "mask_format", "return_logits", "score_threshold", *(f.name for f in fields(AmgOptions)))
+POSTPROCESS_KEYS = ("regularize", "smooth")
+OPTION_KEYS = ("multimask", "mask_format", "return_logits", "score_threshold", *(f.name for f in fields(AmgOptions)),
+               *POSTPROCESS_KEYS)
 CONCEPT_KEYS = ("text", "exemplar_boxes", "exemplar_labels")
 PROMPT_KEYS = ("points", "points_lnglat", "labels", "boxes", "boxes_lnglat", "mask_input", *CONCEPT_KEYS)
 
@@ -308,11 +315,19 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits,
     see there)."""
     defaults = OPTION_DEFAULTS
     out = dict(defaults)
+    steps = {"regularize": (False, "parameters"), "smooth": (False, "parameters")}  # value, where it came from
     for source, prefix in ((base, "parameters"), (obj, field_name)):
         for key, value in source.items():
             if key in defaults and value is not None:
                 out[key] = _option(value, defaults[key], f"{prefix}.{key}")
+            elif key in steps and value is not None:
+                steps[key] = (value, prefix)
     fn = field_name
+    out["postprocess"] = _postprocess_option(steps, fn)
+    if out["postprocess"] is not None and out["mask_format"] != "polygon":
+        key = out["postprocess"].name
+        raise InvalidRequest(f"{steps[key][1]}.{key}", f"applies to polygon outlines: set mask_format to "
+                                                       f"\"polygon\" (it is {out['mask_format']!r})")
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
@@ -327,6 +342,16 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits,
     if out["min_mask_region_area"] < 0 or out["stability_score_offset"] < 0:
         raise InvalidRequest(fn, "min_mask_region_area and stability_score_offset must be ≥ 0")
     return out
+
+
+def _postprocess_option(steps: dict, fn: str) -> PostProcess | None:
+    """`regularize` / `smooth` (each (value, "parameters" or the instance's field name)) as one step; errors
+    name the field where the offending value was given (e.g. `instances[0].smooth.iterations`)."""
+    try:
+        return choose_postprocess(steps["regularize"][0], steps["smooth"][0])
+    except InvalidRequest as e:
+        prefix = steps[e.field.split(".")[0]][1] if e.field != "smooth" else fn
+        raise InvalidRequest(f"{prefix}.{e.field}", e.message.split(": ", 1)[1]) from None
 
 
 @dataclass(frozen=True)
@@ -353,6 +378,8 @@ class InstanceQuery:
     exemplar_boxes: np.ndarray | None = None
     exemplar_labels: tuple[int, ...] | None = None
     options: dict = field(default_factory=dict)
+    from_parameters: frozenset = frozenset()
+    """The keys of `options` whose value came from the request's parameters (errors name them there)."""
 
     CLICK_KEYS = ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
 
@@ -364,6 +391,13 @@ def build_instance(q: InstanceQuery, field_name: str, limits: PredictLimits, ima
     given = [k for k in (*InstanceQuery.CLICK_KEYS, "text", "exemplar_boxes", "exemplar_labels")
              if getattr(q, k) is not None and (isinstance(getattr(q, k), str | dict) or len(getattr(q, k)))]
     opts = checked_options(q.options, field_name, limits, automatic=not given)  # no prompt: the automatic grid
+    steps = {k: (q.options.get(k) or False, "parameters" if k in q.from_parameters else field_name)
+             for k in POSTPROCESS_KEYS}
+    opts["postprocess"] = _postprocess_option(steps, field_name)
+    if opts["postprocess"] is not None and opts["mask_format"] != "polygon":
+        key = opts["postprocess"].name
+        raise InvalidRequest(f"{steps[key][1]}.{key}", f"applies to polygon outlines: set mask_format to "
+                                                       f"\"polygon\" (it is {opts['mask_format']!r})")
     clicks = [k for k in InstanceQuery.CLICK_KEYS if getattr(q, k) is not None]
     concept = checked_concept(q.text, q.exemplar_boxes, q.exemplar_labels, clicks, image.shape[:2], field_name,
                               limits.max_prompts)
@@ -387,7 +421,8 @@ def _instance(opts: dict, prompts: Prompts | None, image: np.ndarray, valid, geo
                                                              f"grid points, over the limit of "
                                                              f"{limits.max_grid_points}", "max_grid_points")
     return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
-                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo)
+                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo,
+                    postprocess=opts["postprocess"])
 
 
 def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict | None = None,
@@ -429,7 +464,8 @@ def _concept_instance(opts: dict, concept: ConceptPrompt, image: np.ndarray, val
             raise InvalidRequest(f"{field_name}.{key}", "concept prompts answer one mask per instance, without "
                                                         f"logits; {key} applies to point/box prompts")
     return Instance(image=image, mask_format=opts["mask_format"], valid=valid, geo=geo, concept=concept,
-                    score_threshold=check_score_threshold(opts["score_threshold"], f"{field_name}.score_threshold"))
+                    score_threshold=check_score_threshold(opts["score_threshold"], f"{field_name}.score_threshold"),
+                    postprocess=opts["postprocess"])
 
 
 def check_work(prompts: Prompts | None, multimask: bool, amg: AmgOptions, size: tuple[int, int],
@@ -494,18 +530,63 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def geo_geometries(mask: np.ndarray, geo: GeoRef) -> tuple[dict | None, dict | None]:
+PX_DECIMALS = 3
+"""Decimals kept in image-px coordinates of regularized / smoothed outlines (exact outlines are whole px)."""
+
+
+_UNSET = object()
+
+
+def encode_outline(mask: np.ndarray, mask_format: str, postprocess: PostProcess | None = None,
+                   processed=_UNSET):
+    """`encode_mask`, except that "polygon" with a `postprocess` step gives the regularized / smoothed outline
+    (image px, pixel-edge frame, rounded to `PX_DECIMALS`, exteriors counter-clockwise); None if empty.
+    `processed`: that outline when the caller already has it (`processed_px_geometry`)."""
+    if postprocess is None or mask_format != "polygon":
+        return encode_mask(mask, mask_format)
+    geom = processed_px_geometry(mask, postprocess) if processed is _UNSET else processed
+    geom = None if geom is None else rounded(geom, PX_DECIMALS)
+    return None if geom is None else geojson_geometry(shapely.orient_polygons(geom, exterior_cw=False))
+
+
+def processed_px_geometry(mask: np.ndarray, postprocess: PostProcess):
+    """The (H, W) bool mask's exact pixel outline, `postprocess`ed, in image px (rasterio convention); None when
+    nothing is left. An outline over `ANSWER_MAX_VERTICES` is refused (`InvalidRequest` naming the option)."""
+    geom = mask_to_px_geometry(mask, simplify_px=0.0)
+    check_budget([geom], postprocess)
+    return postprocess_apply(geom, postprocess)
+
+
+def mask_answer(mask: np.ndarray, inst: Instance, with_geo: bool) -> tuple:
+    """(encoded mask, lng/lat geometry, CRS geometry) of one (H, W) bool mask of `inst`: the geometries only
+    `with_geo` (else None, None); a post-processed outline is made once for all three."""
+    processed = _UNSET
+    if inst.postprocess is not None and inst.mask_format == "polygon":
+        processed = processed_px_geometry(mask, inst.postprocess)
+    encoded = encode_outline(mask, inst.mask_format, inst.postprocess, processed)
+    if not with_geo:
+        return encoded, None, None
+    return (encoded, *geo_geometries(mask, inst.geo, inst.postprocess, processed))
+
+
+def geo_geometries(mask: np.ndarray, geo: GeoRef, postprocess: PostProcess | None = None, processed=_UNSET
+                   ) -> tuple[dict | None, dict | None]:
     """(EPSG:4326 lng/lat geometry, geometry in the image's CRS) of an (H, W) bool mask in image px: GeoJSON
-    Polygon/MultiPolygon dicts following pixel edges exactly (no simplification), exteriors counter-clockwise
-    (RFC 7946); lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3 (metres/feet) decimals; (None,
-    None) for an empty mask."""
-    lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt())
-    if lnglat is None:
+    Polygon/MultiPolygon dicts following pixel edges exactly (no simplification) or, with `postprocess`, the
+    regularized / smoothed outline (made in image px, then moved; `processed` when the caller has it),
+    exteriors counter-clockwise (RFC 7946); lng/lat rounded to 7 decimals, CRS units to 7 (degrees) or 3
+    (metres/feet) decimals; (None, None) for an empty mask."""
+    if postprocess is None:
+        lnglat = mask_to_geometry(mask, geo.transform, simplify_px=0, crs=geo.crs.to_wkt())
+        parts = pixel_polygons(mask) if lnglat is not None else []
+        px = None if lnglat is None else parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
+    else:
+        px = processed_px_geometry(mask, postprocess) if processed is _UNSET else processed
+        lnglat = px_geometry_to_lnglat(px, geo.transform, geo.crs.to_wkt())
+    if lnglat is None or px is None:
         return None, None
-    parts = pixel_polygons(mask)
     t = geo.transform
-    native = shapely.transform(parts[0] if len(parts) == 1 else shapely.multipolygons(parts),
-                               lambda xy: np.column_stack(t @ (xy[:, 0], xy[:, 1])))
+    native = shapely.transform(px, lambda xy: np.column_stack(t @ (xy[:, 0], xy[:, 1])))
     native = rounded(native, 7 if geo.crs.is_geographic else 3)
     native = None if native is None else geojson_geometry(shapely.orient_polygons(native, exterior_cw=False))
     return geojson_geometry(lnglat), native
@@ -521,7 +602,9 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     Without: `{"mode": "automatic", "masks": [{"segmentation", "bbox", "area", "predicted_iou",
     "stability_score", "point_coords", "crop_box"}], "grid_points", "image_size", "timings_ms"}`.
     Masks are encoded as `inst.mask_format` (see `encode_mask`) after clipping to `inst.valid` (nodata px
-    are never part of a mask). With `mask_format` "polygon" and a georeferenced image (`inst.geo`), each mask
+    are never part of a mask). With `inst.postprocess` (mask_format "polygon" only) every outline is
+    regularized / smoothed in image px (`encode_outline`) and the answer carries `postprocess`, the step and its
+    parameters. With `mask_format` "polygon" and a georeferenced image (`inst.geo`), each mask
     also comes back as GeoJSON geometry (`geo_geometries`): prompts mode adds `masks_lnglat` and `masks_crs`,
     shaped as `masks`; automatic mode adds `segmentation_lnglat` and `segmentation_crs` to each record; both add
     `crs`, the image CRS's name (e.g. "EPSG:32632", rasterio's `CRS.to_string()`, as segment-geospatial's REST
@@ -548,14 +631,16 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
         masks = []
         for r in records:
             seg = r["segmentation"] if inst.valid is None else r["segmentation"] & inst.valid
-            rec = {**{k: v for k, v in r.items() if k != "segmentation"},
-                   "segmentation": encode_mask(seg, inst.mask_format)}
+            encoded, lnglat, native = mask_answer(seg, inst, with_geo)
+            rec = {**{k: v for k, v in r.items() if k != "segmentation"}, "segmentation": encoded}
             if with_geo:
-                rec["segmentation_lnglat"], rec["segmentation_crs"] = geo_geometries(seg, inst.geo)
+                rec["segmentation_lnglat"], rec["segmentation_crs"] = lnglat, native
             masks.append(rec)
         timings["encode"] = _ms(t0)
         timings["total"] = _ms(t_start)
         out = {"mode": "automatic", "masks": masks, "grid_points": inst.amg.grid_points(), "image_size": [h, w]}
+        if inst.postprocess is not None:
+            out["postprocess"] = inst.postprocess.describe()
         if with_geo:
             out["crs"] = inst.geo.name
         out["timings_ms"] = timings
@@ -565,17 +650,19 @@ def predict(engine: Engine, inst: Instance, embedding: Embedding | None = None,
     timings["decode"] = _ms(t0)
     t0 = time.perf_counter()
     all_masks = result.masks if inst.valid is None else result.masks & inst.valid
+    answers = [[mask_answer(m, inst, with_geo) for m in query] for query in all_masks]
     out = {
         "mode": "prompts",
-        "masks": [[encode_mask(m, inst.mask_format) for m in query] for query in all_masks],
+        "masks": [[a[0] for a in query] for query in answers],
         "scores": result.scores.astype(float).tolist(),
         "image_size": [h, w],
     }
+    if inst.postprocess is not None:
+        out["postprocess"] = inst.postprocess.describe()
     if with_geo:
-        geoms = [[geo_geometries(m, inst.geo) for m in query] for query in all_masks]
         out["crs"] = inst.geo.name
-        out["masks_lnglat"] = [[g[0] for g in query] for query in geoms]
-        out["masks_crs"] = [[g[1] for g in query] for query in geoms]
+        out["masks_lnglat"] = [[a[1] for a in query] for query in answers]
+        out["masks_crs"] = [[a[2] for a in query] for query in answers]
     if inst.return_logits:
         out["logits"] = encode_array(result.logits)
     timings["encode"] = _ms(t0)
@@ -623,18 +710,21 @@ def predict_concept(engine: Engine, inst: Instance, embedding: Embedding | None 
     timings["find"] = _ms(t0)
     t0 = time.perf_counter()
     h, w = inst.image.shape[:2]
+    with_geo = inst.geo is not None and inst.mask_format == "polygon"
+    answers = [mask_answer(m, inst, with_geo) for m in masks]
     out = {
         "mode": "concept", "concept": concept_label(concept), "score_threshold": inst.score_threshold,
-        "masks": [encode_mask(m, inst.mask_format) for m in masks],
-        "scores": [round(float(s), 6) for s in scores],
+        "masks": [a[0] for a in answers],
+        "scores": [round(float(sc), 6) for sc in scores],
         "boxes": [[float(v) for v in b] for b in boxes],
         "image_size": [h, w],
     }
-    if inst.geo is not None and inst.mask_format == "polygon":
-        geoms = [geo_geometries(m, inst.geo) for m in masks]
+    if inst.postprocess is not None:
+        out["postprocess"] = inst.postprocess.describe()
+    if with_geo:
         out["crs"] = inst.geo.name
-        out["masks_lnglat"] = [g[0] for g in geoms]
-        out["masks_crs"] = [g[1] for g in geoms]
+        out["masks_lnglat"] = [a[1] for a in answers]
+        out["masks_crs"] = [a[2] for a in answers]
     timings["encode"] = _ms(t0)
     timings["total"] = _ms(t_start)
     out["timings_ms"] = timings

@@ -42,7 +42,14 @@ from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tiles import MAX_LAT, Window
 from samgis.services.concepts import (check_score_threshold, check_text, concept_label, exemplar_counts,
                                       require_concept)
-from samgis.vector.polygons import drop_near_duplicates, feature_collection, masks_to_features
+from samgis.vector.polygons import (
+    drop_near_duplicates,
+    feature_collection,
+    mask_to_px_geometry,
+    masks_to_features,
+    px_geometries_to_features,
+)
+from samgis.vector.postprocess import ANSWER_MAX_VERTICES, PostProcess, describe as describe_postprocess
 from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point
 
 DEDUPE_IOU = 0.9
@@ -127,6 +134,9 @@ class SegmentQuery:
     score_threshold: float | None = None
     """Concept prompts only; None = the default (0.5). Given with point/box prompts it is refused."""
 
+    postprocess: PostProcess | None = None
+    """`samgis.vector.postprocess.Regularize` or `Smooth` applied to every outline in window px (None: off)."""
+
     @property
     def is_concept(self) -> bool:
         return bool(self.texts or self.exemplars)
@@ -138,7 +148,7 @@ class EverythingQuery:
 
     Grid and filter options are `SamAutomaticMaskGenerator`'s (without crops). `simplify_px` and
     `min_area_px` (polygon parts) mean what they mean in `SegmentQuery`; `min_area_m2` drops whole masks
-    whose geodesic area is smaller.
+    whose geodesic area is smaller (measured after `postprocess`, as in `SegmentQuery`).
     """
 
     lng: float
@@ -158,6 +168,8 @@ class EverythingQuery:
     """With `text` only; None = the default (0.5)."""
     grid_options_given: Sequence[str] = ()
     """Names of the grid options the caller set explicitly; with `text` they would be ignored, so refused."""
+
+    postprocess: PostProcess | None = None
 
     GRID_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 
@@ -253,6 +265,8 @@ class SegmentService:
         if not (type(q.window_budget) is int and 1 <= q.window_budget <= MAX_WINDOW_BUDGET):
             raise InvalidRequest("window_budget", f"must be an integer in [1, {MAX_WINDOW_BUDGET}], "
                                                   f"got {q.window_budget!r}")
+        if q.postprocess is not None:
+            q.postprocess.check()
         card = self.engine.describe()
         require(card, (["points"] if q.points else []) + (["boxes"] if q.boxes else []), "prompts")
         require(card, ["multimask"] if q.multimask else [], "multimask")
@@ -439,7 +453,7 @@ class SegmentService:
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         home, hit = next(iter(used.values()))
-        meta = self._meta(home, q.zoom, hit, timer, source)
+        meta = self._meta(home, q.zoom, hit, timer, source, q.postprocess)
         meta["windows"] = [{**w.meta(), "cache": "hit" if h else "miss"} for w, h in used.values()]
         meta["follow"] = {"window_budget": q.window_budget, "stopped_by_budget": stopped}
         return feature_collection(features, samgis=meta)
@@ -573,7 +587,8 @@ class SegmentService:
             windows = len({p[0].key() for p in pieces})
             return masks_to_features(mask[None], np.array([best]), transform, simplify_px=q.simplify_px,
                                      min_area_px=q.min_area_px, properties={**props, **counted(windows)},
-                                     crs=home.crs)
+                                     crs=home.crs, postprocess=q.postprocess,
+                                     postprocess_max_vertices=ANSWER_MAX_VERTICES)
         features: list[dict] = []
         for qi, query in enumerate(chains):
             for k, chain in enumerate(query):
@@ -583,7 +598,7 @@ class SegmentService:
                 features.extend(masks_to_features(
                     mask[None], np.array([score]), transform, simplify_px=q.simplify_px, min_area_px=q.min_area_px,
                     properties={**props, "prompt_index": qi, **counted(len(chain))}, first_index=qi * n_m + k,
-                    crs=home.crs))
+                    crs=home.crs, postprocess=q.postprocess, postprocess_max_vertices=ANSWER_MAX_VERTICES))
         return features
 
     async def _valid(self, source: TileSource, window: Window, pts: np.ndarray, labels: Sequence[int],
@@ -605,7 +620,8 @@ class SegmentService:
                     raise InvalidRequest(f"prompts[{i}]", f"the point is on a nodata pixel of source {source.id!r}")
         return valid
 
-    def _meta(self, window: Window, zoom_requested: int, hit: bool, timer: _Timer, source: TileSource) -> dict:
+    def _meta(self, window: Window, zoom_requested: int, hit: bool, timer: _Timer, source: TileSource,
+              postprocess: PostProcess | None = None) -> dict:
         """The `samgis` foreign member: how the answer was made."""
         return {
             "window": window.meta(),
@@ -615,6 +631,7 @@ class SegmentService:
             "model": self.engine.model_id,
             "source": source.id,
             "attribution": source.attribution,
+            "postprocess": describe_postprocess(postprocess),
         }
 
     def _properties(self, window: Window, source: TileSource) -> dict:
@@ -628,6 +645,8 @@ class SegmentService:
         caller places them on the window); every refusal names its field."""
         source = self._source(q.source, q.zoom)
         self._check_bbox(q.bbox)
+        if q.postprocess is not None:
+            q.postprocess.check()
         if q.points or q.boxes:
             raise InvalidRequest("prompts", "text/exemplar prompts (find every instance of a concept) and point/box "
                                             "prompts (segment one object) cannot be mixed in one request; send "
@@ -737,12 +756,14 @@ class SegmentService:
             masks = masks & valid
         keep = [k for k in range(len(found)) if (masks[k] & inside).any()]
         features = await asyncio.to_thread(self._concept_features, masks[keep], np.asarray(found.scores)[keep],
-                                           window, source, concept_label(concept), q.simplify_px, q.min_area_px)
+                                           window, source, concept_label(concept), q.simplify_px, q.min_area_px,
+                                           postprocess=q.postprocess)
         timer.add("vectorize", t0)
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         searched = (b.west, b.south, b.east, b.north) if clipped is None else clipped.bounds
-        meta = {**self._meta(window, q.zoom, hit, timer, source), **self._concept_meta(concept, threshold, features),
+        meta = {**self._meta(window, q.zoom, hit, timer, source, q.postprocess),
+                **self._concept_meta(concept, threshold, features),
                 "n_found": len(found), "bbox_clipped": clipped is not None,
                 "area_searched": [round(float(v), 7) for v in searched]}
         return feature_collection(features, samgis=meta)
@@ -753,25 +774,30 @@ class SegmentService:
                 "score_threshold": threshold, "n_instances": len(features)}
 
     def _concept_features(self, masks: np.ndarray, scores: np.ndarray, window: Window, source: TileSource,
-                          label: str, simplify_px: float, min_area_px: float, min_area_m2: float = 0.0) -> list[dict]:
+                          label: str, simplify_px: float, min_area_px: float, min_area_m2: float = 0.0,
+                          postprocess: PostProcess | None = None) -> list[dict]:
         """Found instances → GeoJSON features (EPSG:4326), one per instance, best score first.
 
         `masks`: (N, H, W) bool in window px (rasterio convention), `scores`: (N,) float. Properties: those of
         clicks (`score`, `area_m2`, `zoom`, `model`, `source`, `attribution`) plus `concept` (`label`),
         `instance` (0-based rank in the answer, also `mask_index`) and `at_window_edge` (the mask touches the
         window's border, so the object may go on outside it). Instances left empty by `min_area_px`, or smaller
-        than `min_area_m2`, are dropped before numbering.
+        than `min_area_m2`, are dropped before numbering. `postprocess`: as in `SegmentQuery` (one batch).
         """
         transform = window.affine()
         props = {**self._properties(window, source), "concept": label}
-        features: list[dict] = []
-        for k in sorted(range(len(scores)), key=lambda k: -float(scores[k])):  # stable: ties keep the engine's order
+        order = sorted(range(len(scores)), key=lambda k: -float(scores[k]))  # stable: ties keep the engine's order
+        simplify = 0.0 if postprocess is not None else simplify_px  # the step simplifies on its own
+        outlines, extras = [], []
+        for k in order:
             mask = masks[k]
-            edge = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
-            feats = masks_to_features(mask[None], np.array([scores[k]]), transform, simplify_px=simplify_px,
-                                      min_area_px=min_area_px, properties={**props, "at_window_edge": edge},
-                                      crs=window.crs)
-            features.extend(f for f in feats if f["properties"]["area_m2"] >= min_area_m2)
+            extras.append({"at_window_edge": bool(mask[0].any() or mask[-1].any() or mask[:, 0].any()
+                                                  or mask[:, -1].any())})
+            outlines.append(mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=min_area_px))
+        features = px_geometries_to_features(outlines, [scores[k] for k in order], transform, properties=props,
+                                             crs=window.crs, postprocess=postprocess, per_feature=extras,
+                                             postprocess_max_vertices=ANSWER_MAX_VERTICES)
+        features = [f for f in features if f["properties"]["area_m2"] >= min_area_m2]
         for i, f in enumerate(features):
             f["properties"]["instance"] = f["properties"]["mask_index"] = i
         return features
@@ -799,6 +825,8 @@ class SegmentService:
             value = getattr(q, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidRequest(name, f"must be a number ≥ 0, got {value}")
+        if q.postprocess is not None:
+            q.postprocess.check()
         if q.text is not None:  # no grid is decoded (and no grid option was given)
             return source
         if not 1 <= q.points_per_side <= self.max_points_per_side:
@@ -864,7 +892,7 @@ class SegmentService:
             "crop_n_layers": options.crop_n_layers, "dedupe_iou": DEDUPE_IOU, "min_area_m2": q.min_area_m2,
             "min_area_px": q.min_area_px, "simplify_px": q.simplify_px,
         }
-        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source),
+        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source, q.postprocess),
                                                     "n_masks": len(features), "n_generated": len(records),
                                                     "generator": generator})
 
@@ -879,13 +907,14 @@ class SegmentService:
             masks = masks & valid
         t0 = timer.add("find", t0)
         features = await asyncio.to_thread(self._concept_features, masks, np.asarray(found.scores), window, source,
-                                           concept_label(concept), q.simplify_px, q.min_area_px, q.min_area_m2)
+                                           concept_label(concept), q.simplify_px, q.min_area_px, q.min_area_m2,
+                                           q.postprocess)
         timer.add("vectorize", t0)
         self._check_vertices(features)
         timer.timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         generator = {"score_threshold": threshold, "min_area_m2": q.min_area_m2, "min_area_px": q.min_area_px,
                      "simplify_px": q.simplify_px}
-        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source),
+        return feature_collection(features, samgis={**self._meta(window, q.zoom, hit, timer, source, q.postprocess),
                                                     "n_masks": len(features), "n_generated": len(found),
                                                     "generator": generator, "concept": concept.text,
                                                     "score_threshold": threshold, "n_instances": len(features)})
@@ -901,16 +930,19 @@ class SegmentService:
         """
         transform = window.affine()
         props = self._properties(window, source)
-        features: list[dict] = []
-        for r in sorted(records, key=lambda r: (-r["predicted_iou"], -r["stability_score"])):
+        ranked = sorted(records, key=lambda r: (-r["predicted_iou"], -r["stability_score"]))
+        simplify = 0.0 if q.postprocess is not None else q.simplify_px  # the step simplifies on its own
+        outlines, extras = [], []
+        for r in ranked:
             mask = r["segmentation"]
             x, y, w, h = r["bbox"]
             edge = x <= 0 or y <= 0 or x + w >= mask.shape[1] - 1 or y + h >= mask.shape[0] - 1
-            extra = {"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)}
-            feats = masks_to_features(mask[None], np.array([r["predicted_iou"]]), transform,
-                                      simplify_px=q.simplify_px, min_area_px=q.min_area_px,
-                                      properties={**props, **extra}, crs=window.crs)
-            features.extend(f for f in feats if f["properties"]["area_m2"] >= q.min_area_m2)
+            extras.append({"stability_score": round(float(r["stability_score"]), 4), "at_window_edge": bool(edge)})
+            outlines.append(mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=q.min_area_px))
+        features = px_geometries_to_features(outlines, [r["predicted_iou"] for r in ranked], transform,
+                                             properties=props, crs=window.crs, postprocess=q.postprocess,
+                                             per_feature=extras, postprocess_max_vertices=ANSWER_MAX_VERTICES)
+        features = [f for f in features if f["properties"]["area_m2"] >= q.min_area_m2]
         features = drop_near_duplicates(features, DEDUPE_IOU)
         for k, f in enumerate(features):
             f["properties"]["mask_index"] = k

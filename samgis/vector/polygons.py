@@ -27,6 +27,8 @@ from scipy.sparse.csgraph import connected_components
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
+from samgis.vector.postprocess import apply as postprocess_apply, apply_many as postprocess_apply_many, check_budget
+
 COORD_DECIMALS = 7
 """Decimals kept in output lng/lat (1e-7 degree is about 1 cm)."""
 
@@ -235,7 +237,7 @@ def simplify_parts(parts: np.ndarray, tolerance: float) -> np.ndarray:
 
 def mask_to_geometry(
     mask: np.ndarray, transform: affine.Affine, simplify_px: float = 1.0, min_area_px: float = 0.0,
-    crs: object = 3857,
+    crs: object = 3857, postprocess=None,
 ) -> Polygon | MultiPolygon | None:
     """The foreground of `mask` as one valid Polygon/MultiPolygon in EPSG:4326 lng/lat degrees.
 
@@ -243,9 +245,23 @@ def mask_to_geometry(
     `transform`: affine from window px to `crs` (default EPSG:3857 metres).
     `simplify_px`: Douglas-Peucker tolerance in window px, topology preserved; 0 keeps the exact
     pixel staircase. `min_area_px`: parts (not holes) with fewer pixels than this are dropped.
+    `postprocess`: a `samgis.vector.postprocess` `Regularize` or `Smooth` (None: off), applied in window px
+    after `min_area_px`, before the move to lng/lat. It takes the exact pixel outline (both libraries are made
+    for raster staircases; a Douglas-Peucker outline left 3 px jogs in regularized edges) and its own
+    `tolerance_px` takes the place of `simplify_px`, which is then not applied.
     Exterior rings are counter-clockwise, holes clockwise, coordinates rounded to 7 decimals.
     Returns None when nothing is left.
     """
+    geom = mask_to_px_geometry(mask, simplify_px=0.0 if postprocess is not None else simplify_px,
+                               min_area_px=min_area_px)
+    geom = postprocess_apply(geom, postprocess)
+    return px_geometry_to_lnglat(geom, transform, crs)
+
+
+def mask_to_px_geometry(mask: np.ndarray, simplify_px: float = 1.0, min_area_px: float = 0.0
+                        ) -> Polygon | MultiPolygon | None:
+    """The foreground of (H, W) bool `mask` as one valid Polygon/MultiPolygon in window px (rasterio
+    convention), `min_area_px` and `simplify_px` applied as in `mask_to_geometry`; None when nothing is left."""
     parts = pixel_polygons(mask)
     if min_area_px > 0:
         parts = parts[shapely.area(parts) >= min_area_px]
@@ -260,8 +276,15 @@ def mask_to_geometry(
     geom: BaseGeometry = parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
     if simplify_px > 0:
         geom = valid_polygonal(geom)
-        if geom is None:
-            return None
+    return geom
+
+
+def px_geometry_to_lnglat(geom: Polygon | MultiPolygon | None, transform: affine.Affine, crs: object = 3857
+                          ) -> Polygon | MultiPolygon | None:
+    """A valid window-px geometry (or None) → EPSG:4326 lng/lat through `transform` (window px → `crs`), rounded
+    to 7 decimals, exteriors counter-clockwise; None when nothing is left."""
+    if geom is None:
+        return None
     geom = rounded(window_to_lnglat(geom, transform, crs))
     if geom is None:
         return None
@@ -309,21 +332,51 @@ def masks_to_features(
     min_area_px: float = 0.0,
     first_index: int = 0,
     crs: object = 3857,
+    postprocess=None,
+    postprocess_max_vertices: int | None = None,
 ) -> list[dict]:
     """One GeoJSON Feature per non-empty mask, geometry in EPSG:4326 lng/lat degrees.
 
     `masks`: (M, H, W) bool, window px (rasterio convention). `scores`: (M,) float.
     `transform`: window px → `crs` (default EPSG:3857 metres). Properties of feature i are
     `{"mask_index": first_index + i, "score", "area_m2" (geodesic), **properties}`.
-    Masks that are empty (or empty after `min_area_px`) give no feature.
+    Masks that are empty (or empty after `min_area_px`) give no feature. `postprocess`: see
+    `mask_to_geometry` (all masks' outlines go through it in one batch); `area_m2` is measured on the
+    processed outline. `postprocess_max_vertices`: see `px_geometries_to_features`.
     """
     masks = np.asarray(masks, dtype=bool)
     scores = np.asarray(scores, dtype=float).reshape(-1)
     if masks.ndim != 3 or len(scores) != len(masks):
         raise ValueError(f"masks must be (M, H, W) with M scores; got {masks.shape} and {scores.shape}")
+    simplify = 0.0 if postprocess is not None else simplify_px
+    geoms = [mask_to_px_geometry(mask, simplify_px=simplify, min_area_px=min_area_px) for mask in masks]
+    return px_geometries_to_features(geoms, scores, transform, properties=properties, first_index=first_index,
+                                     crs=crs, postprocess=postprocess,
+                                     postprocess_max_vertices=postprocess_max_vertices)
+
+
+def px_geometries_to_features(
+    geoms: list,
+    scores,
+    transform: affine.Affine,
+    properties: dict | None = None,
+    first_index: int = 0,
+    crs: object = 3857,
+    postprocess=None,
+    per_feature: list[dict] | None = None,
+    postprocess_max_vertices: int | None = None,
+) -> list[dict]:
+    """`masks_to_features` from (M,) window-px outlines (valid Polygon/MultiPolygon or None, as
+    `mask_to_px_geometry` makes them) and (M,) scores: `postprocess` (one batch), EPSG:4326, area, properties
+    (`per_feature[i]` added to feature i's). None outlines give no feature; `mask_index` counts them.
+    `postprocess_max_vertices`: refuse (`InvalidRequest` naming the option) outlines holding more vertices in all
+    (`samgis.vector.postprocess.check_budget`); None = no bound."""
+    if postprocess is not None:
+        check_budget(geoms, postprocess, postprocess_max_vertices)
+        geoms = list(postprocess_apply_many(np.array(list(geoms) + [None], dtype=object)[:-1], postprocess))
     features = []
-    for i, (mask, score) in enumerate(zip(masks, scores)):
-        geom = mask_to_geometry(mask, transform, simplify_px=simplify_px, min_area_px=min_area_px, crs=crs)
+    for i, (geom, score) in enumerate(zip(geoms, np.asarray(scores, dtype=float).reshape(-1))):
+        geom = px_geometry_to_lnglat(geom, transform, crs)
         if geom is None:
             continue
         props = {
@@ -331,6 +384,7 @@ def masks_to_features(
             "score": round(float(score), 4),
             "area_m2": round(geodesic_area_m2(geom), 2),
             **(properties or {}),
+            **(per_feature[i] if per_feature is not None else {}),
         }
         features.append({"type": "Feature", "geometry": geojson_geometry(geom), "properties": props})
     return features

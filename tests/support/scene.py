@@ -286,3 +286,17 @@ def concept_bbox(scene: Scene, margin_deg: float = 0.0015) -> tuple[float, float
     """(west, south, east, north) lng/lat degrees around every shape of `scene`, plus `margin_deg`."""
     w, s, e, n = shapely.union_all([sh.polygon for sh in scene.shapes]).bounds
     return w - margin_deg, s - margin_deg, e + margin_deg, n + margin_deg
+
+
+def outline_scene() -> Scene:
+    """Two shapes for vector post-processing tests, at mid latitude (11.25, 45.0) on their own z 13 tile corners:
+    "tilted-building", a 64 × 36 m rectangle rotated 20° (its edges come out of the tiles as pixel staircases),
+    and "round-pond", a disc of radius 45 m (a staircase circle)."""
+    lng, lat = _corner(11.25, 45.0)
+    theta = math.radians(20.0)
+    rect = [(-32.0, -18.0), (32.0, -18.0), (32.0, 18.0), (-32.0, 18.0)]
+    tilted = [(x * math.cos(theta) - y * math.sin(theta), x * math.sin(theta) + y * math.cos(theta)) for x, y in rect]
+    pond_lng, pond_lat = _corner(11.25, 45.0, 2, 0)
+    disc = [(45.0 * math.cos(2 * math.pi * k / 128), 45.0 * math.sin(2 * math.pi * k / 128)) for k in range(128)]
+    return Scene((Shape("tilted-building", Polygon(_at(lng, lat, tilted)), (200, 30, 30)),
+                  Shape("round-pond", Polygon(_at(pond_lng, pond_lat, disc)), (20, 90, 220))))
