@@ -298,7 +298,7 @@ def checked_options(given: dict, field_name: str, limits: PredictLimits, automat
     checked against this server's grid limits (`max_points_per_side`, `max_crop_layers`) when the instance runs
     the automatic-mask grid (`automatic`); an instance with prompts does not use the grid options and is not
     refused by them."""
-    out = {**OPTION_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    out = {**OPTION_DEFAULTS, **given}
     fn = field_name
     if not 1 <= out["points_per_side"] <= (limits.max_points_per_side if automatic else math.inf):
         raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
