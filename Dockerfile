@@ -22,7 +22,8 @@ COPY samgis/ samgis/
 COPY api/ api/
 RUN pip install . \
  && pip install 'setuptools==84.2.1' \
- && SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation 'sam2==1.1.0'
+ && SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation 'sam2==1.1.0' \
+ && pip install --no-deps 'sam3==0.1.4'
 COPY --from=web /src/web/dist/ web/dist/
 RUN useradd --create-home --uid 1000 samgis && mkdir -p /cache && chown samgis /cache
 USER samgis

@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.samgis-installed
 SAM2_VERSION := 1.1.0
+SAM3_VERSION := 0.1.4
 SETUPTOOLS_VERSION := 84.2.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -22,12 +23,15 @@ setup: $(STAMP) $(WEB_DIST)
 # sam2 (SAM 2.1 backend) is an sdist that imports torch at build time: it is built against the venv's torch
 # (build isolation would fetch another one), without its optional CUDA extension (SAM2_BUILD_CUDA=0, read by
 # its setup.py), and with --no-deps so that our pins stay as they are (its runtime deps are in pyproject.toml).
+# sam3 (SAM 3 backend) is a pure-Python wheel whose metadata caps numpy < 2.4 and tqdm < 4.68, below our pins:
+# --no-deps too, its real runtime deps pinned in pyproject.toml (the BPE vocabulary from open-clip-torch).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet 'setuptools==$(SETUPTOOLS_VERSION)'
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation 'sam2==$(SAM2_VERSION)'
+	$(BIN)/python -m pip install --quiet --no-deps 'sam3==$(SAM3_VERSION)'
 	touch $(STAMP)
 
 $(WEB_DEPS): web/package.json web/package-lock.json

@@ -8,6 +8,8 @@ Where the figures come from (see README "Models"):
 - SAM 2.1 (`sam2.1_hiera_*`): the URLs of the sam2 repository's `checkpoints/download_ckpts.sh`
   (`samgis.engine.backends.sam2.models`). Meta publishes no sizes or hashes for them, so a download is
   checked only for completeness (Content-Length) and loading checks every tensor's name and shape.
+- SAM 3 (`sam3`): `sam3.pt` of the gated Hugging Face repo facebook/sam3
+  (`samgis.engine.backends.sam3.models`); downloads send the token in `HF_TOKEN`. No public size or hash.
 - ONNX pairs: files named by the pair's manifest (sha256 and size per file), given as a folder.
 
 Plugins and tests add their own models with `register_model`; a models file (`Settings.models_file`)
@@ -163,6 +165,20 @@ def _sam2() -> None:
 
 
 _sam2()
+
+
+def _sam3() -> None:
+    from samgis.engine.backends.sam3.models import HF_PAGE, MODELS, TOKEN_ENV  # the table only: no torch, no sam3
+
+    for m in MODELS.values():
+        register_model(ModelSpec(
+            model_id=m.model_id, backend="sam3", config=None,
+            files=(WeightFile(m.url.rsplit("/", 1)[1], m.url, m.size, sha256=m.sha256),),
+            description=m.description, extra={"token_env": TOKEN_ENV, "gated": True, "gated_page": HF_PAGE},
+        ))
+
+
+_sam3()
 register_model(ModelSpec("onnx", backend="onnx", description="an ONNX Runtime encoder/decoder pair given with "
                          "--checkpoint DIR (ours from `samgis export-onnx`, or samexporter's)"))
 

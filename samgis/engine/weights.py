@@ -65,6 +65,8 @@ def how_to_provide(spec: ModelSpec, cache_dir: Path, reason: str) -> str:
     if not spec.files:
         return (f"Weights for model {spec.model_id!r} are not available ({reason}). This model has no download: "
                 f"pass its file or folder with `--checkpoint PATH` or the environment variable SAMGIS_CHECKPOINT.")
+    if spec.extra.get("gated"):
+        return gated_message(spec, reason)
     names = ", ".join(f.name + (f" from {f.url}" if f.url else "") for f in spec.files)
     return (
         f"Weights for model {spec.model_id!r} are not available ({reason}). Provide them in one of these ways: "
@@ -74,6 +76,30 @@ def how_to_provide(spec: ModelSpec, cache_dir: Path, reason: str) -> str:
         f"(the cache directory, set with SAMGIS_CACHE_DIR); "
         f"(3) run `samgis fetch-weights {spec.model_id}` where the download URL is reachable."
     )
+
+
+def gated_message(spec: ModelSpec, reason: str) -> str:
+    """The one paragraph shown when a gated model's download is refused (no token, HTTP 401 / 403).
+
+    A gated spec names its access page in `extra["gated_page"]` and the token variable in `extra["token_env"]`."""
+    page = spec.extra.get("gated_page", "the model's page")
+    env = spec.extra.get("token_env", "HF_TOKEN")
+    names = ", ".join(f.name for f in spec.files)
+    return (
+        f"Weights for model {spec.model_id!r} are not available ({reason}). Its checkpoint is gated: "
+        f"(1) sign in at {page} and request access (the publisher approves each account); "
+        f"(2) once access is granted, create a read token (https://huggingface.co/settings/tokens) and set it in "
+        f"the environment variable {env} before starting samgis, which then downloads {names} into its cache; "
+        f"or (3) download {names} yourself and pass it with `--checkpoint PATH` (or SAMGIS_CHECKPOINT)."
+    )
+
+
+def _auth(spec: ModelSpec) -> tuple[dict, str | None]:
+    """Request headers for `spec`'s downloads and the token variable's name when it is unset (gated specs send
+    `Authorization: Bearer $<token_env>`)."""
+    env = spec.extra.get("token_env")
+    token = os.environ.get(env, "").strip() if env else ""
+    return ({"Authorization": f"Bearer {token}"} if token else {}), (env if env and not token else None)
 
 
 def download(spec: ModelSpec, dest: Path, *, wf: WeightFile | None = None, progress: bool = True,
@@ -88,8 +114,16 @@ def download(spec: ModelSpec, dest: Path, *, wf: WeightFile | None = None, progr
     own = client is None
     client = client or httpx.Client(timeout=timeout_s, follow_redirects=True,
                                     headers={"User-Agent": "samgis-weights/0.1"})
+    # httpx drops Authorization on a redirect to another origin (httpx/_client.py `_redirect_headers`): the
+    # token goes to huggingface.co only, not to the signed CDN URL it redirects to
+    headers, unset_env = _auth(spec)
     try:
-        with client.stream("GET", wf.url) as resp:
+        with client.stream("GET", wf.url, headers=headers) as resp:
+            if resp.status_code in (401, 403) and spec.extra.get("gated"):
+                raise WeightsUnavailable(gated_message(spec, (
+                    f"no token is set in {unset_env} and the download answered HTTP {resp.status_code}"
+                    if unset_env else f"the download answered HTTP {resp.status_code}: the token in "
+                                      f"{spec.extra.get('token_env')} has no access to it (yet)")))
             if resp.status_code != 200:
                 raise WeightsUnavailable(how_to_provide(spec, dest.parent,
                                                         f"{wf.url} answered HTTP {resp.status_code}"))

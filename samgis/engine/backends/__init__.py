@@ -13,6 +13,7 @@ from types import ModuleType
 BACKENDS = {
     "sam1": "samgis.engine.backends.sam1",
     "sam2": "samgis.engine.backends.sam2",
+    "sam3": "samgis.engine.backends.sam3",
     "onnx": "samgis.engine.backends.onnx",
 }
 
