@@ -101,6 +101,9 @@ def test_outputs_manifest_and_report(run):
     assert pyogrio.read_info(out / "areas" / "district.gpkg", layer="segments")["features"] == \
         pyogrio.read_info(out / "segments.gpkg", layer="segments")["features"] == rec["n_segments"]
     assert "district" in (out / "report.html").read_text()
+    # the window files (and thumbnails) were intermediates: removed once the job finished and its GeoPackage
+    # was complete
+    assert not list(out.rglob("*.npz")) and not (out / "work").exists()
     # the overview: the lattice (3 x 896 + 128 = 2816 px) reduced by 4, objects outlined in magenta
     from PIL import Image
     import numpy as np
@@ -139,6 +142,7 @@ def test_killed_mid_item_resumes_at_window_granularity(run, aoi_file, cfg, tmp_p
     assert summary.done == 1
     rec = json.loads((out / "manifest" / "items.jsonl").read_text().splitlines()[-1])
     assert (rec["timings"]["windows"], rec["timings"]["windows_run"]) == (9, 5)  # only the unfinished ones
+    assert not (out / "work").exists()  # the item is done: its window files are gone
     a, b = gpd.read_file(reference / "segments.gpkg"), gpd.read_file(out / "segments.gpkg")
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
     assert a.geometry.to_wkb().tolist() == b.geometry.to_wkb().tolist()
@@ -180,8 +184,10 @@ def test_cli_options_for_areas():
     p = argparse.ArgumentParser(prog="samgis")
     add_batch_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["batch", "aoi.gpkg", "-o", "out", "--everything", "--zoom", "18", "--source", "Esri",
-                         "--overlap-px", "64", "--min-area-m2", "5", "--executor", "ray"])
+                         "--overlap-px", "64", "--min-area-m2", "5", "--executor", "ray", "--raster", "a.tif",
+                         "--cache-mb", "64"])
     assert (args.everything, args.overlap_px, args.min_area_m2, args.executor) == (True, 64, 5.0, "ray")
+    assert (args.rasters, args.cache_mb) == (["a.tif"], 64)
     assert p.parse_args(["batch", "a", "-o", "o", "--engine", "ray"]).executor == "ray"  # the older name
 
 

@@ -28,7 +28,7 @@ from samgis.imaging.masks import (
     rle_decode,
     rle_encode,
 )
-from samgis.services.image_predict import PredictLimits, parse_instance, predict
+from samgis.services.image_predict import InstanceQuery, PredictLimits, build_instance, parse_instance, predict
 from tests.conftest import textured_image
 
 # Thresholds that let a random-weight model's masks through (its logits are ~0.1 in size) with NMS off, so
@@ -211,6 +211,33 @@ def test_bad_instances_name_the_field(obj, field, why):
     with pytest.raises(InvalidRequest) as err:
         parse_instance(obj, "instances[1]", image=IMG)
     assert err.value.field == field and why in err.value.message
+
+
+@pytest.mark.parametrize("query, field, why", [
+    (InstanceQuery("-", points=np.array([[10.0, 10.0], [81.0, 5.0]])), "instances[1].points[1]", "outside the 80 × 60"),
+    (InstanceQuery("-", points=np.array([[1.0, 2.0]]), labels=(1, 0)), "instances[1].labels", "2 labels for 1"),
+    (InstanceQuery("-", boxes=np.array([[5.0, 5.0, 1.0, 9.0]])), "instances[1].boxes[0]", "x0 ≤ x1"),
+    (InstanceQuery("-", options={"points_per_side": 99}), "instances[1].points_per_side", "[1, 32]"),
+    (InstanceQuery("-", text="tree", points=np.array([[1.0, 2.0]])), "instances[1].text", "cannot be mixed"),
+    (InstanceQuery("-", points_lnglat=np.array([[1.0, 2.0]])), "instances[1].points_lnglat", "no georeferencing"),
+])
+def test_typed_instances_are_checked_against_the_image_and_limits(query, field, why):
+    """HTTP instances arrive typed (pydantic validated types and ranges at the edge); what needs the image or the
+    server's limits is still refused, naming the field."""
+    with pytest.raises(InvalidRequest) as err:
+        build_instance(query, "instances[1]", PredictLimits(), IMG)
+    assert err.value.field == field and why in err.value.message
+
+
+def test_typed_and_dict_instances_agree():
+    obj = {"points": [[3, 4], [20, 30]], "labels": [1, 0], "boxes": [[1, 1, 40, 50]], "multimask": True}
+    a = parse_instance(obj, image=IMG)
+    b = build_instance(InstanceQuery("-", points=np.array(obj["points"], float), labels=(1, 0),
+                                     boxes=np.array(obj["boxes"], float), options={"multimask": True}),
+                       "instances[0]", PredictLimits(), IMG)
+    assert (a.multimask, a.mask_format, a.amg) == (b.multimask, b.mask_format, b.amg)
+    for k in ("points", "labels", "boxes"):
+        assert np.array_equal(getattr(a.prompts, k), getattr(b.prompts, k))
 
 
 def test_prompt_and_grid_limits():

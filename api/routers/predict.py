@@ -22,13 +22,16 @@ from api.models import REGULARIZE_DOC, SMOOTH_DOC, Bool, ConceptText, Int, Label
 from api.resources import Resources, get_engine, get_resources
 from api.routers import meta
 from samgis.services.azure import score_rows
-from samgis.services.image_predict import ImagePredictService, answer_bytes
+import numpy as np
+
+from samgis.services.image_predict import ImagePredictService, InstanceQuery, answer_bytes
 
 router = APIRouter(tags=["predict"])
 MODEL_NAME = "samgis"
 
 
-# --- request models (documentation and first-line validation; samgis.services.image_predict re-checks semantics) ---------
+# --- request models (documentation and the validation of types and ranges; the service checks only what needs the
+# image or the server's limits, see samgis.services.image_predict.InstanceQuery) ---------
 
 class B64(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -147,10 +150,34 @@ async def predict_endpoint(req: PredictRequest,
     cloud.google.com/vertex-ai/docs/predictions/custom-container-requirements), so the concept fields are
     instance keys, and `score_threshold` may also be a request-wide `parameters` key.
     """
-    instances = [inst.model_dump(exclude_none=True) for inst in req.instances]
     parameters = req.parameters.model_dump(exclude_none=True) if req.parameters else {}
-    predictions = await service.predict_instances(instances, parameters)  # ImageTooLarge → 413 (api.errors)
+    queries = [instance_query(inst, parameters) for inst in req.instances]
+    predictions = await service.predict_instances(queries)  # ImageTooLarge → 413 (api.errors)
     return json_answer({"predictions": predictions}, service)
+
+
+_OPTION_NAMES = tuple(PredictOptions.model_fields)
+
+
+def instance_query(inst: PredictInstance, parameters: dict) -> InstanceQuery:
+    """The service's typed query of a validated instance; `parameters`: the request's options (exclude_none
+    dump), which the instance's own options override."""
+    given = inst.model_dump(exclude_none=True, include=set(_OPTION_NAMES))
+
+    def rows(value, width: int) -> np.ndarray | None:
+        return None if value is None else np.asarray(value, np.float64).reshape(-1, width)
+
+    def ints(value) -> tuple[int, ...] | None:
+        return None if value is None else tuple(value)
+
+    image = inst.image.model_dump() if isinstance(inst.image, B64) else inst.image
+    return InstanceQuery(image=image, points=rows(inst.points, 2), boxes=rows(inst.boxes, 4),
+                         points_lnglat=rows(inst.points_lnglat, 2), boxes_lnglat=rows(inst.boxes_lnglat, 4),
+                         labels=ints(inst.labels),
+                         mask_input=None if inst.mask_input is None else inst.mask_input.model_dump(),
+                         text=inst.text, exemplar_boxes=rows(inst.exemplar_boxes, 4),
+                         exemplar_labels=ints(inst.exemplar_labels), options={**parameters, **given},
+                         from_parameters=frozenset(set(parameters) - set(given)))
 
 
 _PREDICT_DOC = dict(responses={413: {"description": "body or image over the limit"},

@@ -20,16 +20,22 @@ window by window, `samgis.batch.executors.ray`):
    picture is an overview of the AOI (window thumbnails, `t_<row>_<col>.png`, at most `OVERVIEW_PX` a
    side) with every object outlined and the AOI's outline.
 
-Window pixels: window (i, j) is the square of `size` px from global px `lattice.origin(i, j)`; its tiles are
-fetched as the smallest tile-aligned `Window` holding it and cropped (lattice origins need not fall on tile
-corners).
+Grids: the lattice lies on the source's pixel grid (`samgis.geo.grids`): global px of the tile grid at the
+AOI's zoom for tile sources, or, for a raster source (GeoTIFF / COG in any CRS), the level of the raster's own
+grid its reader picks for that zoom at the AOI's centre (never resampled through Web Mercator). Window (i, j)
+is the square of `size` px from global px `lattice.origin(i, j)`, read through the source's reader (for tile
+sources, the smallest tile-aligned window holding it, cropped: lattice origins need not fall on tile
+corners) and embedded through the process's embedding cache (`samgis.batch.work.StageContext`). Masks never
+hold a raster's nodata px.
+
+Window files are intermediates: once the job has finished and an AOI's GeoPackage is written, `clean_work`
+removes them (a failed or unfinished AOI keeps them, so a rerun resumes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +48,6 @@ from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem
 from samgis.batch.manifest import write_atomic
 from samgis.engine.protocol import Engine
-from samgis.geo.tiles import Window, checked_lnglat, world_px
 from samgis.vector.polygons import geodesic_area_m2, polygonal_part, rounded, valid_polygonal, window_to_lnglat
 from samgis.vector.postprocess import apply as postprocess_apply
 from samgis.vector.stitch import Lattice, Stitcher, pieces_bytes, pieces_from_bytes, window_pieces
@@ -61,9 +66,8 @@ class AoiPlan:
     meet the AOI in row-major order, the AOI polygon in lng/lat, and the folder of its window files."""
 
     item: AoiItem
-    source: object  # TileSource
-    z: int
-    ts: int
+    source: object  # TileSource | RasterSource
+    grid: object  # samgis.geo.grids.TileGrid | RasterGrid: global px ↔ lng/lat and the grid's CRS
     lattice: Lattice
     windows: list
     aoi: object  # shapely Polygon / MultiPolygon, lng/lat degrees EPSG:4326
@@ -84,9 +88,9 @@ def aoi_work_dir(cfg, item: AoiItem) -> Path:
     return Path(cfg.work_dir) / f"{slug(item.item_id)}-{digest}"
 
 
-def _to_px(geom, z: int, ts: int):
-    """`geom` (lng/lat degrees) with every vertex in global px at zoom z (col, row, rasterio convention)."""
-    return shapely.transform(geom, lambda xy: world_px(xy, z, ts))
+def _to_px(geom, grid):
+    """`geom` (lng/lat degrees) with every vertex in global px of `grid` (col, row, rasterio convention)."""
+    return shapely.transform(geom, lambda xy: grid.lnglat_to_px(xy, "area"))
 
 
 def plan_aoi(item: AoiItem, ctx) -> AoiPlan:
@@ -98,21 +102,26 @@ def plan_aoi(item: AoiItem, ctx) -> AoiPlan:
         raise ValueError(f"zoom {item.zoom} is outside source {source.id!r}'s range "
                          f"{source.min_zoom}–{source.max_zoom}")
     aoi = item.polygon
-    checked_lnglat(shapely.get_coordinates(aoi), "area")
-    ts = source.tile_size
-    size = max(1, cfg.window_tiles * 256 // ts) * ts
+    centre = aoi.centroid
+    grid = ctx.reader(source).grid(item.zoom, centre.x, centre.y)
+    if grid.bounded:
+        size = max(1, cfg.window_tiles * 256 // source.tile_size) * source.tile_size
+    else:
+        size = cfg.window_tiles * 256
     if not 0 <= cfg.overlap_px < size:
         raise ValueError(f"overlap_px must lie in [0, {size}), got {cfg.overlap_px}")
-    aoi_px = _to_px(aoi, item.zoom, ts)
+    aoi_px = _to_px(aoi, grid)
     lattice = Lattice.cover(aoi_px.bounds, size, cfg.overlap_px)
-    world = 2**item.zoom * ts
+    width, height = grid.extent
     c0, r0, c1, r1 = lattice.rect(lattice.nx - 1, lattice.ny - 1)
-    if lattice.x0 < 0 or lattice.y0 < 0 or c1 > world or r1 > world:
+    if grid.bounded and (lattice.x0 < 0 or lattice.y0 < 0 or c1 > width or r1 > height):
         raise ValueError(f"the area's windows run off the tile grid at zoom {item.zoom} "
                          "(areas at the map's edge are not supported)")
+    if not grid.bounded and (c1 <= 0 or r1 <= 0 or lattice.x0 >= width or lattice.y0 >= height):
+        raise ValueError(f"the area is outside raster source {source.id!r}")
     shapely.prepare(aoi_px)
     windows = [ij for ij in lattice.windows() if aoi_px.intersects(shapely.box(*lattice.rect(*ij)))]
-    return AoiPlan(item, source, item.zoom, ts, lattice, windows, aoi, aoi_work_dir(cfg, item),
+    return AoiPlan(item, source, grid, lattice, windows, aoi, aoi_work_dir(cfg, item),
                    {"load": time.perf_counter() - t0})
 
 
@@ -134,15 +143,16 @@ def overview_factor(lattice: Lattice) -> int:
     return f
 
 
-def fetch_pixels(plan: AoiPlan, ij: tuple[int, int], ctx) -> np.ndarray:
-    """(size, size, 3) uint8 RGB of window `ij` (window px, row 0 north): the tile-aligned window holding it,
-    cropped."""
-    ts, (c, r) = plan.ts, plan.lattice.origin(*ij)
-    n = plan.lattice.size
-    tx, ty = c // ts, r // ts
-    k = max(math.ceil((c + n) / ts) - tx, math.ceil((r + n) / ts) - ty)
-    image = ctx.fetch_window(plan.source, Window(plan.z, tx, ty, tiles=k, tile_size=ts))
-    return np.ascontiguousarray(image[r - ty * ts:r - ty * ts + n, c - tx * ts:c - tx * ts + n])
+def lattice_window(plan: AoiPlan, ij: tuple[int, int]):
+    """The reader's window of lattice window `ij` (its `key()` names exactly its pixels)."""
+    c, r = plan.lattice.origin(*ij)
+    return plan.grid.window(c, r, plan.lattice.size)
+
+
+def fetch_pixels(plan: AoiPlan, ij: tuple[int, int], ctx):
+    """`WindowImage` of window `ij`, read through the source's reader: rgb (size, size, 3) uint8 (window px,
+    row 0 at the top), valid (size, size) bool or None (all valid)."""
+    return ctx.read(plan.source, lattice_window(plan, ij))
 
 
 @dataclass
@@ -156,24 +166,27 @@ class WindowOutput:
     timings: dict = field(default_factory=dict)
 
 
-def window_embedding(plan: AoiPlan, ij: tuple[int, int], image: np.ndarray, engine: Engine, ctx):
-    """The encoder pass of window `ij`: `image` (size, size, 3) uint8 RGB, window px, from `fetch_pixels`."""
-    return engine.embed(image)
+def window_embedding(plan: AoiPlan, ij: tuple[int, int], image, engine: Engine, ctx):
+    """The embedding of window `ij` whose pixels are `image` (a `WindowImage` from `fetch_pixels`), through the
+    process's embedding cache (keyed by the window, as the server keys clicks: `StageContext.embed_window`)."""
+    return ctx.embed_window(engine, plan.source, lattice_window(plan, ij), image.rgb)[0]
 
 
-def window_output(plan: AoiPlan, ij: tuple[int, int], image: np.ndarray, embedding, engine: Engine,
+def window_output(plan: AoiPlan, ij: tuple[int, int], image, embedding, engine: Engine,
                   ctx) -> WindowOutput:
     """The rest of one window after `window_embedding`: `Engine.generate` (automatic masks) on `embedding` of
-    `image` ((size, size, 3) uint8 RGB, window px), its pieces and thumbnail; timings["decode"] is the
-    generate time. Both executors call these two per window (locally on the model thread and the decode
-    thread, on Ray in a model actor)."""
+    `image` (a `WindowImage`: rgb (size, size, 3) uint8, window px), masks clipped to its valid px, its pieces
+    and thumbnail; timings["decode"] is the generate time. Both executors call these two per window (locally
+    on the model thread and the decode thread, on Ray in a model actor)."""
     t0 = time.perf_counter()
-    records = window_masks(engine, embedding, ctx.cfg, image, plan.item.text)
+    records = window_masks(engine, embedding, ctx.cfg, image.rgb, plan.item.text)
+    if image.valid is not None:  # masks never hold nodata px
+        records = [{**r, "segmentation": np.asarray(r["segmentation"], bool) & image.valid} for r in records]
     t1 = time.perf_counter()
     pieces = window_pieces(plan.lattice, ij, records)
     del records
-    return WindowOutput(ij, pieces_bytes(pieces), png_bytes_rgb(reduce_image(image, overview_factor(plan.lattice))),
-                        {"decode": t1 - t0})
+    return WindowOutput(ij, pieces_bytes(pieces),
+                        png_bytes_rgb(reduce_image(image.rgb, overview_factor(plan.lattice))), {"decode": t1 - t0})
 
 
 def todo_windows(plan: AoiPlan) -> list[tuple[int, int]]:
@@ -291,9 +304,9 @@ class AoiReduce:
         self.tmp = plan.work_dir / ".segments.tmp.gpkg"
         self.tmp.unlink(missing_ok=True)
         lat = plan.lattice
-        self.to_3857 = Window(plan.z, 0, 0, tiles=1, tile_size=plan.ts).affine()  # global px → EPSG:3857 m
+        self.to_crs = plan.grid.affine_at(0, 0)  # global px → the grid's CRS
         shapely.prepare(plan.aoi)
-        self.aoi_px = _to_px(plan.aoi, plan.z, plan.ts)
+        self.aoi_px = _to_px(plan.aoi, plan.grid)
         shapely.prepare(self.aoi_px)
         self.f = overview_factor(lat)
         c1, r1 = lat.rect(lat.nx - 1, lat.ny - 1)[2:]
@@ -359,7 +372,7 @@ class AoiReduce:
             if geom is None:
                 return
         geom_px = geom
-        geom = rounded(window_to_lnglat(geom, self.to_3857))
+        geom = rounded(window_to_lnglat(geom, self.to_crs, self.plan.grid.crs))
         if geom is not None and not aoi.contains(geom):  # clipped last: nothing ends up outside the AOI
             geom = polygonal_part(shapely.intersection(geom, aoi))
         if geom is None or geom.is_empty:
@@ -410,6 +423,32 @@ def finish_aoi(plan: AoiPlan, cfg, timings: dict) -> tuple[Path, int, bytes]:
     timings["post"] = timings.get("post", 0.0) + reduce.busy_s
     timings["post_close"] = timings.get("post_close", 0.0) + reduce.close_s
     return result
+
+
+def clean_work(cfg, items: list, records: dict, digests: dict) -> int:
+    """Remove the work folders (window files, thumbnails) of the AOI `items` the manifest `records` hold as
+    done with their current digest (`digests`: item id → digest): their GeoPackage is written, nothing will read
+    them again. Failed and unfinished AOIs keep theirs (a rerun resumes from them). The job's work folder (and
+    OUTDIR/work) goes too once empty. Returns the folders removed."""
+    import shutil
+
+    if not cfg.work_dir:
+        return 0
+    removed = 0
+    for item in items:
+        rec = records.get(item.item_id, {})
+        if item.kind != "aoi" or rec.get("status") != "done" or rec.get("digest") != digests.get(item.item_id):
+            continue
+        folder = aoi_work_dir(cfg, item)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed += 1
+    for folder in (Path(cfg.work_dir), Path(cfg.work_dir).parent):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+    return removed
 
 
 def png_bytes_rgb(image: np.ndarray) -> bytes:

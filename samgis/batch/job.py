@@ -138,6 +138,10 @@ def run_batch(input_path: str | Path, outdir: str | Path, engine_factory: Callab
     write_segments(outdir, [it.item_id for it in items if it.kind == "map"], records)
     write_coco(outdir, [it.item_id for it in items if it.kind == "image"], records)
     write_aoi_segments(outdir, [it.item_id for it in items if it.kind == "aoi"], records)
+    if any(it.kind == "aoi" for it in items):  # window files of AOIs whose GeoPackage is complete
+        from samgis.batch.aoi import clean_work
+
+        clean_work(cfg, items, records, digests)
     write_report(outdir, [(it.item_id, it.kind) for it in items], records,
                  {"run_id": run_id, "t_start": t_start, "t_end": t_end, "executor": executor, "workers": workers,
                   "model": model_key, "input": str(input_path)})

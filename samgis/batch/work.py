@@ -1,7 +1,10 @@
 """The three stages of one batch item, shared by the local and the Ray executor.
 
-1. `load_item` (I/O): read the image file, or fetch the tile windows an area's objects start in.
-2. `infer_item` (model): embed + decode (prompts, automatic masks, or window by window for map areas).
+1. `load_item` (I/O): read the image file, or read the windows an area's objects start in (through the
+   source's reader: tiles, or a raster's own pixel grid).
+2. `infer_item` (model): embed (through the process's embedding cache, keyed as the server keys windows and
+   images: `StageContext.embed_window` / `embed_image`) + decode (prompts, automatic masks, or window by
+   window for map areas).
 3. `finish_item` (CPU): masks → polygons (map) or PNG + COCO RLE (images), and the report picture.
 
 Areas of interest (`AoiItem`, `--everything`) run the stages of `samgis.batch.aoi` instead.
@@ -11,7 +14,8 @@ Each stage takes the previous stage's payload and returns the next one; an excep
 Payloads are plain picklable objects, so the Ray executor moves them between processes unchanged: both
 executors run the same functions on the same inputs and produce the same bytes.
 
-Map areas. Windows come from a fixed lattice: `window_tiles` x `window_tiles` tiles whose origins are
+Map areas. Windows come from a fixed lattice on the source's pixel grid (`Grid`): `window_tiles` x
+`window_tiles` tiles (for a raster, cells of 256 px on the level its reader picks) whose origins are
 multiples of half a window, so neighbouring windows overlap by half. An object starts in the lattice
 window where its prompts sit most centrally (or, when they do not fit one window, in every lattice window
 its prompts' bounding box touches, with the box clipped to each). When a point-prompted object's mask
@@ -37,7 +41,8 @@ from PIL import Image
 from samgis.batch.concepts import window_masks
 from samgis.batch.inputs import AoiItem, ImageItem, Item, MapItem
 from samgis.engine.protocol import AmgOptions, Engine, Prompts
-from samgis.geo.tiles import Window, checked_lnglat, world_px
+from samgis.errors import InvalidRequest
+from samgis.geo.tiles import Window
 from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.services.image_predict import decode_prompts, parse_prompts
@@ -53,8 +58,10 @@ MAX_PANELS = 10
 class JobConfig:
     """Everything a worker process needs besides the engine; picklable.
 
-    Tile fetching: `providers` file, `builtin_sources`, disk `tile_cache_dir`, `tile_timeout_s`,
-    `tile_retries`. Output shaping (part of every item's resume digest): `window_tiles`, `simplify_px`,
+    Sources: `providers` file (tile sources and `raster` entries), `builtin_sources`, `rasters` (GeoTIFF / COG
+    paths, sources named by their file stem, as `samgis serve --raster`). Tile fetching: disk `tile_cache_dir`,
+    `tile_timeout_s`, `tile_retries`. `cache_bytes`: the embedding cache of each model process (windows keyed
+    as the server keys them, images by content hash), bounded in bytes. Output shaping (part of every item's resume digest): `window_tiles`, `simplify_px`,
     `min_area_px`, `multimask` (best of 3 masks per object), `amg` (automatic masks),
     `max_windows_per_object`. `panel_px`: side of one report panel. `torch_threads`: intra-op threads of
     each model process (default: torch's choice locally, the actor's CPUs on Ray). Torch's CPU kernels sum
@@ -86,6 +93,8 @@ class JobConfig:
     work_dir: str | None = None
     score_threshold: float = 0.5
     postprocess: PostProcess | None = None
+    rasters: tuple[str, ...] = ()
+    cache_bytes: int = 128 << 20  # ≈ 32 SAM embeddings: windows that neighbouring items share
 
     def output_options(self) -> dict:
         """The options that change an item's output (they go into its resume digest). `postprocess` only when
@@ -132,14 +141,18 @@ class ItemResult:
 # --- per-process context: tile sources and one event loop for the async tile fetcher ------------------------
 
 class StageContext:
-    """Per-process resources built from a `JobConfig`: the source registry and a `TileFetcher` driven by one
-    event loop in a daemon thread (so any thread may fetch). `close()` stops both."""
+    """Per-process resources built from a `JobConfig`: the source registry, the sources' readers (the server's,
+    `samgis.geo.readers`) over one `TileFetcher`, and per engine the batch service
+    (`samgis.services.area_segment.AreaService`: the embedding cache and the engine's encoder calls), all
+    driven by one event loop in a daemon thread, so any thread may read windows or embed. `close()` stops it."""
 
     def __init__(self, cfg: JobConfig):
         self.cfg = cfg
         self._lock = threading.Lock()
         self._sources = None
         self._fetcher = None
+        self._readers = None
+        self._services: dict[int, tuple] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -149,19 +162,60 @@ class StageContext:
 
         with self._lock:
             if self._sources is None:
-                self._sources = SourceRegistry.from_config(self.cfg.providers, builtins=self.cfg.builtin_sources)
+                self._sources = SourceRegistry.from_config(self.cfg.providers, builtins=self.cfg.builtin_sources,
+                                                           rasters=self.cfg.rasters)
             return self._sources
+
+    def reader(self, source):
+        """The reader of `source` (`samgis.geo.readers.Readers`, windows of `window_tiles * 256` px)."""
+        self._start()
+        return self._readers(source)
+
+    def service(self, engine: Engine):
+        """The `AreaService` of `engine` in this process (made on first use: one embedding cache per engine)."""
+        from samgis.engine.cache import EmbeddingCache
+        from samgis.services.area_segment import AreaService
+
+        self._start()
+        with self._lock:
+            entry = self._services.get(id(engine))
+            if entry is None or entry[0] is not engine:
+                entry = self._services[id(engine)] = (engine, AreaService(
+                    engine, EmbeddingCache(self.cfg.cache_bytes), self._readers))
+            return entry[1]
+
+    def run(self, coro):
+        """Run coroutine `coro` on this context's event loop; blocks the calling thread (never the loop's)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._start()).result()
+
+    def read(self, source, window):
+        """`WindowImage` of `window` (any window of the source's grids): rgb (size, size, 3) uint8 (window px,
+        row 0 at the top) and valid ((size, size) bool or None); blocking, any thread."""
+        return self.run(self.reader(source).read_window(window))
+
+    def embed_window(self, engine: Engine, source, window, image: np.ndarray):
+        """Embedding of `window` of `source` whose pixels are `image` ((size, size, 3) uint8 RGB, window px),
+        through the embedding cache keyed by the window (as the server keys clicks'); (embedding, hit)."""
+        return self.run(self.service(engine).window_embedding(source, window, image))
+
+    def embed_image(self, engine: Engine, image: np.ndarray):
+        """Embedding of a plain (H, W, 3) uint8 RGB image through the embedding cache (keyed by the SHA-256 of
+        its pixels); (embedding, hit)."""
+        return self.run(self.service(engine).image_embedding(image))
 
     def _start(self) -> asyncio.AbstractEventLoop:
         from samgis import __version__
         from samgis.geo.fetch import TileFetcher
         from samgis.geo.tilecache import TileCache
 
+        from samgis.geo.readers import Readers
+
         with self._lock:
             if self._loop is None:
                 cache = TileCache(Path(self.cfg.tile_cache_dir)) if self.cfg.tile_cache_dir else None
                 self._fetcher = TileFetcher(cache, user_agent=f"samgis/{__version__} (batch)",
                                             timeout_s=self.cfg.tile_timeout_s, retries=self.cfg.tile_retries)
+                self._readers = Readers(self._fetcher, window_px=self.cfg.window_tiles * 256)
                 loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=loop.run_forever, name="samgis-batch-io", daemon=True)
                 self._thread.start()
@@ -170,12 +224,12 @@ class StageContext:
 
     def fetch_window(self, source, window: Window) -> np.ndarray:
         """(size, size, 3) uint8 RGB of `window` (window px, row 0 north); blocking, any thread."""
-        loop = self._start()
-        return asyncio.run_coroutine_threadsafe(self._fetcher.fetch_window(source, window), loop).result()
+        return self.read(source, window).rgb
 
     def close(self) -> None:
         with self._lock:
             loop, self._loop = self._loop, None
+            self._services.clear()
         if loop is None:
             return
         asyncio.run_coroutine_threadsafe(self._fetcher.aclose(), loop).result(timeout=10)
@@ -205,12 +259,23 @@ def run_stage(stage: str, fn, payload, *args):
 
 @dataclass(frozen=True)
 class Grid:
-    """The window lattice of one area: zoom `z`, windows of `n` x `n` tiles of `ts` px, origins multiples of
-    `step` tiles (clamped to the tile grid)."""
+    """The window lattice of one area: windows of `n` x `n` cells of `ts` px on the source's pixel grid `px`
+    (`samgis.geo.grids`: the tile grid at zoom `z`, cells = tiles, the default; or a raster level, cells of
+    256 px), origins multiples of `step` cells (clamped to the windows that meet the grid).
+
+    Windows are the ones clicks use (tile windows at z; raster windows on the reader's half-window lattice), so
+    their embeddings are shared with the server's through the cache keys."""
 
     z: int
     n: int
     ts: int
+    px: object = None  # TileGrid | RasterGrid; None: TileGrid(z, ts)
+
+    def __post_init__(self) -> None:
+        if self.px is None:
+            from samgis.geo.grids import TileGrid
+
+            object.__setattr__(self, "px", TileGrid(self.z, self.ts))
 
     @property
     def step(self) -> int:
@@ -220,33 +285,47 @@ class Grid:
     def size(self) -> int:
         return self.n * self.ts
 
+    def bounds(self, axis: int = 0) -> tuple[int, int]:
+        """(first, last) lattice origin (cells) along `axis` (0: columns, 1: rows)."""
+        cells = -(-self.px.extent[axis] // self.ts)
+        if self.px.bounded:  # tile grids: windows inside the grid
+            return 0, cells - min(self.n, cells)
+        # rasters: the lattice windows that meet the raster (they may overhang it)
+        return (-self.n // self.step + 1) * self.step, (-(-cells // self.step) - 1) * self.step
+
     @property
     def last(self) -> int:
-        return 2**self.z - min(self.n, 2**self.z)
+        return self.bounds(0)[1]
 
-    def window(self, origin: tuple[int, int]) -> Window:
-        return Window(self.z, origin[0], origin[1], tiles=self.n, tile_size=self.ts)
+    def window(self, origin: tuple[int, int]):
+        """The window (a reader's: tile `Window` or `RasterWindow`) of lattice `origin` (cells)."""
+        return self.px.window(origin[0] * self.ts, origin[1] * self.ts, self.size)
 
-    def clamp(self, o: int) -> int:
-        return min(max(o, 0), self.last)
+    def affine(self, origin: tuple[int, int]):
+        """Px relative to cell `origin` → the grid's CRS (`self.px.crs`)."""
+        return self.px.affine_at(origin[0] * self.ts, origin[1] * self.ts)
 
-    def home(self, lo: float, hi: float) -> int | None:
-        """Lattice origin (one axis, tiles) of the window holding [lo, hi] (tile coordinates) most centrally;
+    def clamp(self, o: int, axis: int = 0) -> int:
+        first, last = self.bounds(axis)
+        return min(max(o, first), last)
+
+    def home(self, lo: float, hi: float, axis: int = 0) -> int | None:
+        """Lattice origin (one axis, cells) of the window holding [lo, hi] (cell coordinates) most centrally;
         None when no window holds it (strictly inside)."""
         best = None
         for k in range(math.floor((hi - self.n) / self.step), math.floor(lo / self.step) + 1):
-            o = self.clamp(k * self.step)
+            o = self.clamp(k * self.step, axis)
             if o < lo and o + self.n > hi:
                 key = (abs(o + self.n / 2 - (lo + hi) / 2), o)
                 if best is None or key < best[0]:
                     best = (key, o)
         return None if best is None else best[1]
 
-    def touching(self, lo: float, hi: float) -> list[int]:
-        """Lattice origins (one axis, tiles) of every window overlapping [lo, hi], sorted."""
+    def touching(self, lo: float, hi: float, axis: int = 0) -> list[int]:
+        """Lattice origins (one axis, cells) of every window overlapping [lo, hi], sorted."""
         out = set()
         for k in range(math.floor((lo - self.n) / self.step), math.floor(hi / self.step) + 1):
-            o = self.clamp(k * self.step)
+            o = self.clamp(k * self.step, axis)
             if o < hi and o + self.n > lo:
                 out.add(o)
         return sorted(out)
@@ -294,21 +373,26 @@ def window_prompts(grid: Grid, origin: tuple[int, int], world: np.ndarray, label
 
 def plan_objects(item: MapItem, grid: Grid) -> list[ObjectPlan]:
     """Seeds of every object of an area (see the module docstring). Raises InvalidRequest for prompts off the
-    Web Mercator map."""
+    source's grid (the Web Mercator map, a raster's CRS)."""
     plans = []
     for index, obj in enumerate(item.objects):
-        coords = checked_lnglat(np.array(obj.lnglat(), np.float64), f"objects[{index}]")
-        world = world_px(coords, grid.z, grid.ts)
+        world = grid.px.lnglat_to_px(np.array(obj.lnglat(), np.float64), f"objects[{index}]")
+        if not grid.px.bounded:  # a raster: prompts off it are refused, as clicks there are
+            width, height = grid.px.extent
+            off = (world[:, 0] < 0) | (world[:, 0] > width) | (world[:, 1] < 0) | (world[:, 1] > height)
+            if off.any():
+                lng, lat = np.array(obj.lnglat(), np.float64)[int(np.argmax(off))]
+                raise InvalidRequest(f"objects[{index}]", f"(lng {lng}, lat {lat}) is outside the raster")
         tiles = world / grid.ts
         lo, hi = tiles.min(axis=0), tiles.max(axis=0)
         n_pts = len(obj.points)
         box_world = world[n_pts:].reshape(4) if obj.box is not None else None
         labels = np.asarray(obj.labels, np.int32)
-        hx, hy = grid.home(lo[0], hi[0]), grid.home(lo[1], hi[1])
+        hx, hy = grid.home(lo[0], hi[0], 0), grid.home(lo[1], hi[1], 1)
         if hx is not None and hy is not None:
             origins = [(hx, hy)]
         else:
-            origins = [(x, y) for y in grid.touching(lo[1], hi[1]) for x in grid.touching(lo[0], hi[0])]
+            origins = [(x, y) for y in grid.touching(lo[1], hi[1], 1) for x in grid.touching(lo[0], hi[0], 0)]
         seeds = []
         for origin in origins:
             p = window_prompts(grid, origin, world[:n_pts], labels, box_world)
@@ -334,8 +418,30 @@ class LoadedMap:
     source: object  # TileSource
     grid: Grid
     plans: list[ObjectPlan]
-    windows: dict  # origin (x, y) tiles → (size, size, 3) uint8 RGB
+    windows: dict  # origin (x, y) cells → (size, size, 3) uint8 RGB
     timings: dict = field(default_factory=dict)
+    valid: dict = field(default_factory=dict)  # origin → (size, size) bool valid px, or None when all are
+
+
+def map_grid(item: MapItem, source, ctx: StageContext) -> Grid:
+    """The window lattice of a map area on `source`'s grid at the area's zoom: tile windows of `window_tiles`
+    × 256 px, or, for a raster, windows of that size on the raster level its reader picks for the zoom at the
+    objects' centre. Raises ValueError for a zoom outside the source's range."""
+    if not source.min_zoom <= item.zoom <= source.max_zoom:
+        raise ValueError(f"zoom {item.zoom} is outside source {source.id!r}'s range "
+                         f"{source.min_zoom}–{source.max_zoom}")
+    points = [p for obj in item.objects for p in obj.lnglat()]
+    centre = np.mean(np.array(points, np.float64).reshape(-1, 2), axis=0) if points else np.zeros(2)
+    px = ctx.reader(source).grid(item.zoom, float(centre[0]), float(centre[1]))
+    if getattr(px, "bounded", True):
+        n = max(1, ctx.cfg.window_tiles * 256 // source.tile_size)
+        return Grid(item.zoom, n, source.tile_size, px)
+    return Grid(item.zoom, ctx.cfg.window_tiles, 256, px)
+
+
+def read_window(ctx: StageContext, source, grid: Grid, origin: tuple[int, int]):
+    """`WindowImage` of lattice window `origin` (cells) of `grid`: rgb (size, size, 3) uint8, valid or None."""
+    return ctx.read(source, grid.window(origin))
 
 
 def load_item(item: Item, ctx: StageContext):
@@ -355,15 +461,12 @@ def load_item(item: Item, ctx: StageContext):
                                     image.shape[:2], "prompts", max_prompts=1000)
         return LoadedImage(item, image, prompts, {"load": time.perf_counter() - t0})
     source = ctx.sources.get(item.source)
-    n = max(1, ctx.cfg.window_tiles * 256 // source.tile_size)
-    grid = Grid(item.zoom, n, source.tile_size)
-    if not source.min_zoom <= grid.z <= source.max_zoom:
-        raise ValueError(f"zoom {grid.z} is outside source {source.id!r}'s range "
-                         f"{source.min_zoom}–{source.max_zoom}")
+    grid = map_grid(item, source, ctx)
     plans = plan_objects(item, grid)
     origins = sorted({s.origin for p in plans for s in p.seeds}, key=lambda o: (o[1], o[0]))
-    windows = {o: ctx.fetch_window(source, grid.window(o)) for o in origins}
-    return LoadedMap(item, source, grid, plans, windows, {"load": time.perf_counter() - t0})
+    read = {o: read_window(ctx, source, grid, o) for o in origins}
+    return LoadedMap(item, source, grid, plans, {o: w.rgb for o, w in read.items()},
+                     {"load": time.perf_counter() - t0}, {o: w.valid for o, w in read.items()})
 
 
 # --- stage 2: infer -------------------------------------------------------------------------------------------
@@ -418,7 +521,7 @@ def infer_item(loaded, engine: Engine, ctx: StageContext):
         return infer_aoi(loaded, engine, ctx, timings)
     if isinstance(loaded, LoadedImage):
         t0 = time.perf_counter()
-        emb = engine.embed(loaded.image)
+        emb, _ = ctx.embed_image(engine, loaded.image)
         t0 = _add(timings, "embed", t0)
         if loaded.prompts is not None:
             r = decode_prompts(engine, emb, loaded.prompts, ctx.cfg.multimask)
@@ -433,19 +536,24 @@ def infer_item(loaded, engine: Engine, ctx: StageContext):
     return _infer_map(loaded, engine, ctx, timings)
 
 
-def _infer_map(loaded: LoadedMap, engine: Engine, ctx: StageContext, timings: dict) -> MapMasks:
-    grid, windows = loaded.grid, dict(loaded.windows)
-    embeddings: dict = {}
+def window_embedding(ctx: StageContext, engine: Engine, source, grid: Grid, origin: tuple[int, int],
+                     windows: dict, valid: dict, timings: dict):
+    """The embedding of lattice window `origin` of `grid`: its pixels from `windows` / `valid` (origin → rgb /
+    valid px) or read through the source's reader (and added there), embedded through the process's embedding
+    cache (`StageContext.embed_window`, keyed by the window as the server keys clicks). `timings` gains load
+    and embed seconds."""
+    t0 = time.perf_counter()
+    if origin not in windows:
+        read = read_window(ctx, source, grid, origin)
+        windows[origin], valid[origin] = read.rgb, read.valid
+        t0 = _add(timings, "load", t0)
+    emb, _ = ctx.embed_window(engine, source, grid.window(origin), windows[origin])
+    _add(timings, "embed", t0)
+    return emb
 
-    def embedding(origin):
-        if origin not in embeddings:
-            t0 = time.perf_counter()
-            if origin not in windows:
-                windows[origin] = ctx.fetch_window(loaded.source, grid.window(origin))
-                t0 = _add(timings, "load", t0)
-            embeddings[origin] = engine.embed(windows[origin])
-            _add(timings, "embed", t0)
-        return embeddings[origin]
+
+def _infer_map(loaded: LoadedMap, engine: Engine, ctx: StageContext, timings: dict) -> MapMasks:
+    grid, windows, valid = loaded.grid, dict(loaded.windows), dict(loaded.valid)
 
     objects = []
     for plan in loaded.plans:
@@ -455,9 +563,11 @@ def _infer_map(loaded: LoadedMap, engine: Engine, ctx: StageContext, timings: di
         score = None
         while queue and len(pieces) < ctx.cfg.max_windows_per_object:
             seed = queue.pop(0)
-            emb = embedding(seed.origin)
+            emb = window_embedding(ctx, engine, loaded.source, grid, seed.origin, windows, valid, timings)
             t0 = time.perf_counter()
             mask, s = _best(engine.decode(emb, seed.prompts, ctx.cfg.multimask), ctx.cfg.multimask)
+            if valid.get(seed.origin) is not None:  # masks never include nodata px
+                mask = mask & valid[seed.origin]
             _add(timings, "decode", t0)
             score = s if score is None else score
             pieces[seed.origin] = mask
@@ -479,7 +589,7 @@ def _seam_seeds(grid: Grid, origin: tuple[int, int], mask: np.ndarray, plan: Obj
     mask_depth = None
     out = []
     for dx, dy in seam_directions(mask):
-        nxt = (grid.clamp(origin[0] + dx * grid.step), grid.clamp(origin[1] + dy * grid.step))
+        nxt = (grid.clamp(origin[0] + dx * grid.step, 0), grid.clamp(origin[1] + dy * grid.step, 1))
         if nxt == origin:
             continue
         if mask_depth is None:
@@ -518,9 +628,9 @@ def finish_item(inferred, cfg: JobConfig) -> ItemResult:
         grid = inferred.grid
         features = []
         for obj in inferred.objects:
-            affine = Window(grid.z, obj.origin[0], obj.origin[1], tiles=1, tile_size=grid.ts).affine()
+            affine = grid.affine(obj.origin)
             for f in masks_to_features(obj.mask[None], [obj.score], affine, simplify_px=cfg.simplify_px,
-                                       min_area_px=cfg.min_area_px, first_index=obj.index,
+                                       min_area_px=cfg.min_area_px, first_index=obj.index, crs=grid.px.crs,
                                        postprocess=cfg.postprocess):
                 p = f["properties"]
                 f["properties"] = {"item_id": item.item_id, "mask_index": p["mask_index"], "score": p["score"],

@@ -32,7 +32,11 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
                    help="ray: model actors (default 1); local: loader threads (default 2)")
     add_model_options(b)
     b.add_argument("--zoom", type=int, help="zoom of areas whose features have no 'zoom' property")
-    b.add_argument("--source", help="tile source of areas whose features have no 'source' property")
+    b.add_argument("--source", help="source (tile source, or raster: a providers-file 'raster' entry or --raster's "
+                                    "file stem) of areas whose features have no 'source' property")
+    b.add_argument("--raster", dest="rasters", action="append", metavar="PATH",
+                   help="GeoTIFF / COG (any CRS) usable as a source named by its file stem, as with `samgis serve` "
+                        "(repeatable)")
     b.add_argument("--prompts", help="prompts JSON of an image folder (default INPUT/prompts.json)")
     b.add_argument("--simplify-px", type=float, default=1.0, help="polygon simplification, window px")
     b.add_argument("--min-area-px", type=float, default=0.0, help="drop polygon parts smaller than this")
@@ -60,6 +64,9 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--overlap-px", type=int, default=128, help="--everything: overlap of neighbouring windows")
     b.add_argument("--min-area-m2", type=float, default=0.0, help="--everything: drop objects smaller than this")
     b.add_argument("--max-windows", type=int, default=16, help="windows one object may spread over")
+    b.add_argument("--cache-mb", type=int, default=128,
+                   help="embedding cache of each model process, MiB (windows neighbouring items share, "
+                        "duplicate images)")
     b.add_argument("--threads", type=int, help="torch threads per model process (equal counts give "
                                                "byte-equal results across executors)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -89,7 +96,12 @@ def run_batch_command(args: argparse.Namespace) -> int:
             max_windows_per_object=args.max_windows, torch_threads=args.threads, overlap_px=args.overlap_px,
             min_area_m2=args.min_area_m2, score_threshold=check_score_threshold(args.score_threshold,
                                                                                "--score-threshold"),
+            cache_bytes=max(0, args.cache_mb) << 20, rasters=tuple(str(p.resolve()) for p in settings.rasters),
             postprocess=postprocess_from_args(args))
+        from samgis.geo.sources import SourceRegistry
+
+        # bad sources (providers file, rasters) stop the job before it starts, naming the entry
+        SourceRegistry.from_config(cfg.providers, builtins=cfg.builtin_sources, rasters=cfg.rasters)
         workers = args.workers or (1 if args.executor == "ray" else 2)
         summary = run_batch(args.input, args.outdir, factory, cfg=cfg, executor=args.executor, workers=workers,
                             ray_address=args.ray_address, zoom=args.zoom, source=args.source,

@@ -109,14 +109,12 @@ def _number_rows(value, width: int, field_name: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float64).reshape(-1, width)
 
 
-def _lnglat_prompts(obj: dict, size: tuple[int, int], field_name: str, geo: GeoRef | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(points (N, 2), boxes (B, 4)) float64 image px, SAM convention, of `points_lnglat` ([lng, lat], EPSG:4326)
-    and `boxes_lnglat` ([west, south, east, north]; the px envelope of its four corners). Continuous image px
-    through `geo` (rasterio convention) minus 0.5 is SAM's frame (integer = pixel centre). A prompt outside the
-    image is refused (422 naming it), never moved."""
-    pts_ll = _number_rows(obj.get("points_lnglat") or [], 2, f"{field_name}.points_lnglat")
-    boxes_ll = _number_rows(obj.get("boxes_lnglat") or [], 4, f"{field_name}.boxes_lnglat")
+def _lnglat_prompts(pts_ll: np.ndarray, boxes_ll: np.ndarray, size: tuple[int, int], field_name: str,
+                    geo: GeoRef | None) -> tuple[np.ndarray, np.ndarray]:
+    """(points (N, 2), boxes (B, 4)) float64 image px, SAM convention, of `pts_ll` ((N, 2) float64 [lng, lat],
+    EPSG:4326) and `boxes_ll` ((B, 4) float64 [west, south, east, north]; the px envelope of its four corners).
+    Continuous image px through `geo` (rasterio convention) minus 0.5 is SAM's frame (integer = pixel centre).
+    A prompt outside the image is refused (422 naming it), never moved."""
     if not len(pts_ll) and not len(boxes_ll):
         return np.zeros((0, 2)), np.zeros((0, 4))
     if geo is None:
@@ -163,18 +161,37 @@ def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts
     """
     points = _number_rows(obj.get("points") or [], 2, f"{field_name}.points")
     boxes = _number_rows(obj.get("boxes") or [], 4, f"{field_name}.boxes")
-    ll_points, ll_boxes = _lnglat_prompts(obj, size, field_name, geo)
+    pts_ll = _number_rows(obj.get("points_lnglat") or [], 2, f"{field_name}.points_lnglat")
+    boxes_ll = _number_rows(obj.get("boxes_lnglat") or [], 4, f"{field_name}.boxes_lnglat")
     labels_in = obj.get("labels")
+    if labels_in is not None and (not isinstance(labels_in, list | tuple) or not all(
+            v in (0, 1) and not isinstance(v, float | bool) for v in labels_in)):
+        raise InvalidRequest(f"{field_name}.labels", "expected a list of 1 (include) or 0 (exclude)")
+    return checked_prompts(points, boxes, pts_ll, boxes_ll, labels_in, obj.get("mask_input"), size, field_name,
+                           max_prompts, geo)
+
+
+def checked_prompts(points: np.ndarray, boxes: np.ndarray, pts_ll: np.ndarray, boxes_ll: np.ndarray,
+                    labels_in, mask_input, size: tuple[int, int], field_name: str, max_prompts: int,
+                    geo: GeoRef | None = None) -> Prompts | None:
+    """The `Prompts` of typed prompt values (what the edge validated: types and finiteness), checked against the
+    image and the limits; None when there are none.
+
+    `points` (N, 2) and `boxes` (B, 4) float64 image px, SAM convention; `pts_ll` (P, 2) / `boxes_ll` (Q, 4)
+    float64 lng/lat degrees (placed through `geo`, see `_lnglat_prompts`); `labels_in`: N + P ints 0/1 or None
+    (all include); `mask_input`: encoded low-res logits (`decode_array`'s input) or None. `size`: (H, W).
+    """
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    ll_points, ll_boxes = _lnglat_prompts(np.asarray(pts_ll, np.float64).reshape(-1, 2),
+                                          np.asarray(boxes_ll, np.float64).reshape(-1, 4), size, field_name, geo)
     if labels_in is None:
         labels = np.ones(len(points) + len(ll_points), np.int32)
     else:
-        if not isinstance(labels_in, list | tuple) or not all(v in (0, 1) and not isinstance(v, float | bool)
-                                                               for v in labels_in):
-            raise InvalidRequest(f"{field_name}.labels", "expected a list of 1 (include) or 0 (exclude)")
         n_points = len(points) + len(ll_points)
         if len(labels_in) != n_points:
             raise InvalidRequest(f"{field_name}.labels", f"{len(labels_in)} labels for {n_points} points")
-        labels = np.asarray(labels_in, np.int32)
+        labels = np.asarray(labels_in, np.int32).reshape(-1)
     if len(points) + len(ll_points) + len(boxes) + len(ll_boxes) > max_prompts:
         raise InvalidRequest(field_name, f"{len(points) + len(ll_points)} points + {len(boxes) + len(ll_boxes)} "
                                          f"boxes is over the limit of "
@@ -192,9 +209,8 @@ def parse_prompts(obj: dict, size: tuple[int, int], field_name: str, max_prompts
         raise InvalidRequest(f"{field_name}.boxes[{k}]", f"{boxes[k].tolist()} is not [x0, y0, x1, y1] "
                                                          "with x0 ≤ x1 and y0 ≤ y1")
     points, boxes = np.concatenate([points, ll_points]), np.concatenate([boxes, ll_boxes])
-    mask_input = None
-    if obj.get("mask_input") is not None:
-        mask_input = decode_array(obj["mask_input"], f"{field_name}.mask_input")
+    if mask_input is not None:
+        mask_input = decode_array(mask_input, f"{field_name}.mask_input")
         if mask_input.size != LOW_RES * LOW_RES:
             raise InvalidRequest(f"{field_name}.mask_input", f"expected {LOW_RES} × {LOW_RES} low-res logits "
                                                              f"(as returned with return_logits), got shape "
@@ -213,12 +229,27 @@ def parse_concept(obj: dict, size: tuple[int, int], field_name: str, max_prompts
     ([[x0, y0, x1, y1], …] image px, SAM convention, inside the image of `size` (H, W)) and `exemplar_labels`
     (1 positive, 0 negative; default 1 each). Refused (422 naming the field) together with point/box prompts."""
     text_in, boxes_in, labels_in = obj.get("text"), obj.get("exemplar_boxes"), obj.get("exemplar_labels")
-    if text_in is None and not boxes_in:
+    boxes = _number_rows(boxes_in or [], 4, f"{field_name}.exemplar_boxes") if boxes_in else None
+    if labels_in is not None and (boxes_in or text_in is not None) and (not isinstance(labels_in, list | tuple) or not all(
+            v in (0, 1) and not isinstance(v, float | bool) for v in labels_in)):
+        raise InvalidRequest(f"{field_name}.exemplar_labels", "expected a list of 1 (positive) or 0 (negative)")
+    clicks = [k for k in ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
+              if obj.get(k) is not None]
+    return checked_concept(text_in, boxes, labels_in, clicks, size, field_name, max_prompts)
+
+
+def checked_concept(text_in, boxes, labels_in, clicks: list[str], size: tuple[int, int], field_name: str,
+                    max_prompts: int) -> ConceptPrompt | None:
+    """The `ConceptPrompt` of typed concept values, None when there are none: `text_in` (a phrase, normalised by
+    `check_text`) or None; `boxes`: (E, 4) float64 exemplar boxes, image px, SAM convention, or None;
+    `labels_in`: E of 0/1 or None (all positive); `clicks`: the names of the point/box prompts also given
+    (refused with concepts). Checked against the image of `size` (H, W) and `max_prompts`."""
+    if text_in is None and (boxes is None or not len(boxes)):
         if labels_in:
             raise InvalidRequest(f"{field_name}.exemplar_labels", "labels without exemplar_boxes")
         return None
     text = check_text(text_in, f"{field_name}.text") if text_in is not None else None
-    boxes = _number_rows(boxes_in or [], 4, f"{field_name}.exemplar_boxes")
+    boxes = np.asarray(boxes if boxes is not None else [], np.float64).reshape(-1, 4)
     if len(boxes) > max_prompts:
         raise InvalidRequest(f"{field_name}.exemplar_boxes", f"{len(boxes)} exemplar boxes is over the limit of "
                                                              f"{max_prompts} prompts per instance")
@@ -231,15 +262,10 @@ def parse_concept(obj: dict, size: tuple[int, int], field_name: str, max_prompts
     if labels_in is None:
         labels = np.ones(len(boxes), np.int32)
     else:
-        if not isinstance(labels_in, list | tuple) or not all(v in (0, 1) and not isinstance(v, float | bool)
-                                                               for v in labels_in):
-            raise InvalidRequest(f"{field_name}.exemplar_labels", "expected a list of 1 (positive) or 0 (negative)")
         if len(labels_in) != len(boxes):
             raise InvalidRequest(f"{field_name}.exemplar_labels", f"{len(labels_in)} labels for {len(boxes)} "
                                                                   "exemplar boxes")
-        labels = np.asarray(labels_in, np.int32)
-    clicks = [k for k in ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
-              if obj.get(k) is not None]
+        labels = np.asarray(labels_in, np.int32).reshape(-1)
     if clicks:
         name = "text" if text is not None else "exemplar_boxes"
         raise InvalidRequest(f"{field_name}.{name}", f"concept prompts (find every instance) cannot be mixed with "
@@ -263,12 +289,31 @@ def _option(value, default, field_name: str):
     return value
 
 
+OPTION_DEFAULTS = {"multimask": False, "mask_format": "rle", "return_logits": False,
+                   "score_threshold": DEFAULT_SCORE_THRESHOLD, **{f.name: f.default for f in fields(AmgOptions)}}
+
+
+def checked_options(given: dict, field_name: str, limits: PredictLimits, automatic: bool = True) -> dict:
+    """Every option of an instance: `OPTION_DEFAULTS` overridden by `given` (typed values the edge validated),
+    checked against this server's grid limits (`max_points_per_side`, `max_crop_layers`) when the instance runs
+    the automatic-mask grid (`automatic`); an instance with prompts does not use the grid options and is not
+    refused by them."""
+    out = {**OPTION_DEFAULTS, **given}
+    fn = field_name
+    if not 1 <= out["points_per_side"] <= (limits.max_points_per_side if automatic else math.inf):
+        raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
+                                                      f"got {out['points_per_side']}")
+    if not 0 <= out["crop_n_layers"] <= (limits.max_crop_layers if automatic else math.inf):
+        raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
+                                                    f"got {out['crop_n_layers']}")
+    return out
+
+
 def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits, automatic: bool = True) -> dict:
-    """Options of an instance: `base` (e.g. the request's `parameters`) overridden by `obj`'s keys.
-    `automatic`: the instance runs the automatic-mask grid, so the server's grid limits (`max_points_per_side`,
-    `max_crop_layers`) apply; an instance with prompts does not use the grid options and is not refused by them."""
-    defaults = {"multimask": False, "mask_format": "rle", "return_logits": False,
-                "score_threshold": DEFAULT_SCORE_THRESHOLD, **{f.name: f.default for f in fields(AmgOptions)}}
+    """Options of an instance dict (callers without an edge model: the CLI, tests): `base` (e.g. the request's
+    `parameters`) overridden by `obj`'s keys, each type- and range-checked, then `checked_options` (`automatic`:
+    see there)."""
+    defaults = OPTION_DEFAULTS
     out = dict(defaults)
     steps = {"regularize": (False, "parameters"), "smooth": (False, "parameters")}  # value, where it came from
     for source, prefix in ((base, "parameters"), (obj, field_name)):
@@ -286,12 +331,7 @@ def parse_options(obj: dict, base: dict, field_name: str, limits: PredictLimits,
     if out["mask_format"] not in MASK_FORMATS:
         raise InvalidRequest(f"{fn}.mask_format", f"must be one of {', '.join(MASK_FORMATS)}, "
                                                   f"not {out['mask_format']!r}")
-    if not 1 <= out["points_per_side"] <= (limits.max_points_per_side if automatic else math.inf):
-        raise InvalidRequest(f"{fn}.points_per_side", f"must be in [1, {limits.max_points_per_side}], "
-                                                      f"got {out['points_per_side']}")
-    if not 0 <= out["crop_n_layers"] <= (limits.max_crop_layers if automatic else math.inf):
-        raise InvalidRequest(f"{fn}.crop_n_layers", f"must be in [0, {limits.max_crop_layers}], "
-                                                    f"got {out['crop_n_layers']}")
+    out = checked_options(out, field_name, limits, automatic)
     if out["crop_n_points_downscale_factor"] < 1:
         raise InvalidRequest(f"{fn}.crop_n_points_downscale_factor", "must be ≥ 1")
     for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "score_threshold"):
@@ -314,10 +354,82 @@ def _postprocess_option(steps: dict, fn: str) -> PostProcess | None:
         raise InvalidRequest(f"{prefix}.{e.field}", e.message.split(": ", 1)[1]) from None
 
 
+@dataclass(frozen=True)
+class InstanceQuery:
+    """One instance as the edge (the pydantic models of `api/`) validated it: types, finite numbers, labels
+    0/1, option ranges and names. What is left to check needs the image or this server's limits
+    (`build_instance`).
+
+    `image`: base64 PNG / JPEG / GeoTIFF (a data: URL or {"b64": …}). `points` (N, 2) / `boxes` (B, 4) float64
+    image px, SAM convention; `points_lnglat` (P, 2) / `boxes_lnglat` (Q, 4) float64 lng/lat degrees; `labels`:
+    N + P of 0/1; `mask_input`: encoded low-res logits. Concept prompts: `text` (a phrase), `exemplar_boxes`
+    (E, 4) float64 image px, SAM convention, `exemplar_labels` E of 0/1. Each None when not given. `options`:
+    the options given (the instance's over the request's parameters), typed.
+    """
+
+    image: object
+    points: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    points_lnglat: np.ndarray | None = None
+    boxes_lnglat: np.ndarray | None = None
+    labels: tuple[int, ...] | None = None
+    mask_input: object = None
+    text: str | None = None
+    exemplar_boxes: np.ndarray | None = None
+    exemplar_labels: tuple[int, ...] | None = None
+    options: dict = field(default_factory=dict)
+    from_parameters: frozenset = frozenset()
+    """The keys of `options` whose value came from the request's parameters (errors name them there)."""
+
+    CLICK_KEYS = ("points", "points_lnglat", "boxes", "boxes_lnglat", "labels", "mask_input")
+
+
+def build_instance(q: InstanceQuery, field_name: str, limits: PredictLimits, image: np.ndarray,
+                   valid: np.ndarray | None = None, geo: GeoRef | None = None) -> Instance:
+    """The `Instance` of a typed query whose image is decoded (`image` (H, W, 3) uint8 RGB, `valid` (H, W) bool
+    or None, `geo`): prompts checked against the image, options and work against `limits`."""
+    given = [k for k in (*InstanceQuery.CLICK_KEYS, "text", "exemplar_boxes", "exemplar_labels")
+             if getattr(q, k) is not None and (isinstance(getattr(q, k), str | dict) or len(getattr(q, k)))]
+    opts = checked_options(q.options, field_name, limits, automatic=not given)  # no prompt: the automatic grid
+    steps = {k: (q.options.get(k) or False, "parameters" if k in q.from_parameters else field_name)
+             for k in POSTPROCESS_KEYS}
+    opts["postprocess"] = _postprocess_option(steps, field_name)
+    if opts["postprocess"] is not None and opts["mask_format"] != "polygon":
+        key = opts["postprocess"].name
+        raise InvalidRequest(f"{steps[key][1]}.{key}", f"applies to polygon outlines: set mask_format to "
+                                                       f"\"polygon\" (it is {opts['mask_format']!r})")
+    clicks = [k for k in InstanceQuery.CLICK_KEYS if getattr(q, k) is not None]
+    concept = checked_concept(q.text, q.exemplar_boxes, q.exemplar_labels, clicks, image.shape[:2], field_name,
+                              limits.max_prompts)
+    if concept is not None:
+        return _concept_instance(opts, concept, image, valid, geo, field_name)
+
+    def rows(value, width: int) -> np.ndarray:
+        return np.zeros((0, width)) if value is None else value
+
+    prompts = checked_prompts(rows(q.points, 2), rows(q.boxes, 4), rows(q.points_lnglat, 2),
+                              rows(q.boxes_lnglat, 4), q.labels, q.mask_input, image.shape[:2], field_name,
+                              limits.max_prompts, geo)
+    return _instance(opts, prompts, image, valid, geo, field_name, limits)
+
+
+def _instance(opts: dict, prompts: Prompts | None, image: np.ndarray, valid, geo, field_name: str,
+              limits: PredictLimits) -> Instance:
+    amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
+    if prompts is None and amg.grid_points() > limits.max_grid_points:
+        raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
+                                                             f"grid points, over the limit of "
+                                                             f"{limits.max_grid_points}", "max_grid_points")
+    return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
+                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo,
+                    postprocess=opts["postprocess"])
+
+
 def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict | None = None,
                    limits: PredictLimits = PredictLimits(), image: np.ndarray | None = None,
                    valid: np.ndarray | None = None, geo: GeoRef | None = None) -> Instance:
-    """Validate one instance dict (see the module docstring) into an `Instance`.
+    """Validate one instance dict (see the module docstring) into an `Instance`: the edge of callers without a
+    typed model (the CLI, tests); HTTP requests come typed (`InstanceQuery`, `build_instance`).
 
     `parameters` holds defaults for every option; the instance's own keys win. Every error names its field,
     e.g. `instances[2].boxes[0]`. `image` skips decoding `obj["image"]` (already decoded by the caller, with
@@ -341,21 +453,18 @@ def parse_instance(obj: dict, field_name: str = "instances[0]", parameters: dict
         image, valid, geo = decoded.rgb, decoded.valid, decoded.geo
     concept = parse_concept(obj, image.shape[:2], field_name, limits.max_prompts)
     if concept is not None:
-        for key in ("multimask", "return_logits"):
-            if opts[key]:
-                raise InvalidRequest(f"{field_name}.{key}", "concept prompts answer one mask per instance, without "
-                                                            f"logits; {key} applies to point/box prompts")
-        return Instance(image=image, mask_format=opts["mask_format"], valid=valid, geo=geo, concept=concept,
-                        score_threshold=check_score_threshold(opts["score_threshold"], f"{field_name}.score_threshold"),
-                        postprocess=opts["postprocess"])
+        return _concept_instance(opts, concept, image, valid, geo, field_name)
     prompts = parse_prompts(obj, image.shape[:2], field_name, limits.max_prompts, geo)
-    amg = AmgOptions(**{f.name: opts[f.name] for f in fields(AmgOptions)})
-    if prompts is None and amg.grid_points() > limits.max_grid_points:
-        raise LimitExceeded(f"{field_name}.points_per_side", f"automatic mode would decode {amg.grid_points()} "
-                                                             f"grid points, over the limit of "
-                                                             f"{limits.max_grid_points}", "max_grid_points")
-    return Instance(image=image, prompts=prompts, multimask=opts["multimask"], mask_format=opts["mask_format"],
-                    return_logits=opts["return_logits"], amg=amg, valid=valid, geo=geo,
+    return _instance(opts, prompts, image, valid, geo, field_name, limits)
+
+
+def _concept_instance(opts: dict, concept: ConceptPrompt, image: np.ndarray, valid, geo, field_name: str) -> Instance:
+    for key in ("multimask", "return_logits"):
+        if opts[key]:
+            raise InvalidRequest(f"{field_name}.{key}", "concept prompts answer one mask per instance, without "
+                                                        f"logits; {key} applies to point/box prompts")
+    return Instance(image=image, mask_format=opts["mask_format"], valid=valid, geo=geo, concept=concept,
+                    score_threshold=check_score_threshold(opts["score_threshold"], f"{field_name}.score_threshold"),
                     postprocess=opts["postprocess"])
 
 
@@ -651,6 +760,12 @@ def answer_bytes(content, limits: PredictLimits, field: str = "instances") -> by
     return body
 
 
+def image_cache_key(image: np.ndarray, model_id: str, embedding_version) -> tuple:
+    """Embedding cache key of a plain (H, W, 3) uint8 image: ("image", SHA-256 of its pixels, model id,
+    embedding version)."""
+    return ("image", image_digest(image), model_id, embedding_version)
+
+
 class ImagePredictService:
     """Plain images through one engine, the shared embedding cache and the model's encoder queue.
 
@@ -669,7 +784,7 @@ class ImagePredictService:
     async def embedding_for(self, image: np.ndarray) -> tuple[Embedding, bool]:
         """The embedding of (H, W, 3) uint8 `image` and whether it was cached (key: SHA-256 of the pixels,
         model, embedding version)."""
-        key = ("image", image_digest(image), self.engine.model_id, self._version)
+        key = image_cache_key(image, self.engine.model_id, self._version)
 
         async def compute() -> Embedding:
             if self.encoder_queue is None:
@@ -678,8 +793,8 @@ class ImagePredictService:
 
         return await self.cache.get_or_compute(key, compute)
 
-    async def predict_instances(self, instances: list[dict], parameters: dict) -> list[dict]:
-        """One prediction per instance dict (`image` base64 + prompts/options), in order; see `predict`.
+    async def predict_instances(self, instances: list[InstanceQuery]) -> list[dict]:
+        """One prediction per typed instance (validated at the edge), in order; see `predict`.
         Each also gets `cache` (hit/miss), `model` and `timings_ms` with `image` and `embed`."""
         limits = self.limits
         if len(instances) > limits.max_instances:
@@ -687,17 +802,14 @@ class ImagePredictService:
                                               f"{limits.max_instances} per request")
         out = []
         mask_pixels = 0
-        for i, obj in enumerate(instances):
+        for i, query in enumerate(instances):
             field_name = f"instances[{i}]"
             t_start = time.perf_counter()
-            if "image" not in obj:
-                raise InvalidRequest(f"{field_name}.image", "missing: a base64 PNG, JPEG or GeoTIFF is required")
-            decoded = await asyncio.to_thread(decode_any_image, obj["image"], f"{field_name}.image",
+            decoded = await asyncio.to_thread(decode_any_image, query.image, f"{field_name}.image",
                                               limits.max_pixels)
             image = decoded.rgb
             t_image = _ms(t_start)
-            inst = parse_instance(obj, field_name, parameters, limits, image=image, valid=decoded.valid,
-                                  geo=decoded.geo)
+            inst = build_instance(query, field_name, limits, image, decoded.valid, decoded.geo)
             if inst.concept is not None:  # refused before the encoder runs; one window of masks counted
                 require_concept(self.engine.describe(), inst.concept, f"{field_name}.text",
                                 f"{field_name}.exemplar_boxes")

@@ -316,18 +316,24 @@ class SegmentService:
                                         f"{where}; zoom in less or segment the parts separately")
 
     def _key(self, source: TileSource, window: Window) -> tuple:
-        """Embedding cache key: (source id, grid level and lattice cell (`window.key()`: z, x0, y0, window size
-        for tile windows), model id, embedding version)."""
-        return (source.id, *window.key(), self.engine.model_id, self._prep)
+        """Embedding cache key (`window_cache_key`)."""
+        return window_cache_key(source.id, window, self.engine.model_id, self._prep)
 
-    async def embedding_for(self, source: TileSource, window: Window, timer: _Timer,
-                            deadline: float | None = None) -> tuple[Embedding, bool]:
-        """(embedding, cache hit) of the window; `deadline`: `time.monotonic()` instant for the tile fetch."""
+    async def embedding_for(self, source: TileSource, window: Window, timer: _Timer | None = None,
+                            deadline: float | None = None, image: np.ndarray | None = None
+                            ) -> tuple[Embedding, bool]:
+        """(embedding, cache hit) of the window; `deadline`: `time.monotonic()` instant for the tile fetch.
+        `image`: the window's pixels ((size, size, 3) uint8 RGB, window px) when the caller has read them
+        already (batch jobs read ahead of the model); else a miss reads them through the source's reader."""
+        timer = timer or _Timer()
+
         async def fetch() -> np.ndarray:
+            if image is not None:
+                return image
             t0 = time.perf_counter()
-            image = await self.readers(source).read_window(window, deadline)
+            read = await self.readers(source).read_window(window, deadline)
             timer.add("tiles", t0)
-            return image.rgb
+            return read.rgb
 
         async def compute() -> Embedding:
             if self.encoder_queue is None:
@@ -941,6 +947,13 @@ class SegmentService:
         for k, f in enumerate(features):
             f["properties"]["mask_index"] = k
         return features
+
+
+def window_cache_key(source_id: str, window, model_id: str, embedding_version) -> tuple:
+    """Embedding cache key of a window of a source: (source id, grid level and lattice cell (`window.key()`: z,
+    x0, y0, window size for tile windows; see `samgis.geo.readers`), model id, embedding version). Equal keys
+    name equal pixels, so clicks, automatic masks and batch jobs share embeddings."""
+    return (source_id, *window.key(), model_id, embedding_version)
 
 
 def count_vertices(geometry: dict) -> int:

@@ -49,8 +49,12 @@ class Reader(Protocol):
         """The fewest lattice windows of the grid level matching `zoom` that together cover the extent of
         `lnglat` ((N, 2) float64 lng/lat degrees EPSG:4326), row-major; for prompts larger than a window."""
 
+    def grid(self, zoom: int, lng: float, lat: float) -> Any:
+        """The pixel grid (`samgis.geo.grids`) that work larger than a window at `zoom` around (lng, lat)
+        degrees uses: lattices of windows are cut from it with `grid.window(col, row, size)`."""
+
     async def read_window(self, window: Any, deadline: float | None = None) -> WindowImage:
-        """The window's pixels; `deadline` a `time.monotonic()` instant."""
+        """The window's pixels (any window of `grid()` too); `deadline` a `time.monotonic()` instant."""
 
     async def valid_mask(self, window: Any) -> np.ndarray | None:
         """(size, size) bool validity of the window's pixels, or None when all are valid."""

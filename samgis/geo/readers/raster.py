@@ -356,6 +356,14 @@ class RasterReader:
                 best = i
         return best
 
+    def grid(self, zoom: int, lng: float, lat: float):
+        """The pixel grid of work at `zoom` around (lng, lat) degrees: the level `level_for_zoom` picks there
+        (a `samgis.geo.grids.RasterGrid`)."""
+        from samgis.geo.grids import RasterGrid
+
+        f = self.levels[self.level_for_zoom(lng, lat, zoom)]
+        return RasterGrid(f, zoom, self.transform, self.source.crs_wkt, self.width, self.height)
+
     def _native_px(self, lnglat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lnglat (N, 2) float64 degrees, native px (N, 2) float64 (col, row)); 422 when off the raster."""
         pts = np.asarray(lnglat, np.float64).reshape(-1, 2)

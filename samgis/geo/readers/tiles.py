@@ -9,6 +9,7 @@ import numpy as np
 import shapely
 
 from samgis.geo.fetch import TileFetcher
+from samgis.geo.grids import PxWindow, TileGrid
 from samgis.geo.readers import WindowImage
 from samgis.geo.sources import TileSource
 from samgis.geo.tiles import MAX_LAT, Window, candidate_windows, checked_lnglat, lattice_cover, world_px
@@ -38,6 +39,10 @@ class TileReader:
         for z in range(zoom, lowest - 1, -1):
             yield z, candidate_windows(lnglat, z, tiles=self.tiles, tile_size=self.source.tile_size)
 
+    def grid(self, zoom: int, lng: float, lat: float) -> TileGrid:
+        """The pixel grid of work at `zoom` (the tile grid at that zoom; the point does not matter)."""
+        return TileGrid(zoom, self.source.tile_size)
+
     def cover(self, lnglat: np.ndarray, zoom: int) -> list[Window]:
         """The fewest half-window lattice windows at `zoom` that together cover the points' extent
         (`lattice_cover` on each axis, in tiles), row-major. `lnglat`: (N, 2) float64 degrees EPSG:4326."""
@@ -50,7 +55,11 @@ class TileReader:
         ys = lattice_cover(float(lo[1]), float(hi[1]), n, step, last)
         return [Window(zoom, x, y, tiles=n, tile_size=ts) for y in ys for x in xs]
 
-    async def read_window(self, window: Window, deadline: float | None = None) -> WindowImage:
+    async def read_window(self, window: Window | PxWindow, deadline: float | None = None) -> WindowImage:
+        """A tile `Window`'s pixels, or a `PxWindow`'s: its enclosing tile window's, cropped."""
+        if isinstance(window, PxWindow):
+            rgb = await self.fetcher.fetch_window(self.source, window.enclosing(), deadline)
+            return WindowImage(window.crop(rgb))
         return WindowImage(await self.fetcher.fetch_window(self.source, window, deadline))
 
     async def valid_mask(self, window: Window) -> None:
