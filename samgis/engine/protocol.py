@@ -34,6 +34,13 @@ class Embedding:
     nbytes: int
     aux: Any = None
 
+    def features_for(self, model_id: str, kind: type) -> Any:
+        """`features`, checked to come from engine `model_id` and to be a `kind`; ValueError otherwise (an
+        embedding handed to the wrong engine)."""
+        if self.model_id != model_id or not isinstance(self.features, kind):
+            raise ValueError(f"embedding of {self.model_id!r} given to engine {model_id!r}")
+        return self.features
+
 
 @dataclass(frozen=True)
 class Prompts:

@@ -7,30 +7,20 @@ not granted access, 200 with the file's bytes for the granted token. Records the
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.local_http import LocalHTTPServer
 
 
-class GatedFileServer:
+class GatedFileServer(LocalHTTPServer):
     def __init__(self, body: bytes, granted_token: str):
         self.body = body
         self.granted = granted_token
         self.auth_headers: list[str | None] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(_handler_for(self))
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/facebook/sam3/resolve/main/{name}"
-
-    def __enter__(self) -> "GatedFileServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        return f"http://127.0.0.1:{self.port}/facebook/sam3/resolve/main/{name}"
 
 
 def _handler_for(server: GatedFileServer) -> type[BaseHTTPRequestHandler]:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.local_http import LocalHTTPServer
 from pathlib import Path
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class RangeFileServer:
+class RangeFileServer(LocalHTTPServer):
     def __init__(self, folder: Path):
         self.folder = Path(folder).resolve()
         self.requests = 0
@@ -26,27 +28,16 @@ class RangeFileServer:
         self.whole_files = 0  # 200 answers with the whole file as body
         self.delay_s = 0.0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(_handler_for(self))
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/{name}"
+        return f"http://127.0.0.1:{self.port}/{name}"
 
     def _count(self, status: int, sent: int) -> None:
         with self._lock:
             self.requests += 1
             self.bytes_sent += sent
             self.whole_files += status == 200 and sent > 0
-
-    def __enter__(self) -> RangeFileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
 
 
 def _handler_for(server: RangeFileServer) -> type[BaseHTTPRequestHandler]:

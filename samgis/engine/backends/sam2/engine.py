@@ -186,9 +186,7 @@ class Sam2Engine:
         return autocast(self.device, self.precision)
 
     def _check(self, embedding: Embedding) -> Sam2Features:
-        if embedding.model_id != self.model_id or not isinstance(embedding.features, Sam2Features):
-            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
-        return embedding.features
+        return embedding.features_for(self.model_id, Sam2Features)
 
     def _to_model_frame(self, xy: np.ndarray, original_size: tuple[int, int]) -> torch.Tensor:
         """(..., 2) float (x, y) image px → float32 tensor in the model's square input frame, as

@@ -222,9 +222,7 @@ class Sam3Engine:
         return autocast(self.device, self.precision)
 
     def _check(self, embedding: Embedding) -> Sam3Features:
-        if embedding.model_id != self.model_id or not isinstance(embedding.features, Sam3Features):
-            raise ValueError(f"embedding of {embedding.model_id!r} given to engine {self.model_id!r}")
-        return embedding.features
+        return embedding.features_for(self.model_id, Sam3Features)
 
     # --- embed --------------------------------------------------------------------------------------
 
