@@ -15,10 +15,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from timm.layers import trunc_normal_
 
 from samgis.engine.backends.sam3.compat import CpuOnly, FastInit, cpu_only, plain_tensor_devices, to_device
 from samgis.engine.backends.sam3.engine import (INPUT_SIZE, LOW_RES_SIZE, Sam3Engine, Sam3Features, build_model,
                                                 checkpoint_state, feature_dtype)
+from samgis.engine.devices import load_state
 from samgis.engine.protocol import ConceptPrompt, Engine, Prompts
 from samgis.engine.registry import ModelSpec, WeightFile, get_model_spec, register_model
 from samgis.engine.weights import resolve_weights
@@ -71,10 +73,34 @@ def test_fast_init_fills_with_the_asked_distribution_and_none_leaves_memory():
     assert w.min() >= -0.2 and w.max() <= 0.2 and abs(w.mean()) < 0.01 and w.std() > 0.1
     assert abs(n.mean() - 1.0) < 0.01 and abs(n.std() - 0.5) < 0.01
     assert not torch.equal(w[0], w[1])  # rows do not repeat
-    x = torch.full((10,), 7.0)
+    x, y, z = torch.full((10,), 7.0), torch.full((10,), 7.0), torch.full((10,), 3.0)
     with FastInit("none"):
         torch.nn.init.uniform_(x)
-    assert torch.equal(x, torch.full((10,), 7.0))
+        torch.nn.init.constant_(y, 0.0)
+        trunc_normal_(x, std=0.02)  # timm's: uniform_, then erfinv_, mul_, add_, clamp_ in place
+        z.mul_(2.0)  # a tensor no draw was skipped on: computed as written
+    assert torch.equal(x, torch.full((10,), 7.0)) and torch.equal(y, x) and torch.equal(z, torch.full((10,), 6.0))
+
+
+def test_assign_load_keeps_the_files_pages_and_converts_what_differs(tmp_path):
+    """`load_state(assign=True)` (how `load_model` loads sam3.pt): the model takes the memory-mapped tensors
+    themselves; a tensor of another dtype or layout is converted as the copying load would; names and shapes
+    are checked as before."""
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    path = tmp_path / "w.pt"
+    torch.save({"0.weight": torch.randn(4, 3).t(), "0.bias": torch.randn(3).half(),  # transposed: not contiguous
+                "1.weight": torch.randn(3), "1.bias": torch.randn(3)}, path)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    expected = {k: v.float() for k, v in state.items()}
+    load_state(m, dict(state), path, "tiny", assign=True)
+    assert m[1].weight.data_ptr() == state["1.weight"].data_ptr()  # no copy: the file's page
+    assert m[0].weight.is_contiguous() and m[0].bias.dtype is torch.float32
+    assert all(torch.equal(v, expected[k]) for k, v in m.state_dict().items())
+    assert all(p.requires_grad for p in m.parameters()) and not m.training
+    with pytest.raises(ValueError, match=r"w\.pt does not match tiny: size mismatch for 1\.bias"):
+        load_state(m, {**state, "1.bias": torch.zeros(4)}, path, "tiny", assign=True)
+    with pytest.raises(ValueError, match="1 missing keys"):
+        load_state(m, {k: v for k, v in state.items() if k != "1.bias"}, path, "tiny", assign=True)
 
 
 def test_to_device_moves_plain_attribute_tensors():

@@ -153,7 +153,13 @@ def checkpoint_state(state: dict) -> dict:
 
 def load_model(model_id: str, checkpoint: Path) -> torch.nn.Module:
     """The model on the CPU with the weights of an official-format `sam3.pt`. Unlike the package (which prints
-    missing keys and goes on), every tensor must match by name and shape: ValueError naming `checkpoint`."""
+    missing keys and goes on), every tensor must match by name and shape: ValueError naming `checkpoint`.
+
+    Memory: the file is memory-mapped and the model takes its tensors as they are (`load_state(assign=True)`;
+    the architecture is built without writing its own), so the weights are held once, as file pages, not
+    copied into a second 3.4 GB; on CUDA `to_device` copies them to the GPU and the mapping goes. The file
+    must therefore not be rewritten in place while a CPU model uses it (replace it by a rename, as the
+    weights cache does)."""
     checkpoint = Path(checkpoint)
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
@@ -163,7 +169,7 @@ def load_model(model_id: str, checkpoint: Path) -> torch.nn.Module:
     if not isinstance(state, dict):
         raise ValueError(f"{checkpoint} is not a SAM 3 checkpoint: expected a dict of tensors")
     model = build_model(init="none")  # every tensor is overwritten below
-    return load_state(model, checkpoint_state(state), checkpoint, model_id)
+    return load_state(model, checkpoint_state(state), checkpoint, model_id, assign=True)
 
 
 def load(spec, weights: Path, device: str = "auto", precision: str = "auto") -> "Sam3Engine":
