@@ -764,11 +764,11 @@ def test_an_example_box_drawn_on_the_map_finds_its_colour_family(concept_page, c
     assert "1 example, 1 counter-example" in page.inner_text("#find-exemplars")
     assert page.locator(".leaflet-found-pane path.exemplar-box").count() == 2
 
-    # The keyboard alone: with the map focused, X then Enter draws a box at the middle of the view (the green
-    # park lies there) and finds the greens.
+    # The keyboard alone: Enter on the "Like this" button picks the tool and puts the keyboard on the map, where
+    # Enter draws a box at the middle of the view (the green park lies there): the greens are found.
     page.click("#find-clear")
-    page.focus("#map")
-    page.keyboard.press("x")
+    page.locator("#find-draw [data-mode='example']").press("Enter")
+    assert page.evaluate("samgis.state.mode === 'example' && document.activeElement === samgis.map.getContainer()")
     page.keyboard.press("Enter")
     page.wait_for_function("samgis.state.findsDone >= 3")
     greens = sorted(sh.name for sh in scene.shapes if colour_family(sh.rgb)[0] == "green")

@@ -27,6 +27,7 @@ let inflight = null;
 let group = null; // Leaflet layer of the shown instances
 const polygons = new Map(); // instance key → Leaflet layer
 let exemplarsAllowed = false; // the model takes exemplar boxes: rows offer "more / not like this"
+let lastAsked = null; // {text, request, exemplars} of the latest find sent
 
 /** Ask the server what the loaded model can do, and show the Find form or say why not. */
 export async function refreshFindAvailability() {
@@ -78,6 +79,7 @@ async function sendFind(text, request, exemplars = [], pending = null) {
   const ctrl = new AbortController();
   inflight = ctrl;
   state.lastFindRequest = request;
+  lastAsked = { text, request, exemplars };
   $('find-btn').disabled = true;
   pending?.addTo(map);
   const what = findWhat(text, exemplars);
@@ -131,10 +133,10 @@ function addDrawnExemplar(box, label) {
   sendFind(plan.text, plan.request, plan.exemplars, exemplarLayer(ex, 'exemplar-box pending'));
 }
 
-/** The shown answer found again with the current shape (the "Shape" control changed). */
+/** The find under way, else the answer shown, asked again with the current shape (the Shape control changed). */
 export function refindShown() {
-  const f = state.find;
-  if (f) sendFind(f.text, withShape(f.request, state.shape), f.exemplars);
+  const a = inflight ? lastAsked : state.find;
+  if (a) sendFind(a.text, withShape(a.request, state.shape), a.exemplars);
 }
 
 /** A dashed rectangle of an exemplar prompt ({ne, sw, label}) in the found pane: green like, red not like. */
@@ -349,6 +351,10 @@ export function initFind() {
     else clearAnswer(); // exemplar boxes alone: nothing is left to ask
   });
   onExemplarBox(addDrawnExemplar);
+  // Picking a box tool puts the keyboard on the map: arrows pan, Enter draws a box at its middle (tools.js).
+  for (const b of document.querySelectorAll('#find-draw [data-mode]')) {
+    b.addEventListener('click', () => map.getContainer().focus({ preventScroll: true }));
+  }
   $('find-clear').addEventListener('click', () => {
     inflight?.abort();
     clearAnswer();
