@@ -19,8 +19,8 @@ const MODES = {
   box: 'Drag a rectangle around the object. Drag its middle to move it, its corners to resize it.',
   delete: 'Click a point or a rectangle to remove it.',
   pan: 'Drag to pan. Click a result polygon to see its area and score.',
-  example: 'Drag a box over one thing like those to find (Enter: a box at the middle of the map). Esc stops.',
-  counter: 'Drag a box over one thing that is not wanted (Enter: a box at the middle of the map). Esc stops.',
+  example: 'Drag a box on the map around one example of what to find (Enter: a box at the middle of the map). Esc stops.',
+  counter: 'Drag a box on the map around one thing not to find (Enter: a box at the middle of the map). Esc stops.',
 };
 const EXEMPLAR_LABELS = { example: 1, counter: 0 }; // exemplar-drawing mode → label of its boxes
 const isExemplarMode = (mode) => Object.hasOwn(EXEMPLAR_LABELS, mode);
@@ -45,6 +45,7 @@ export function setMode(mode) {
   if (boxDrawing(mode)) map.dragging.disable();
   else map.dragging.enable();
   $('mode-hint').textContent = MODES[mode];
+  $('find-draw-hint').textContent = isExemplarMode(mode) ? MODES[mode] : ''; // next to the box tools too
 }
 
 function onKeyDown(e) {
@@ -272,7 +273,9 @@ function finishBoxDraw(latlng) {
   cancelBoxDraw();
   const box = makeBox(start.wrap(), latlng.wrap());
   if (isDegenerateBox(box) || map.latLngToContainerPoint(start).distanceTo(map.latLngToContainerPoint(latlng)) < 4) {
-    $('mode-hint').textContent = `Drag (press, move, release) to draw a ${isExemplarMode(mode) ? 'box' : 'rectangle'}.`;
+    const hint = `Drag (press, move, release) to draw a ${isExemplarMode(mode) ? 'box' : 'rectangle'}.`;
+    $('mode-hint').textContent = hint;
+    if (isExemplarMode(mode)) $('find-draw-hint').textContent = hint;
     return;
   }
   if (isExemplarMode(mode)) exemplarHandler?.({ sw: box.sw, ne: box.ne }, EXEMPLAR_LABELS[mode]);
