@@ -566,6 +566,7 @@ def concept_live(tmp_path_factory):
     with SceneTileServer(scene) as tiles:
         settings = web_settings(tiles, tmp_path_factory.mktemp("concept"))
         with LiveServer(create_app(settings, engine=engine)) as server:
+            server.engine = engine  # tests may change what it claims to take (restoring it after)
             yield server
 
 
@@ -775,6 +776,33 @@ def test_an_example_box_drawn_on_the_map_finds_its_colour_family(concept_page, c
     assert len(greens) >= 2 and sorted(found_shapes(page, scene)) == greens, found_shapes(page, scene)
     page.keyboard.press("Escape")
     assert page.evaluate("samgis.state.mode") == "pan"
+
+
+def test_a_model_of_example_boxes_alone_offers_the_box_tools_without_a_phrase(concept_page, concept_live):
+    """A model with the exemplars capability but not text: Find shows the box tools, not the phrase box (the page
+    says why), and a box drawn over the blue pool finds it."""
+    from samgis.engine.protocol import Capabilities
+    from tests.support.scene import CONCEPT_PLACE, concept_scene
+
+    page = concept_page
+    engine = concept_live.engine
+    claimed = engine.capabilities
+    engine.capabilities = Capabilities(exemplars=True)
+    try:
+        lng, lat = CONCEPT_PLACE
+        open_map(page, concept_live.url, lat, lng, FIND_ZOOM)
+        page.wait_for_selector("#find-form:not([hidden])")
+        assert page.locator("#find-draw").is_visible() and page.locator("#find-phrase").is_hidden()
+        assert "takes example boxes, not phrases" in page.inner_text("#find-unavailable")
+        pool = concept_scene().shape("blue-pool").polygon
+        w, s, e, n = pool.bounds
+        page.keyboard.press("x")
+        drag_box(page, (s, w), (n, e))
+        page.wait_for_function("samgis.state.findsDone >= 1")
+        assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
+        assert found_shapes(page, concept_scene()) == ["blue-pool"]
+    finally:
+        engine.capabilities = claimed
 
 
 def vertices(fc: dict) -> int:

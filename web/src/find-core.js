@@ -148,27 +148,33 @@ export function exemplarSummary(exemplars) {
 
 /**
  * What the loaded model allows, from GET /v1/models:
- * {state: 'ready' | 'loading' | 'unavailable', model, exemplars, message}. `message` explains a state other than
- * 'ready' in plain words.
+ * {state: 'ready' | 'loading' | 'unavailable', model, text, exemplars, message}. `text`: it takes a phrase;
+ * `exemplars`: it takes exemplar boxes (Find is ready with either). `message` explains in plain words a state other
+ * than 'ready', or a Find without phrases; '' otherwise.
  */
 export function findAvailability(models) {
   const loaded = models?.loaded;
+  const off = { model: null, text: false, exemplars: false };
   if (!loaded && models?.status === 'error') {
-    return { state: 'unavailable', model: null, exemplars: false,
+    return { ...off, state: 'unavailable',
       message: 'Find is off: the model could not be loaded (see the message under Status).' };
   }
   if (!loaded) {
-    return { state: 'loading', model: null, exemplars: false,
+    return { ...off, state: 'loading',
       message: 'Find waits for the model to load (it needs a model that understands phrases).' };
   }
   const caps = loaded.capabilities || {};
   const model = loaded.id ?? loaded.model_id ?? 'the loaded model';
-  if (!caps.text) {
-    return { state: 'unavailable', model, exemplars: false,
+  if (!caps.text && !caps.exemplars) {
+    return { ...off, model, state: 'unavailable',
       message: `Find is off: the model “${model}” takes points and rectangles, not phrases; a model with text ` +
         'prompts (e.g. SAM 3) finds every instance of one.' };
   }
-  return { state: 'ready', model, exemplars: Boolean(caps.exemplars), message: '' };
+  return {
+    state: 'ready', model, text: Boolean(caps.text), exemplars: Boolean(caps.exemplars),
+    message: caps.text ? '' : `The model “${model}” takes example boxes, not phrases: draw one over a thing like ` +
+      'those to find (Like this, X).',
+  };
 }
 
 /**

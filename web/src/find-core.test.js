@@ -175,6 +175,14 @@ describe('availability from GET /v1/models', () => {
     expect(off.message).toMatch(/SAM 3/);
   });
 
+  it('is ready without phrases for a model that takes exemplar boxes alone, and says so', () => {
+    const models = (caps) => ({ status: 'ready', loaded: { id: 'boxes', capabilities: caps } });
+    const av = findAvailability(models({ text: false, exemplars: true }));
+    expect(av).toMatchObject({ state: 'ready', text: false, exemplars: true });
+    expect(av.message).toMatch(/“boxes” takes example boxes, not phrases/);
+    expect(findAvailability(models({ text: true }))).toMatchObject({ state: 'ready', text: true, exemplars: false, message: '' });
+  });
+
   it('waits while the model loads and says when it failed', () => {
     expect(findAvailability({ status: 'loading', loaded: null }).state).toBe('loading');
     expect(findAvailability({ status: 'error', loaded: null })).toMatchObject({ state: 'unavailable' });

@@ -4,8 +4,9 @@
 // one of them refined with the prompt tools (see `refine`). With a model that takes exemplar boxes, an instance
 // can also be sent back as an example or a counter-example of the phrase (`addExemplar`), and an example box can
 // be drawn on the map ("like this" / "not like this" tools, X / Shift+X: tools.js draws, `addDrawnExemplar` asks),
-// with the phrase or alone. Shown only when the loaded model has the `text` capability (GET /v1/models); the box
-// tools only when it has `exemplars` too; otherwise the box says why. The logic: find-core.js.
+// with the phrase or alone. Shown only when the loaded model has the `text` or the `exemplars` capability (GET
+// /v1/models): the phrase box with `text`, the box tools with `exemplars`; otherwise the box says why. The logic:
+// find-core.js.
 import L from 'leaflet';
 
 import * as api from './api.js';
@@ -44,7 +45,8 @@ export async function refreshFindAvailability() {
   if (!exemplarsAllowed && ['example', 'counter'].includes(state.mode)) setMode('pan');
   render();
   $('find-form').hidden = av.state !== 'ready';
-  $('find-unavailable').hidden = av.state === 'ready';
+  $('find-phrase').hidden = !av.text; // a model of exemplar boxes alone: no phrase to type
+  $('find-unavailable').hidden = !av.message;
   $('find-unavailable').textContent = av.message;
   return av;
 }
@@ -319,7 +321,9 @@ function downloadShown(format) {
 
 /** F (outside text fields) puts the cursor in the phrase box when Find is available. */
 function onKeyDown(e) {
-  if (e.key.toLowerCase() !== 'f' || e.ctrlKey || e.metaKey || e.altKey || $('find-form').hidden) return;
+  if (e.key.toLowerCase() !== 'f' || e.ctrlKey || e.metaKey || e.altKey || $('find-form').hidden || $('find-phrase').hidden) {
+    return;
+  }
   const t = e.target;
   if (t instanceof HTMLElement && (t.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName))) return;
   e.preventDefault();
