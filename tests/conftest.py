@@ -30,6 +30,35 @@ def pytest_collection_modifyitems(config, items):
         group = "sam3" if module.startswith(_SAM3_MODULES) else module
         item.add_marker(pytest.mark.xdist_group(group))
 
+
+_sam3_cases: list = []  # the live `sam3_case` (at most one)
+
+
+def pytest_collection_finish(session):
+    """Note the last selected test that uses `sam3_case`: the case is dropped after it (see below)."""
+    users = [item.nodeid for item in session.items if "sam3_case" in getattr(item, "fixturenames", ())]
+    session.config._sam3_last_user = users[-1] if users else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    if item.nodeid == getattr(item.config, "_sam3_last_user", None):
+        while _sam3_cases:
+            _sam3_cases.pop().release()
+
+
+@pytest.fixture(scope="session")
+def sam3_case():
+    """One random-weight SAM 3 (real architecture) with our engine and the package's processor on it and one
+    image encoded by both (`tests/support/sam3_case.py`), shared by every SAM 3 module of the session and
+    released after the last test that uses it (~4 GB, ~1 min of CPU to build and encode)."""
+    from tests.support.sam3_case import Sam3Case
+
+    case = Sam3Case()
+    _sam3_cases.append(case)
+    yield case
+    case.release()
+
 TINY = register_model(ModelSpec(
     model_id="test_vit_tiny", backend="sam1",
     config=SamArch(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,)),
