@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=2, help="set-image passes (1024² windows)")
     ap.add_argument("--clicks", type=int, default=5)
     ap.add_argument("--grid", type=int, default=8, help="automatic masks: points per side (0: skip)")
+    ap.add_argument("--no-concepts", action="store_true", help="skip the concept prompts")
     ap.add_argument("--checkpoint", type=Path, help="an official sam3.pt: time the whole load")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cache-gib", type=float, nargs="+", default=[1, 4, 16])
@@ -76,12 +77,13 @@ def main() -> None:
     print(f"set-image per 1024² window: p50 {statistics.median(times):.1f} s over {len(times)} "
           f"(first {times[0]:.1f} s)")
 
-    _, t_text_cold = timed(lambda: engine.find(emb, ConceptPrompt("swimming pool"), 0.5))
-    found, t_text = timed(lambda: engine.find(emb, ConceptPrompt("swimming pool"), 0.5))
-    box = np.array([[300, 300, 500, 460]], np.float32)
-    _, t_box = timed(lambda: engine.find(emb, ConceptPrompt(boxes=box, labels=[1]), 0.5))
-    print(f"concept prompt 'swimming pool': {t_text_cold:.2f} s first (text encoder), {t_text:.2f} s with the "
-          f"phrase's text features cached ({len(found)} instances ≥ 0.5); one exemplar box: {t_box:.2f} s")
+    if not args.no_concepts:
+        _, t_text_cold = timed(lambda: engine.find(emb, ConceptPrompt("swimming pool"), 0.5))
+        found, t_text = timed(lambda: engine.find(emb, ConceptPrompt("swimming pool"), 0.5))
+        box = np.array([[300, 300, 500, 460]], np.float32)
+        _, t_box = timed(lambda: engine.find(emb, ConceptPrompt(boxes=box, labels=[1]), 0.5))
+        print(f"concept prompt 'swimming pool': {t_text_cold:.2f} s first (text encoder), {t_text:.2f} s with the "
+              f"phrase's text features cached ({len(found)} instances ≥ 0.5); one exemplar box: {t_box:.2f} s")
 
     clicks = []
     for j in range(args.clicks + 1):

@@ -57,7 +57,7 @@ LOW_RES_SIZE = 288  # the instance decoder's low-res logits: 4 × (1008 / 14)
 MASK_THRESHOLD = 0.0
 LOW_RES_CLAMP = 32.0  # the predictor clamps the low-res logits it returns to ±32
 INST_FEAT_SIZES = ((288, 288), (144, 144), (72, 72))  # SAM3InteractiveImagePredictor._bb_feat_sizes
-PER_PASS_CPU = 2  # point queries per decoder pass on the CPU (see `Sam3Engine.point_batch_rows`)
+PER_PASS_CPU = 1  # point queries per decoder pass on the CPU (see `Sam3Engine.point_batch_rows`)
 TEXT_CACHE = 64  # phrases whose text-encoder output is kept (a few hundred kB each)
 
 _build_lock = threading.Lock()
@@ -214,8 +214,9 @@ class Sam3Engine:
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
         ])
-        # Queries per decoder pass in `decode_point_batch` and the automatic masks (as `Sam2Engine`: 16 on CUDA;
-        # on the CPU PER_PASS_CPU, measured in bench/bench_sam3.py).
+        # Queries per decoder pass in `decode_point_batch` and the automatic masks: 16 on CUDA (as `Sam2Engine`;
+        # not measured for SAM 3), one on the CPU: each row repeats the 288² / 144² high-res features, and per
+        # point 2, 4 and 8 rows per pass took 1.08×, 1.6× and 2.8× the time of one (bench/bench_sam3.py prints it).
         self.point_batch_rows = 16 if self.device.type == "cuda" else PER_PASS_CPU
         self._encoder_lock = threading.Lock()
         self._text_lock = threading.Lock()
