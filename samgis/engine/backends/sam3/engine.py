@@ -215,8 +215,9 @@ class Sam3Engine:
             v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
         ])
         # Queries per decoder pass in `decode_point_batch` and the automatic masks: 16 on CUDA (as `Sam2Engine`;
-        # not measured for SAM 3), one on the CPU: each row repeats the 288² / 144² high-res features, and per
-        # point 2, 4 and 8 rows per pass took 1.08×, 1.6× and 2.8× the time of one (bench/bench_sam3.py prints it).
+        # not measured for SAM 3), one on the CPU: each row repeats the 288² / 144² high-res features; per point,
+        # 2 and 4 rows per pass took 0.96× and 1.34× the time of one (bench/bench_sam3.py, interleaved, loaded
+        # 2-core machine), and one row keeps a click queued behind a grid pass waiting least.
         self.point_batch_rows = 16 if self.device.type == "cuda" else PER_PASS_CPU
         self._encoder_lock = threading.Lock()
         self._text_lock = threading.Lock()
