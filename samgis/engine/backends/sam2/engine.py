@@ -366,8 +366,8 @@ class Sam2Engine:
     def generate(self, embedding: Embedding, options, image: np.ndarray | None = None,
                  decode_bytes: int = 256 << 20) -> list[dict]:
         """Automatic masks of the embedded image, `sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`
-        on this engine; see `samgis.engine.backends.sam2.amg.generate`."""
-        from samgis.engine.backends.sam2.amg import generate
+        on this engine (a `samgis.engine.sam2_amg.ModelFrameDecoder`); see `samgis.engine.sam2_amg.generate`."""
+        from samgis.engine.sam2_amg import generate
 
         self._check(embedding)
         return generate(self, embedding, options, image=image, decode_bytes=decode_bytes)
