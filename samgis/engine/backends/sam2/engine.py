@@ -205,7 +205,10 @@ class Sam2Engine:
         return in_fresh_thread(self._embed, image)
 
     def _embed(self, image: np.ndarray) -> Embedding:
-        x = self.transforms(np.ascontiguousarray(image))[None].to(self.device)  # (1, 3, n, n) float32
+        # torchvision's to_tensor wraps the array with torch.from_numpy, which warns on read-only arrays (decoded
+        # images often are); a writable copy costs ~3 MB, nothing beside the encoder
+        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+        x = self.transforms(image)[None].to(self.device)  # (1, 3, n, n) float32
         with self._encoder_lock, torch.inference_mode(), self._autocast():
             # forward_image + _prepare_backbone_features + no_mem_embed, without the unused outputs
             feats = encode(self.model, x, self._encoder_cache)
@@ -363,8 +366,8 @@ class Sam2Engine:
     def generate(self, embedding: Embedding, options, image: np.ndarray | None = None,
                  decode_bytes: int = 256 << 20) -> list[dict]:
         """Automatic masks of the embedded image, `sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`
-        on this engine; see `samgis.engine.backends.sam2.amg.generate`."""
-        from samgis.engine.backends.sam2.amg import generate
+        on this engine (a `samgis.engine.sam2_amg.ModelFrameDecoder`); see `samgis.engine.sam2_amg.generate`."""
+        from samgis.engine.sam2_amg import generate
 
         self._check(embedding)
         return generate(self, embedding, options, image=image, decode_bytes=decode_bytes)

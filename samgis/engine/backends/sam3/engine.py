@@ -20,6 +20,10 @@ The math is the package's own image API, without its per-image state:
   One choice of ours: no hole filling (`max_hole_area = 0`). The package's predictor defaults to 256 px, done
   by a CUDA kernel (or scikit-image on the CPU, which the package does not depend on; without it the package
   warns and skips); our `sam2` backend makes the same choice, so a click gives the same mask on every device.
+- `generate` (automatic masks): the `sam3` package has no image mask generator of its own, but its instance
+  predictor is SAM 2's, so the `sam2` package's `SAM2AutomaticMaskGenerator` runs on it: each grid point decoded
+  as `decode` does (1008² frame, multimask), from the window's embedding; crops are embedded as `embed` does
+  (`samgis.engine.sam2_amg`). Records of SAM 1's form.
 
 Memory (the embedding cache is bounded by bytes, `Embedding.nbytes`): one window holds the three concept
 levels (256 × (288² + 144² + 72²)) and the click features (256 × 72², 32 × 288², 64 × 144²): 132.6 MB in fp32,
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samgis.engine.amg import point_batch_arrays
 from samgis.engine.backends.sam3.compat import cpu_only, needs_cpu_shim, to_device
 from samgis.engine.devices import autocast, load_state, pick_device, pick_precision
 from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
@@ -52,6 +57,7 @@ LOW_RES_SIZE = 288  # the instance decoder's low-res logits: 4 × (1008 / 14)
 MASK_THRESHOLD = 0.0
 LOW_RES_CLAMP = 32.0  # the predictor clamps the low-res logits it returns to ±32
 INST_FEAT_SIZES = ((288, 288), (144, 144), (72, 72))  # SAM3InteractiveImagePredictor._bb_feat_sizes
+PER_PASS_CPU = 1  # point queries per decoder pass on the CPU (see `Sam3Engine.point_batch_rows`)
 TEXT_CACHE = 64  # phrases whose text-encoder output is kept (a few hundred kB each)
 
 _build_lock = threading.Lock()
@@ -214,6 +220,11 @@ class Sam3Engine:
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
         ])
+        # Queries per decoder pass in `decode_point_batch` and the automatic masks: 16 on CUDA (as `Sam2Engine`;
+        # not measured for SAM 3), one on the CPU: each row repeats the 288² / 144² high-res features; per point,
+        # 2 and 4 rows per pass took 0.96× and 1.34× the time of one (bench/bench_sam3.py, interleaved, loaded
+        # 2-core machine), and one row keeps a click queued behind a grid pass waiting least.
+        self.point_batch_rows = 16 if self.device.type == "cuda" else PER_PASS_CPU
         self._encoder_lock = threading.Lock()
         self._text_lock = threading.Lock()
         self._text_cache: LRUCache = LRUCache(TEXT_CACHE)
@@ -343,7 +354,6 @@ class Sam3Engine:
         return pts * INPUT_SIZE
 
     def _decode(self, embedding: Embedding, prompts: Prompts, multimask: bool) -> DecodeResult:
-        feats: Sam3Features = embedding.features
         size = embedding.original_size
         q = prompts.n_queries
         coords = labels = None
@@ -363,7 +373,21 @@ class Sam3Engine:
             if m.size != LOW_RES_SIZE * LOW_RES_SIZE:
                 raise ValueError(f"mask_input must be (1, {LOW_RES_SIZE}, {LOW_RES_SIZE}), got {m.shape}")
             mask = torch.as_tensor(m, device=self.device).reshape(1, 1, LOW_RES_SIZE, LOW_RES_SIZE).expand(q, -1, -1, -1)
-        with torch.inference_mode(), self._autocast(), cpu_only(self._shim):
+        with torch.inference_mode():
+            low_res, iou = self._decode_low_res(embedding, coords, labels, mask, multimask)
+            masks = self._upscale(low_res, size) > MASK_THRESHOLD
+            low_res = low_res.float().clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        return DecodeResult(masks=masks.cpu().numpy(), scores=iou.float().cpu().numpy().astype(np.float32),
+                            logits=low_res.cpu().numpy().astype(np.float32))
+
+    def _decode_low_res(self, embedding: Embedding, coords: torch.Tensor, labels: torch.Tensor,
+                        mask: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """`SAM3InteractiveImagePredictor._predict` up to the decoder: `coords` (Q, N, 2) float32 in the 1008²
+        frame (boxes already as their two corner points labelled 2 and 3), `labels` (Q, N) int32, `mask`
+        (Q, 1, 288, 288) logits or None. Returns the unclamped low-res logits (Q, M, 288, 288) and IoU predictions
+        (Q, M), in the autocast dtype, on the model device. Call under inference mode."""
+        feats: Sam3Features = embedding.features
+        with self._autocast(), cpu_only(self._shim):
             sparse, dense = self.tracker.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask)
             low_res, iou, _, _ = self.tracker.sam_mask_decoder(
                 image_embeddings=feats.image_embed,
@@ -374,17 +398,78 @@ class Sam3Engine:
                 repeat_image=coords.shape[0] > 1,
                 high_res_features=list(feats.high_res_feats),
             )
-            masks = F.interpolate(low_res.float(), tuple(size), mode="bilinear", align_corners=False) > MASK_THRESHOLD
-            low_res = low_res.float().clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
-        return DecodeResult(masks=masks.cpu().numpy(), scores=iou.float().cpu().numpy().astype(np.float32),
-                            logits=low_res.cpu().numpy().astype(np.float32))
+        return low_res, iou
+
+    def decode_point_batch(self, embedding: Embedding, points, labels,
+                           multimask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B independent point queries, returning only low-res outputs (a
+        `samgis.engine.amg.PointBatchDecoder`).
+
+        `points`: (B, N, 2) float (x, y) in image px, SAM convention, of the embedded image, numpy or torch;
+        `labels`: (B, N) int, 1 = include, 0 = exclude. Row b decodes as `decode(embedding, Prompts(points[b],
+        labels[b]), multimask)` would. Returns `(low_res_logits, scores)`: (B, M, 288, 288) float32 logits (clamped
+        to ±32, as `DecodeResult.logits`) and (B, M) float32 predicted IoU, torch tensors on the CPU; M = 3 with
+        `multimask`, else 1. Runs `point_batch_rows` queries per decoder pass.
+        """
+        self._check(embedding)
+        low, scores = self._point_rows(embedding, points, labels, multimask, to_model_frame=True)
+        return low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP), scores
+
+    def _point_rows(self, embedding: Embedding, points, labels, multimask: bool, *, to_model_frame: bool,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unclamped low-res logits (B, M, 288, 288) and scores (B, M), float32 on the CPU, of B point queries;
+        points (B, N, 2) in image px (`to_model_frame`) or already in the 1008² frame. `mask`: optional
+        (B, 1, 288, 288) mask inputs, one per row. One torch-thread call per decoder pass of `point_batch_rows`
+        rows, so clicks queued meanwhile wait for one pass only."""
+        pts, lab = point_batch_arrays(points, labels)
+        b, m = pts.shape[0], (3 if multimask else 1)
+        if b == 0:
+            return torch.zeros((0, m, LOW_RES_SIZE, LOW_RES_SIZE)), torch.zeros((0, m))
+        if to_model_frame:
+            coords = self._to_model_frame(pts, embedding.original_size)
+        else:
+            coords = torch.as_tensor(pts, dtype=torch.float, device=self.device)
+        lab_t = torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device)
+        step = self.point_batch_rows
+        parts = [on_torch_thread(self._rows_pass, embedding, coords[i:i + step], lab_t[i:i + step],
+                                 None if mask is None else mask[i:i + step], multimask)
+                 for i in range(0, b, step)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _rows_pass(self, embedding: Embedding, coords: torch.Tensor, labels: torch.Tensor,
+                   mask: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            mask = None if mask is None else mask.to(self.device, torch.float)
+            low_res, iou = self._decode_low_res(embedding, coords, labels, mask, multimask)
+            return low_res.float().cpu(), iou.float().cpu()
+
+    # --- upscale ------------------------------------------------------------------------------------
+
+    def upscale_logits(self, low_res, embedding: Embedding) -> torch.Tensor:
+        """(B, M, 288, 288) low-res logits (torch or numpy) → (B, M, H, W) float32 logits in the embedded image's
+        px, (H, W) = `embedding.original_size`, on the input's device (CPU for numpy): one bilinear resize (the
+        image was stretched to 1008² without padding, so there is nothing to crop)."""
+        x = torch.as_tensor(low_res, dtype=torch.float32)
+        if x.ndim != 4:
+            raise ValueError(f"low_res must be (B, M, {LOW_RES_SIZE}, {LOW_RES_SIZE}), got {tuple(x.shape)}")
+        with torch.inference_mode():
+            return self._upscale(x, embedding.original_size)
+
+    def _upscale(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """`SAM2Transforms.postprocess_masks` without hole filling: bilinear, align_corners=False, float32."""
+        return F.interpolate(low_res.float(), tuple(original_size), mode="bilinear", align_corners=False)
 
     # --- automatic masks ----------------------------------------------------------------------------
 
-    def generate(self, embedding: Embedding, options, image: np.ndarray | None = None) -> list[dict]:
-        """Automatic masks are not offered by this backend (capability automatic=False): a 422."""
-        require(self.describe(), ["automatic"])
-        raise AssertionError("unreachable: this model has no automatic capability")
+    def generate(self, embedding: Embedding, options, image: np.ndarray | None = None,
+                 decode_bytes: int = 256 << 20) -> list[dict]:
+        """Automatic masks of the embedded image: the `sam2` package's `SAM2AutomaticMaskGenerator` decoding on
+        this engine's instance-interactive path (the `sam3` package has no image mask generator of its own; its
+        instance predictor is SAM 2's); see `samgis.engine.sam2_amg.generate`. Records of SAM 1's form."""
+        from samgis.engine.sam2_amg import generate
+
+        self._check(embedding)
+        return generate(self, embedding, options, image=image, decode_bytes=decode_bytes)
 
     # --- card ---------------------------------------------------------------------------------------
 
@@ -392,7 +477,7 @@ class Sam3Engine:
         return ModelCard(
             model_id=self.model_id, backend=self.backend, device=str(self.device), dtype=self.precision,
             input_size=INPUT_SIZE, embedding_version=f"{EMBEDDING_VERSION}/{self.precision}",
-            capabilities=Capabilities(points=True, boxes=True, mask_input=True, multimask=True, automatic=False,
+            capabilities=Capabilities(points=True, boxes=True, mask_input=True, multimask=True, automatic=True,
                                       text=True, exemplars=True),
             resize="square", low_res_size=LOW_RES_SIZE, checkpoint=self.checkpoint,
         )
