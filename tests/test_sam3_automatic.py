@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from samgis.engine.backends.sam3.compat import cpu_only
-from samgis.engine.backends.sam3.engine import LOW_RES_SIZE, Sam3Engine, build_model
+from samgis.engine.backends.sam3.engine import LOW_RES_SIZE
 from samgis.engine.protocol import AmgOptions, Engine
 from samgis.engine.sam2_amg import ModelFrameDecoder
 from tests.conftest import textured_image
@@ -42,24 +42,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-class Case:
-    def __init__(self):
-        from sam3.model.sam3_image_processor import Sam3Processor
-
-        self.model = build_model(seed=0, init="fast")
-        self.backbone = BackboneReplay(self.model.backbone.vision_backbone)
-        self.engine = Sam3Engine(self.model, "sam3", device="cpu")
-        self.image = textured_image(H, W, seed=3)
-        self.embedding = self.engine.embed(self.image)
-        self.processor = Sam3Processor(self.model, device="cpu", confidence_threshold=0.0)
-        with cpu_only():
-            self.state = self.processor.set_image(Image.fromarray(self.image))
-        assert (self.backbone.computed, self.backbone.reused, len(self.backbone.replayed)) == (1, 1, 0)
-
-
 @pytest.fixture(scope="module")
-def case() -> Case:
-    return Case()
+def case(sam3_case):
+    """The session's shared SAM 3 (tests/support/sam3_case.py): model, engine, processor, and `image` embedded
+    by both with one backbone pass (`backbone`: a `BackboneReplay`)."""
+    assert sam3_case.setup_counts == (1, 1, 0)
+    return sam3_case
 
 
 def test_card_offers_automatic_masks(case):

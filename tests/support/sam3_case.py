@@ -3,7 +3,8 @@
 Building it (3.4 GB of weights, ~10 s) and encoding one image (one 1008² ViT-L pass, ~40 s on an idle 2-core
 CPU) are the cost of a SAM 3 test; `Sam3Case` does both once: the model built by the package's builder
 (`build_model(seed=0, init="fast")`), our `Sam3Engine` on it, the package's own `Sam3Processor` on the *same*
-model instance, and one image encoded by both, sharing one ViT pass (`TrunkMemo`).
+model instance, and one image encoded by both, sharing one vision-backbone pass (`tests/support/sam3_backbone.py`
+`BackboneReplay`, which also lets later images reuse that pass: see there).
 
 `tests/conftest.py` serves it as the session fixture `sam3_case` and drops it after the last test that asked
 for it (`release`), so the rest of the session does not carry its ~4 GB.
@@ -17,29 +18,7 @@ import numpy as np
 import torch
 
 from tests.conftest import textured_image
-
-
-class TrunkMemo:
-    """Stands in for the ViT trunk's `forward`: computes once, then hands back the same output for a
-    bit-identical input (and counts both), so the package's `set_image` and our `embed` share one ViT pass
-    while proving that they feed it the same tensor."""
-
-    def __init__(self, trunk: torch.nn.Module):
-        self.inner, self.x, self.out = trunk.forward, None, None
-        self.computed = self.reused = 0
-        trunk.forward = self
-
-    def __call__(self, x):
-        if self.x is not None and torch.equal(x, self.x):
-            self.reused += 1
-            return self.out
-        self.x, self.out = x.clone(), self.inner(x)
-        self.computed += 1
-        return self.out
-
-    def forget(self) -> None:
-        """Drop the kept input and output (≈ 0.3 GB); the next call computes again."""
-        self.x = self.out = None
+from tests.support.sam3_backbone import BackboneReplay
 
 
 def _same(a, b) -> bool:
@@ -94,8 +73,8 @@ class CallMemo:
 class Sam3Case:
     """`model` (seed 0, fast init), `engine` (our `Sam3Engine`, CPU, fp32), `processor` (the package's
     `Sam3Processor`, threshold 0) with `state` = its `set_image` of `image` ((300, 400, 3) uint8 RGB,
-    `textured_image(300, 400, seed=3)`), and `embedding` = our `engine.embed(image)`; `memo` counts the ViT
-    passes (one computed, one reused); `detector_memos` ("encoder", "decoder", "mask_head") let a concept
+    `textured_image(300, 400, seed=3)`), and `embedding` = our `engine.embed(image)`; `backbone` (a
+    `BackboneReplay`: the processor reused our pass, `setup_counts`; later images replay it); `detector_memos` ("encoder", "decoder", "mask_head") let a concept
     prompt that the processor and `find` both run go through the detector once (`CallMemo`)."""
 
     def __init__(self):
@@ -106,17 +85,18 @@ class Sam3Case:
         from samgis.engine.backends.sam3.engine import Sam3Engine, build_model
 
         self.model = build_model(seed=0, init="fast")
-        self.memo = TrunkMemo(self.model.backbone.vision_backbone.trunk)
+        self.backbone = BackboneReplay(self.model.backbone.vision_backbone)
         detector = {"encoder": self.model.transformer.encoder, "decoder": self.model.transformer.decoder,
                     "mask_head": self.model.segmentation_head}
         self.detector_memos = {name: CallMemo(module) for name, module in detector.items()}
         self.engine = Sam3Engine(self.model, "sam3", device="cpu")
         self.image: np.ndarray = textured_image(300, 400, seed=3)
+        self.embedding = self.engine.embed(self.image)
         self.processor = Sam3Processor(self.model, device="cpu", confidence_threshold=0.0)
         with cpu_only():
             self.state = self.processor.set_image(Image.fromarray(self.image))
-        self.embedding = self.engine.embed(self.image)
-        self.memo.forget()  # both passes are done: the trunk's output is in `state` and `embedding` already
+        # (computed, reused, replayed) backbone passes: our embed computed it, the processor's set_image reused it
+        self.setup_counts = (self.backbone.computed, self.backbone.reused, len(self.backbone.replayed))
 
     def release(self) -> None:
         """Drop everything (model, features, processor state) and collect: the memory goes back."""
