@@ -19,6 +19,37 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.transformer import Attention
 
+# oneDNN's matmul (`mkldnn::_linear_pointwise`, the op PyTorch's inductor emits for CPU linears): on this
+# project's AMD reference CPU, MKL's SGEMM (what `torch.mm` / `bmm` / `addmm` call) does not take its AVX-512
+# path and runs the decoder's 4096-token products at about half oneDNN's speed. Eager CPU float32 only; a
+# traced pass (ONNX export) keeps the plain ops.
+_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+
+
+def _onednn(x: torch.Tensor) -> bool:
+    """True when `x`'s products go through oneDNN (`_LINEAR`): eager, CPU, float32."""
+    return _LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32 \
+        and not torch.jit.is_tracing()
+
+
+def _rows(fn, b: int) -> torch.Tensor:
+    """`fn(i)` (M, N) for i < b, stacked to (b, M, N) (no copy for b = 1)."""
+    return fn(0).unsqueeze(0) if b == 1 else torch.stack([fn(i) for i in range(b)])
+
+
+def baddbmm_nt(add: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`add + a @ wᵀ` per batch row: `add` (B, M, N), `a` (B, M, K), `w` (B, N, K) → (B, M, N) float."""
+    if _onednn(a):  # (oneDNN's binary post-op measured slower than a separate addition)
+        return _rows(lambda i: _LINEAR(a[i], w[i], None, "none", [], ""), a.shape[0]).add_(add)
+    return torch.baddbmm(add, a, w.transpose(1, 2))
+
+
+def bmm(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """`a @ m` per batch row: `a` (B, M, K), `m` (B, K, N) → (B, M, N) float."""
+    if _onednn(a):
+        return _rows(lambda i: _LINEAR(a[i], m[i].t(), None, "none", [], ""), a.shape[0])
+    return a @ m
+
 
 @dataclass(frozen=True)
 class ImageConsts:
@@ -142,9 +173,9 @@ def tokens_to_image(attn: Attention, q_in: torch.Tensor, keys: torch.Tensor, k_p
     wv, bv = _per_head(attn.v_proj, h)
     qk = q @ wk                                              # (B, H, T, C)
     pos = q @ k_pos                                          # (B, H, T, N)
-    logits = torch.baddbmm(pos.view(b, h * t, n), qk.reshape(b, h * t, c), keys.transpose(1, 2))
+    logits = baddbmm_nt(pos.view(b, h * t, n), qk.reshape(b, h * t, c), keys)
     weights = torch.softmax(logits.view(b, h, t, n), dim=-1)
-    wx = (weights.reshape(b, h * t, n) @ keys).view(b, h, t, c)
+    wx = bmm(weights.reshape(b, h * t, n), keys).view(b, h, t, c)
     out = wx @ wv.transpose(1, 2) + bv.unsqueeze(1)          # (B, H, T, d)
     return attn.out_proj(_merge(out))
 
@@ -175,16 +206,20 @@ def image_to_tokens(attn: Attention, residual: torch.Tensor, k_in: torch.Tensor,
         wq, _ = _per_head(attn.q_proj, h)                    # (H, d, C)
         a = k @ wq                                           # (B, H, T, C)
         pos_and_bias = k @ q_pos                             # (B, H, T, N)
-        logits = torch.baddbmm(pos_and_bias.view(b, h * t, n), a.reshape(b, h * t, c), keys.transpose(1, 2))
+        logits = baddbmm_nt(pos_and_bias.view(b, h * t, n), a.reshape(b, h * t, c), keys)
     else:
         n = q_heads.shape[2]
         logits = k @ q_heads.transpose(2, 3)                 # (B, H, T, N)
     weights = torch.softmax(logits.view(b, h, t, n), dim=2)
     wo = attn.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (H, d, C)
     vo = (v @ wo).reshape(b, h * t, c) + attn.out_proj.bias / h  # (B, H*T, C)
+    weights_t = weights.reshape(b, h * t, n).transpose(1, 2)                  # (B, N, H*T)
+    if _onednn(vo):
+        update = bmm(weights_t, vo)
+        return residual.add_(update) if inplace else update.add_(residual)
     if inplace:
-        return residual.baddbmm_(weights.reshape(b, h * t, n).transpose(1, 2), vo)
-    return torch.baddbmm(residual, weights.reshape(b, h * t, n).transpose(1, 2), vo)
+        return residual.baddbmm_(weights_t, vo)
+    return torch.baddbmm(residual, weights_t, vo)
 
 
 # Image tokens per chunk of `upscale_masks`: the chunk's intermediates (16 · rows · 32 floats, 2 MB at 1024
@@ -217,6 +252,9 @@ def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[i
     w2 = conv2.weight.permute(0, 2, 3, 1).reshape(o1, 4 * o2)                # (o1, [a2 b2 o2])
     b1, b2 = conv1.bias.repeat(4), conv2.bias.repeat(4)
     hyper_t = hyper_in.transpose(1, 2)                                       # (B, o2, M)
+    if _onednn(keys):
+        masks = _upscale_onednn(keys, hyper_in, (w1, b1, norm, act1, w2, b2, act2), rows, add1, add0)
+        return raster_masks(masks, size) if raster else masks
     masks = torch.empty((b, n * 16, m), dtype=keys.dtype, device=keys.device)  # (B, HW·4·4, M)
     for i in range(b):
         for j in range(0, n, rows):
@@ -230,6 +268,31 @@ def upscale_masks(dec, keys: torch.Tensor, hyper_in: torch.Tensor, size: tuple[i
             x = act2(x).view(-1, o2)                                         # (r·4·4, o2)
             torch.mm(x, hyper_t[i], out=masks[i, j * 16:(j + rows) * 16])
     return raster_masks(masks, size) if raster else masks
+
+
+def _upscale_onednn(keys: torch.Tensor, hyper_in: torch.Tensor, layers, rows: int, add1: torch.Tensor | None,
+                    add0: torch.Tensor | None) -> torch.Tensor:
+    """`upscale_masks`' chunk loop with oneDNN products (`_LINEAR`): keys (B, HW, C), hyper_in (B, M, o2)
+    → token-order logits (B, 16·HW, M)."""
+    w1, b1, norm, act1, w2, b2, act2 = layers
+    o1, o2 = norm.weight.shape[0], hyper_in.shape[2]
+    w1t, w2t = w1.t(), w2.t()                                                # (out, in)
+    out = []
+    for i in range(keys.shape[0]):
+        chunks = []
+        for j in range(0, keys.shape[1], rows):
+            x = keys[i, j:j + rows]
+            x = _LINEAR(x, w1t, b1, "none", [], "")                           # (r, [a b o1])
+            if add1 is not None:  # (oneDNN's binary post-op measured slower than this separate pass)
+                x += add1[j:j + rows]
+            x = act1(torch.nn.functional.layer_norm(x.view(-1, 4, o1), (o1,), norm.weight, norm.bias, norm.eps))
+            x = x.view(-1, o1)
+            x = _LINEAR(x, w2t, b2, "none", [], "")                           # (r·4, [a2 b2 o2])
+            if add0 is not None:
+                x += add0[4 * j:4 * (j + rows)]
+            chunks.append(_LINEAR(act2(x).view(-1, o2), hyper_in[i], None, "none", [], ""))  # (r·16, M)
+        out.append(torch.cat(chunks))
+    return out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)
 
 
 def raster_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
