@@ -319,8 +319,25 @@ def raster_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     (B, M, 4H, 4W) in raster order (one copy)."""
     b, _, m = masks.shape
     h, w = size
+    if not torch.jit.is_tracing():  # a gather of whole rows: ~5× faster on CPU than the 8-d permuted copy
+        rows = torch.index_select(masks, 1, _raster_order(size, masks.device))  # (B, 16·HW, M) in raster order
+        return rows.permute(0, 2, 1).reshape(b, m, 4 * h, 4 * w)
     masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, i, a, a2, j, b, b2)
     return masks.reshape(b, m, 4 * h, 4 * w)
+
+
+_RASTER_ORDER: dict = {}
+
+
+def _raster_order(size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(16·HW,) int64: the token-order row of each raster-order pixel of `raster_masks` (cached)."""
+    key = (tuple(size), str(device))
+    order = _RASTER_ORDER.get(key)
+    if order is None:
+        h, w = size
+        order = torch.arange(16 * h * w, device=device).view(h, w, 2, 2, 2, 2).permute(0, 2, 4, 1, 3, 5)
+        order = _RASTER_ORDER.setdefault(key, order.reshape(-1).contiguous())
+    return order
 
 
 def tokens_layout_s1(feat: torch.Tensor) -> torch.Tensor:
