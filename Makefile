@@ -9,6 +9,9 @@ SETUPTOOLS_VERSION := 84.2.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers: modules stay whole on one worker, SAM 3 modules share one (tests/conftest.py); 1 = no xdist.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 NPM ?= npm
 CHROMIUM := /usr/bin/chromium
 # The web map (web/): npm ci when the lock file changes, vite build when a source changes.
@@ -53,10 +56,10 @@ run: setup
 	$(BIN)/samgis serve --host $(HOST) --port $(PORT)
 
 test: setup $(CHROMIUM) test-web
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup test-web
-	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not browser" $(PYTEST_ARGS)
 
 test-web: $(WEB_DEPS)
 	cd web && $(NPM) test

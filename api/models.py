@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict, Tag
 
 from samgis.engine.protocol import AmgOptions
-from samgis.services.map_segment import MAX_WINDOW_BUDGET
+from samgis.services.map_query import MAX_WINDOW_BUDGET
 from samgis.services.concepts import DEFAULT_SCORE_THRESHOLD, MAX_TEXT_CHARS
 from samgis.vector.postprocess import MAX_SMOOTH_ITERATIONS, MIN_REGULARIZE_TOLERANCE_PX, Regularize, Smooth
 

@@ -19,7 +19,8 @@ from samgis.geo.fetch import TileFetcher
 from samgis.geo.readers import Readers
 from samgis.geo.sources import SourceRegistry
 from samgis.geo.tilecache import TileCache
-from samgis.services.image_predict import ImagePredictService, limits_from_settings
+from samgis.services.image_predict import ImagePredictService
+from samgis.services.limits import limits_from_settings
 from samgis.services.map_segment import SegmentService
 from samgis.settings import Settings
 

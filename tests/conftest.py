@@ -12,8 +12,23 @@ import torch
 from samgis.engine.registry import ModelSpec, SamArch, get_model_spec, register_model
 from samgis.engine.backends.sam1 import SamEngine, build_sam
 
-# Keep tests from touching the user's cache and from trying the network for weights.
-os.environ.setdefault("SAMGIS_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "test"))
+# Keep tests from touching the user's cache and from trying the network for weights; one cache per pytest-xdist
+# worker, so two workers never write the same files.
+os.environ.setdefault("SAMGIS_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "test"
+                                              / os.environ.get("PYTEST_XDIST_WORKER", "main")))
+
+#: Test modules that build SAM 3 models (GBs of RAM each): pytest-xdist runs them on one worker, one after the
+#: other, so two never hold memory at once.
+_SAM3_MODULES = ("test_backend_sam3", "test_sam3_")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`), keep each module on one worker (its module- and session-scoped
+    models are built once) and every SAM 3 module on the same worker."""
+    for item in items:
+        module = item.path.stem
+        group = "sam3" if module.startswith(_SAM3_MODULES) else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 TINY = register_model(ModelSpec(
     model_id="test_vit_tiny", backend="sam1",

@@ -65,7 +65,9 @@ def test_serve_real_vit_b_over_http(vit_b_checkpoint, tmp_path):
     with SceneTileServer(scene) as tiles:
         providers = tiles.write_providers(tmp_path / "providers.json")
         port = free_port()
-        env = {**os.environ, "SAMGIS_CACHE_DIR": str(tmp_path / "cache")}
+        # a generous deadline: this checks the real model over HTTP and its cache, not the encoder's speed (a
+        # random-weight vit_b pass on a busy 2-core machine can pass the 30 s default)
+        env = {**os.environ, "SAMGIS_CACHE_DIR": str(tmp_path / "cache"), "SAMGIS_DEADLINE_S": "120"}
         proc = subprocess.Popen(
             [SAMGIS, "serve", "--port", str(port), "--model", "sam_vit_b", "--checkpoint", str(vit_b_checkpoint),
              "--providers", str(providers), "--device", "cpu"],

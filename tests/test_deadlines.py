@@ -92,19 +92,27 @@ def test_client_that_goes_away_cancels_its_queued_work(queued, slow_engine):
     first = click_request(SCENE["mid-lake"], 15)
     left = click_request(SCENE["mid-field"], 16)
 
+    async def queue_when(c, ready):
+        """The encoder queue's state once `ready(state)` holds (polled; the steps wait on the server, not on
+        fixed sleeps, so a loaded machine only makes them slower)."""
+        for _ in range(200):
+            state = (await c.get("/v1/models")).json()["encoder_queue"]
+            if ready(state):
+                return state
+            await asyncio.sleep(0.02)
+        return state
+
     async def scenario():
         async with httpx.AsyncClient(base_url=queued.url, timeout=60) as c:
             calls = slow_engine.embed_calls
             running = asyncio.create_task(c.post("/v1/segment", json=first))  # its pass runs 1.5 s
-            await asyncio.sleep(0.3)
+            await queue_when(c, lambda q: q["running"] == 1)
             async with httpx.AsyncClient(base_url=queued.url, timeout=60) as impatient:
                 waiter = asyncio.create_task(impatient.post("/v1/segment", json=left))
-                await asyncio.sleep(0.3)
-                queue_while_waiting = (await c.get("/v1/models")).json()["encoder_queue"]
+                queue_while_waiting = await queue_when(c, lambda q: q["waiting"] == 1)
                 waiter.cancel()  # the client closes its connection
                 await asyncio.gather(waiter, return_exceptions=True)
-            await asyncio.sleep(0.2)
-            queue_after = (await c.get("/v1/models")).json()["encoder_queue"]
+            queue_after = await queue_when(c, lambda q: q["waiting"] == 0)
             done = await running
             await asyncio.sleep(0.5)
             return calls, queue_while_waiting, queue_after, done

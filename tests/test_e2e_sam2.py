@@ -45,7 +45,9 @@ def sam2_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def live(tiles, sam2_checkpoint, tmp_path_factory):
     settings = tiles.settings(tmp_path_factory.mktemp("e2e-sam2"), model=MODEL, checkpoint=sam2_checkpoint,
-                              device="cpu", allow_download=False)
+                              device="cpu", allow_download=False,
+                              # generous deadlines: these check answers through the real model, not its speed
+                              deadline_s=120.0, everything_deadline_s=300.0)
     with LiveServer(create_app(settings)) as server:
         deadline = time.monotonic() + 120
         while httpx.get(server.url + "/health").status_code != 200:

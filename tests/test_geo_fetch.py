@@ -26,7 +26,7 @@ from PIL import Image
 
 import samgis.geo.tilecache as tilecache_module
 from samgis.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from samgis.geo.fetch import DEFAULT_USER_AGENT, TileFetcher, TileNotFound, decode_tile
+from samgis.geo.fetch import DEFAULT_USER_AGENT, TileFetcher, TileNotFound, decode_tile, mbtiles_bounds
 from samgis.geo.sources import SourceRegistry, TileSource
 from samgis.geo.tilecache import TileCache, ttl_from_headers
 from samgis.geo.tiles import Window
@@ -625,6 +625,40 @@ async def test_mbtiles_source_bad_files(tmp_path):
             await f.fetch_tile(broken, 1, 0, 0)
     assert str(tmp_path) not in e.value.message and str(broken_path) in e.value.detail
     assert broken_path.read_bytes() == b"this is not sqlite" * 100  # opened read-only
+
+
+def test_mbtiles_footprint_from_metadata_bounds(tmp_path, caplog):
+    from samgis.geo.readers.tiles import WORLD, TileReader
+
+    window = Window(z=6, x=10, y=20)
+    source = mbtiles_source(tmp_path / "ortho.mbtiles", window)
+    reader = TileReader(source, fetcher())
+    assert reader.footprint_lnglat().equals(WORLD)  # no bounds row: MBTiles 1.3 only suggests it
+
+    con = sqlite3.connect(tmp_path / "ortho.mbtiles")
+    con.execute("INSERT INTO metadata VALUES ('bounds', '11.25,45.5,16.875,48.9')")
+    con.commit()
+    con.close()
+    assert mbtiles_bounds(source.path) == (11.25, 45.5, 16.875, 48.9)
+    footprint = TileReader(source, fetcher()).footprint_lnglat()
+    assert footprint.bounds == (11.25, 45.5, 16.875, 48.9)
+    # the whole Earth "minus the poles" of the spec's example is clipped to the Web Mercator map
+    con = sqlite3.connect(tmp_path / "ortho.mbtiles")
+    con.execute("UPDATE metadata SET value = '-180.0,-89,180,89' WHERE name = 'bounds'")
+    con.commit()
+    con.close()
+    assert TileReader(source, fetcher()).footprint_lnglat().equals(WORLD)
+
+    for bad in ("11,45,16", "east,south,west,north", "16,45,11,48"):
+        con = sqlite3.connect(tmp_path / "ortho.mbtiles")
+        con.execute("UPDATE metadata SET value = ? WHERE name = 'bounds'", (bad,))
+        con.commit()
+        con.close()
+        with pytest.raises(ValueError, match="MBTiles metadata bounds"):
+            mbtiles_bounds(source.path)
+        caplog.clear()
+        assert TileReader(source, fetcher()).footprint_lnglat().equals(WORLD)
+        assert "no footprint from its MBTiles metadata" in caplog.text
 
 
 # ---------------------------------------------------------------- decode_tile, ttl_from_headers, TileCache

@@ -28,7 +28,9 @@ from samgis.imaging.masks import (
     rle_decode,
     rle_encode,
 )
-from samgis.services.image_predict import InstanceQuery, PredictLimits, build_instance, parse_instance, predict
+from samgis.services.image_predict import predict
+from samgis.services.limits import PredictLimits
+from samgis.services.predict_request import InstanceQuery, build_instance, parse_instance
 from tests.conftest import textured_image
 
 # Thresholds that let a random-weight model's masks through (its logits are ~0.1 in size) with NMS off, so

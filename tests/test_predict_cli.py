@@ -226,7 +226,8 @@ def test_text_finds_every_instance_one_mask_each(scene_png, tmp_path, capsys):
     assert "scene_c000.png  red  score 0.96" in printed and "2 instances of 'red' in scene.png" in printed
 
     # the same answer as POST /v1/predict's service function for the same image and text
-    from samgis.services.image_predict import parse_instance, predict
+    from samgis.services.image_predict import predict
+    from samgis.services.predict_request import parse_instance
     image = np.asarray(Image.open(scene_png).convert("RGB"))
     ref = predict(engine, parse_instance({"text": "red"}, image=image))
     assert ref["scores"] == [e["score"] for e in doc["masks"]] and ref["boxes"] == [e["box"] for e in doc["masks"]]

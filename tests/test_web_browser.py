@@ -192,6 +192,8 @@ def test_basemaps_come_from_the_server_and_the_view_is_shared_in_the_url(page, l
     page.wait_for_function("samgis.state.findAvailable === 'unavailable'")
     assert page.locator("#find-form").is_hidden()
     assert "takes points and rectangles, not phrases" in page.inner_text("#find-unavailable")
+    page.keyboard.press("x")  # nor example boxes: the key that draws one does nothing
+    assert page.evaluate("samgis.state.mode") == "include" and page.locator("#find-draw").is_hidden()
 
     page.fill("#source-filter", "scene")  # the filter narrows the long list
     assert all("Scene" in o for o in page.locator("#source-select option").all_inner_texts())
@@ -550,113 +552,304 @@ def find_case():
     return scene, found
 
 
-def test_find_every_instance_filter_keep_export_and_refine(browser, tmp_path):
+@pytest.fixture(scope="module")
+def concept_live(tmp_path_factory):
+    """A model with the text and exemplars capabilities (the colour engine) over concept_scene() plus the tilted
+    building of outline_scene() (for the Shape control; recoloured: its red is taken by a concept shape)."""
+    from samgis.engine.protocol import Capabilities
+    from tests.support.scene import Scene, Shape, concept_scene, outline_scene
+    from tests.support.tileserver import SceneTileServer
+
+    building = outline_scene().shape("tilted-building").polygon
+    scene = Scene(concept_scene().shapes + (Shape("tilted-building", building, SHAPE_RGB),))
+    engine = ColourRegionEngine(capabilities=Capabilities(text=True, exemplars=True))
+    with SceneTileServer(scene) as tiles:
+        settings = web_settings(tiles, tmp_path_factory.mktemp("concept"))
+        with LiveServer(create_app(settings, engine=engine)) as server:
+            server.engine = engine  # tests may change what it claims to take (restoring it after)
+            yield server
+
+
+SHAPE_RGB = (120, 60, 160)  # the tilted building's colour in `concept_live`, distinct from every concept colour
+
+
+def test_find_every_instance_filter_keep_export_and_refine(browser, concept_live, tmp_path):
     """A model with the text capability: a phrase finds every instance in the view, listed with scores; the slider
     filters them without a request; the shown ones become a layer and download as GeoJSON; Refine seeds the prompt
     tools on one instance; an instance sent back as a counter-example finds again with an exemplar prompt."""
-    from samgis.engine.protocol import Capabilities
     from tests.support.scene import CONCEPT_PLACE
-    from tests.support.tileserver import SceneTileServer
 
-    scene, expected = find_case()
+    _, expected = find_case()
     lng, lat = CONCEPT_PLACE
-    engine = ColourRegionEngine(capabilities=Capabilities(text=True, exemplars=True))
-    with SceneTileServer(scene) as tiles, LiveServer(create_app(web_settings(tiles, tmp_path), engine=engine)) as srv:
-        ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        problems: list[str] = []
-        segment_posts: list[str] = []
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("request", lambda r: segment_posts.append(r.url) if r.url.endswith("/v1/segment") else None)
-        try:
-            open_map(page, srv.url, lat, lng, FIND_ZOOM)
-            page.wait_for_selector("#find-form:not([hidden])")  # shown: the model has the text capability
-            assert page.locator("#find-unavailable").is_hidden()
+    srv = concept_live
+    ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page = ctx.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    segment_posts: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: segment_posts.append(r.url) if r.url.endswith("/v1/segment") else None)
+    try:
+        open_map(page, srv.url, lat, lng, FIND_ZOOM)
+        page.wait_for_selector("#find-form:not([hidden])")  # shown: the model has the text capability
+        assert page.locator("#find-unavailable").is_hidden()
 
-            page.keyboard.press("f")  # the keyboard alone: F to the phrase box, type, Enter
-            page.keyboard.type(FIND_PHRASE)
-            page.keyboard.press("Enter")
-            assert page.get_by_label("Phrase to find").input_value() == FIND_PHRASE
-            page.wait_for_function("samgis.state.findsDone >= 1")
-            assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
-            req = page.evaluate("samgis.state.lastFindRequest")
-            assert req["prompts"] == [{"type": "text", "text": FIND_PHRASE}] and req["zoom"] == FIND_ZOOM
-            assert 0 < req["score_threshold"] <= 0.5
+        page.keyboard.press("f")  # the keyboard alone: F to the phrase box, type, Enter
+        page.keyboard.type(FIND_PHRASE)
+        page.keyboard.press("Enter")
+        assert page.get_by_label("Phrase to find").input_value() == FIND_PHRASE
+        page.wait_for_function("samgis.state.findsDone >= 1")
+        assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
+        req = page.evaluate("samgis.state.lastFindRequest")
+        assert req["prompts"] == [{"type": "text", "text": FIND_PHRASE}] and req["zoom"] == FIND_ZOOM
+        assert 0 < req["score_threshold"] <= 0.5
 
-            rows = page.locator("#find-list > li")
-            assert rows.count() == len(expected), page.inner_text("#find-summary")
-            assert page.locator(".leaflet-found-pane path.found-polygon").count() == len(expected)
-            fc = page.evaluate("samgis.state.find.fc")
-            by_score = sorted(fc["features"], key=lambda f: -f["properties"]["score"])
-            for f, (score, shape) in zip(by_score, expected):  # each instance is its shape, scored as the engine does
-                assert f["properties"]["concept"] == FIND_PHRASE
-                assert abs(f["properties"]["score"] - score) < 1e-3, (f["properties"], shape.name)
-                assert shape.polygon.contains(union_geometry({"features": [f]}).representative_point()), shape.name
-            texts = rows.all_inner_texts()
-            assert texts[0].startswith("#1 · score ") and f"{expected[0][0]:.2f}" in texts[0], texts
-            shot(page, "12_find_instances")
+        rows = page.locator("#find-list > li")
+        assert rows.count() == len(expected), page.inner_text("#find-summary")
+        assert page.locator(".leaflet-found-pane path.found-polygon").count() == len(expected)
+        fc = page.evaluate("samgis.state.find.fc")
+        by_score = sorted(fc["features"], key=lambda f: -f["properties"]["score"])
+        for f, (score, shape) in zip(by_score, expected):  # each instance is its shape, scored as the engine does
+            assert f["properties"]["concept"] == FIND_PHRASE
+            assert abs(f["properties"]["score"] - score) < 1e-3, (f["properties"], shape.name)
+            assert shape.polygon.contains(union_geometry({"features": [f]}).representative_point()), shape.name
+        texts = rows.all_inner_texts()
+        assert texts[0].startswith("#1 · score ") and f"{expected[0][0]:.2f}" in texts[0], texts
+        shot(page, "12_find_instances")
 
-            # The slider filters in the page: End (keyboard) hides all below 1.0, then a minimum between the second
-            # and third scores leaves the two best. No request is sent.
-            posts = len(segment_posts)
-            page.get_by_label("Min score").press("End")
-            assert rows.count() == sum(s >= 1.0 for s, _ in expected)
-            assert page.locator("#find-keep").is_disabled()
-            cut = round((expected[1][0] + expected[2][0]) / 2, 2)
-            page.evaluate("v => { const s = document.getElementById('find-score'); s.value = v; "
-                          "s.dispatchEvent(new Event('input', {bubbles: true})); }", str(cut))
-            keep = [s for s, _ in expected if s >= cut]
-            assert rows.count() == len(keep) == 2
-            assert page.locator(".leaflet-found-pane path.found-polygon").count() == 2
-            assert f"2 of {len(expected)} instances" in page.inner_text("#find-summary")
-            assert len(segment_posts) == posts, "the slider sent a request"
+        # The slider filters in the page: End (keyboard) hides all below 1.0, then a minimum between the second
+        # and third scores leaves the two best. No request is sent.
+        posts = len(segment_posts)
+        page.get_by_label("Min score").press("End")
+        assert rows.count() == sum(s >= 1.0 for s, _ in expected)
+        assert page.locator("#find-keep").is_disabled()
+        cut = round((expected[1][0] + expected[2][0]) / 2, 2)
+        page.evaluate("v => { const s = document.getElementById('find-score'); s.value = v; "
+                      "s.dispatchEvent(new Event('input', {bubbles: true})); }", str(cut))
+        keep = [s for s, _ in expected if s >= cut]
+        assert rows.count() == len(keep) == 2
+        assert page.locator(".leaflet-found-pane path.found-polygon").count() == 2
+        assert f"2 of {len(expected)} instances" in page.inner_text("#find-summary")
+        assert len(segment_posts) == posts, "the slider sent a request"
 
-            # Keep as layer: one layer of the shown instances, exported through the Layers panel.
-            page.click("#find-keep")
-            layer = page.locator("#layer-list > li")
-            assert layer.count() == 1
-            assert f"find “{FIND_PHRASE}”" in layer.locator(".layer-info").inner_text()
-            with page.expect_download() as dl:
-                layer.locator("button.dl-geojson").click()
-            d = dl.value
-            z = fc["samgis"]["window"]["z"]  # the window's zoom (stepped out when the view does not fit one)
-            assert d.suggested_filename == f"samgis_find-{FIND_PHRASE}_z{z}_1.geojson", d.suggested_filename
-            path = tmp_path / d.suggested_filename
-            d.save_as(path)
-            got = json.loads(path.read_text())
-            assert got["type"] == "FeatureCollection" and len(got["features"]) == 2
-            assert all(f["properties"]["concept"] == FIND_PHRASE and f["properties"]["score"] >= cut
-                       for f in got["features"])
-            assert iou(union_geometry(got), union_geometry({"features": by_score[:2]})) > 0.99
-            shot(page, "13_find_filtered_and_kept")
+        # Keep as layer: one layer of the shown instances, exported through the Layers panel.
+        page.click("#find-keep")
+        layer = page.locator("#layer-list > li")
+        assert layer.count() == 1
+        assert f"find “{FIND_PHRASE}”" in layer.locator(".layer-info").inner_text()
+        with page.expect_download() as dl:
+            layer.locator("button.dl-geojson").click()
+        d = dl.value
+        z = fc["samgis"]["window"]["z"]  # the window's zoom (stepped out when the view does not fit one)
+        assert d.suggested_filename == f"samgis_find-{FIND_PHRASE}_z{z}_1.geojson", d.suggested_filename
+        path = tmp_path / d.suggested_filename
+        d.save_as(path)
+        got = json.loads(path.read_text())
+        assert got["type"] == "FeatureCollection" and len(got["features"]) == 2
+        assert all(f["properties"]["concept"] == FIND_PHRASE and f["properties"]["score"] >= cut
+                   for f in got["features"])
+        assert iou(union_geometry(got), union_geometry({"features": by_score[:2]})) > 0.99
+        shot(page, "13_find_filtered_and_kept")
 
-            # Refine the best instance: the view zooms to it, a rectangle and an include point seeded on it
-            # segment it as a new object (the include tool is then on, for more points).
-            before = done(page)
-            rows.first.get_by_role("button", name="Refine").click()
-            settle(page, before)
-            prompts = page.evaluate("samgis.state.lastRequest.prompts")
-            assert [p["type"] for p in prompts] == ["box", "point"] and prompts[1]["label"] == 1
-            assert expected[0][1].polygon.contains(Point(prompts[1]["lng"], prompts[1]["lat"]))
-            assert page.evaluate("samgis.state.mode") == "include" and page.evaluate("samgis.map.getZoom()") > FIND_ZOOM
-            cur = current_fc(page)
-            assert cur and iou(union_geometry(cur), expected[0][1].polygon) >= 0.8, page.inner_text("#messages")
-            shot(page, "14_find_refined")
+        # Refine the best instance: the view zooms to it, a rectangle and an include point seeded on it
+        # segment it as a new object (the include tool is then on, for more points).
+        before = done(page)
+        rows.first.get_by_role("button", name="Refine").click()
+        settle(page, before)
+        prompts = page.evaluate("samgis.state.lastRequest.prompts")
+        assert [p["type"] for p in prompts] == ["box", "point"] and prompts[1]["label"] == 1
+        assert expected[0][1].polygon.contains(Point(prompts[1]["lng"], prompts[1]["lat"]))
+        assert page.evaluate("samgis.state.mode") == "include" and page.evaluate("samgis.map.getZoom()") > FIND_ZOOM
+        cur = current_fc(page)
+        assert cur and iou(union_geometry(cur), expected[0][1].polygon) >= 0.8, page.inner_text("#messages")
+        shot(page, "14_find_refined")
 
-            # The model takes exemplars: "Not like #k" finds the phrase again over the same area with that instance
-            # as a counter-example; the colour engine then drops the colour family under the box's centre, so take
-            # an instance whose box centre is inside it. "Forget examples" undoes it.
-            k = next(k for k, (_, sh) in enumerate(expected[:len(keep)]) if sh.polygon.contains(sh.polygon.envelope.centroid))
-            page.get_by_role("button", name=f"Not like #{k + 1}").click()
-            page.wait_for_function("samgis.state.findsDone >= 2")
-            again = page.evaluate("samgis.state.lastFindRequest")
-            assert again["bbox"] == req["bbox"] and again["prompts"][0] == req["prompts"][0]
-            assert [(p["type"], p["label"]) for p in again["prompts"][1:]] == [("exemplar", 0)]
-            assert rows.count() == 0 and "1 counter-example" in page.inner_text("#find-exemplars")
-            page.click("#find-forget")
-            page.wait_for_function("samgis.state.findsDone >= 3")
-            assert rows.count() == len(keep) and page.locator("#find-exemplars").is_hidden()
-        finally:
-            ctx.close()
-        assert not problems, problems
+        # The model takes exemplars: "Not like #k" finds the phrase again over the same area with that instance
+        # as a counter-example; the colour engine then drops the colour family under the box's centre, so take
+        # an instance whose box centre is inside it. "Forget examples" undoes it.
+        k = next(k for k, (_, sh) in enumerate(expected[:len(keep)]) if sh.polygon.contains(sh.polygon.envelope.centroid))
+        page.get_by_role("button", name=f"Not like #{k + 1}").click()
+        page.wait_for_function("samgis.state.findsDone >= 2")
+        again = page.evaluate("samgis.state.lastFindRequest")
+        assert again["bbox"] == req["bbox"] and again["prompts"][0] == req["prompts"][0]
+        assert [(p["type"], p["label"]) for p in again["prompts"][1:]] == [("exemplar", 0)]
+        assert rows.count() == 0 and "1 counter-example" in page.inner_text("#find-exemplars")
+        page.click("#find-forget")
+        page.wait_for_function("samgis.state.findsDone >= 3")
+        assert rows.count() == len(keep) and page.locator("#find-exemplars").is_hidden()
+    finally:
+        ctx.close()
+    assert not problems, problems
+
+
+@pytest.fixture
+def concept_page(browser, concept_live):
+    """A page on `concept_live`, checked for page errors and foreign requests as `page` is."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    pg = ctx.new_page()
+    pg.set_default_timeout(15_000)
+    problems: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("request", lambda r: None if r.url.startswith((concept_live.url, "data:", "blob:"))
+          else problems.append(f"foreign request: {r.url}"))
+    yield pg
+    ctx.close()
+    assert not problems, problems
+
+
+def drag_box(page: Page, sw: tuple[float, float], ne: tuple[float, float]) -> None:
+    """Press at the north-west corner (lat, lng) of a box, drag to its south-east one, release."""
+    x0, y0 = screen_xy(page, ne[0], sw[1])
+    x1, y1 = screen_xy(page, sw[0], ne[1])
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=3)
+    page.mouse.move(x1, y1, steps=3)
+    page.mouse.up()
+
+
+def found_shapes(page: Page, scene) -> list[str]:
+    """Names of the scene shapes holding each found instance's inside point, in the answer's order."""
+    fc = page.evaluate("samgis.state.find.fc")
+    names = []
+    for f in fc["features"]:
+        p = union_geometry({"features": [f]}).representative_point()
+        names.append(next((sh.name for sh in scene.shapes if sh.polygon.contains(p)), None))
+    return names
+
+
+def test_an_example_box_drawn_on_the_map_finds_its_colour_family(concept_page, concept_live):
+    """With a model that takes exemplar boxes, a box drawn over one shape ("like this", X) finds every shape of its
+    colour family in the view, with no phrase; a "not like this" box (Shift+X) over one of them is added to that
+    answer and leaves none; from the keyboard alone, X and Enter draw a box at the middle of the map."""
+    from tests.support.colour_engine import colour_family
+    from tests.support.scene import CONCEPT_PLACE, concept_scene
+
+    page = concept_page
+    scene = concept_scene()
+    _, reds = find_case()
+    lng, lat = CONCEPT_PLACE
+    open_map(page, concept_live.url, lat, lng, FIND_ZOOM)
+    page.wait_for_selector("#find-draw:not([hidden])")  # the model takes exemplar boxes
+    assert page.get_by_label("Phrase to find").input_value() == ""
+
+    # A box around one red shape (the engine reads the colour under the box's centre: take one that holds it).
+    target = next(sh for _, sh in reds if sh.polygon.contains(sh.polygon.envelope.centroid))
+    w, s, e, n = target.polygon.bounds
+    page.keyboard.press("x")
+    assert page.locator("#find-draw [data-mode='example']").get_attribute("aria-pressed") == "true"
+    drag_box(page, (s, w), (n, e))
+    page.wait_for_function("samgis.state.findsDone >= 1")
+    assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
+    req = page.evaluate("samgis.state.lastFindRequest")
+    assert [(p["type"], p["label"]) for p in req["prompts"]] == [("exemplar", 1)]  # no phrase: the box alone
+    ex = req["prompts"][0]
+    assert ex["sw"]["lat"] == pytest.approx(s, abs=3e-5) and ex["ne"]["lng"] == pytest.approx(e, abs=3e-5), ex
+    assert sorted(found_shapes(page, scene)) == sorted(sh.name for _, sh in reds), found_shapes(page, scene)
+    assert page.locator("#find-list > li").count() == len(reds)
+    assert "like your example" in page.inner_text("#status")
+    assert page.locator(".leaflet-found-pane path.exemplar-box.like").count() == 1
+    shot(page, "15_find_by_example_box")
+
+    # "Not like this" over another red, inside the answer's area: found again there with both boxes.
+    other = next(sh for _, sh in reds if sh is not target and sh.polygon.contains(sh.polygon.envelope.centroid))
+    w2, s2, e2, n2 = other.polygon.bounds
+    page.keyboard.press("Shift+X")
+    assert page.evaluate("samgis.state.mode") == "counter"
+    drag_box(page, (s2, w2), (n2, e2))
+    page.wait_for_function("samgis.state.findsDone >= 2")
+    again = page.evaluate("samgis.state.lastFindRequest")
+    assert again["bbox"] == req["bbox"] and again["prompts"][0] == ex
+    assert [(p["type"], p["label"]) for p in again["prompts"]] == [("exemplar", 1), ("exemplar", 0)]
+    assert page.locator("#find-list > li").count() == 0  # the engine drops the family the counter-example shows
+    assert "1 example, 1 counter-example" in page.inner_text("#find-exemplars")
+    assert page.locator(".leaflet-found-pane path.exemplar-box").count() == 2
+
+    # The keyboard alone: Enter on the "Like this" button picks the tool and puts the keyboard on the map, where
+    # Enter draws a box at the middle of the view (the green park lies there): the greens are found.
+    page.click("#find-clear")
+    page.locator("#find-draw [data-mode='example']").press("Enter")
+    assert page.evaluate("samgis.state.mode === 'example' && document.activeElement === samgis.map.getContainer()")
+    page.keyboard.press("Enter")
+    page.wait_for_function("samgis.state.findsDone >= 3")
+    greens = sorted(sh.name for sh in scene.shapes if colour_family(sh.rgb)[0] == "green")
+    assert len(greens) >= 2 and sorted(found_shapes(page, scene)) == greens, found_shapes(page, scene)
+    page.keyboard.press("Escape")
+    assert page.evaluate("samgis.state.mode") == "pan"
+
+
+def test_a_model_of_example_boxes_alone_offers_the_box_tools_without_a_phrase(concept_page, concept_live):
+    """A model with the exemplars capability but not text: Find shows the box tools, not the phrase box (the page
+    says why), and a box drawn over the blue pool finds it."""
+    from samgis.engine.protocol import Capabilities
+    from tests.support.scene import CONCEPT_PLACE, concept_scene
+
+    page = concept_page
+    engine = concept_live.engine
+    claimed = engine.capabilities
+    engine.capabilities = Capabilities(exemplars=True)
+    try:
+        lng, lat = CONCEPT_PLACE
+        open_map(page, concept_live.url, lat, lng, FIND_ZOOM)
+        page.wait_for_selector("#find-form:not([hidden])")
+        assert page.locator("#find-draw").is_visible() and page.locator("#find-phrase").is_hidden()
+        assert "takes example boxes, not phrases" in page.inner_text("#find-unavailable")
+        pool = concept_scene().shape("blue-pool").polygon
+        w, s, e, n = pool.bounds
+        page.keyboard.press("x")
+        drag_box(page, (s, w), (n, e))
+        page.wait_for_function("samgis.state.findsDone >= 1")
+        assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")
+        assert found_shapes(page, concept_scene()) == ["blue-pool"]
+    finally:
+        engine.capabilities = claimed
+
+
+def vertices(fc: dict) -> int:
+    return sum(len(ring) for f in fc["features"] for poly in (
+        [f["geometry"]["coordinates"]] if f["geometry"]["type"] == "Polygon" else f["geometry"]["coordinates"])
+        for ring in poly)
+
+
+def test_the_shape_control_regularizes_or_smooths_outlines(concept_page, concept_live):
+    """Shape: "regularize" is sent with the click (and with Find) and squares the tilted building's pixel
+    staircase to four corners; "smooth" replaces it; "as is" sends neither."""
+    from tests.support.scene import outline_scene
+
+    page = concept_page
+    truth = outline_scene().shape("tilted-building").polygon
+    c = truth.centroid
+    open_map(page, concept_live.url, c.y, c.x, 18)
+    assert page.locator("#shape").input_value() == "as-is"
+    lat, lng = inside_point(truth)
+    click_at(page, lat, lng)
+    req = page.evaluate("samgis.state.lastRequest")
+    assert "regularize" not in req and "smooth" not in req
+    plain = current_fc(page)
+    assert plain and iou(union_geometry(plain), truth) >= 0.9, page.inner_text("#messages")
+
+    before = done(page)
+    page.select_option("#shape", "regularize")  # the prompts are segmented again with it
+    settle(page, before)
+    req = page.evaluate("samgis.state.lastRequest")
+    assert req["regularize"] is True and "smooth" not in req
+    squared = current_fc(page)
+    assert vertices(squared) == 5 < vertices(plain), (vertices(squared), vertices(plain))  # 4 corners, closed
+    assert iou(union_geometry(squared), truth) >= 0.9
+    assert "outlines regularized (buildingregulariser)" in page.inner_text("#status")
+    shot(page, "16_shape_regularized")
+
+    before = done(page)
+    page.select_option("#shape", "smooth")
+    settle(page, before)
+    req = page.evaluate("samgis.state.lastRequest")
+    assert req["smooth"] is True and "regularize" not in req
+    assert "outlines smoothed (smoothify)" in page.inner_text("#status")
+
+    # Find carries it too.
+    page.keyboard.press("f")
+    page.keyboard.type("purple")
+    page.keyboard.press("Enter")
+    page.wait_for_function("samgis.state.findsDone >= 1")
+    assert page.evaluate("samgis.state.lastFindRequest.smooth") is True
+    assert page.get_attribute("#status", "data-phase") == "ok", page.inner_text("#messages")

@@ -45,7 +45,8 @@ from api.request_id import request_id_of
 from api.models import SamgisPoint, SamgisRect, SamgisRequest
 from api.resources import Resources, get_resources, get_service
 from samgis.errors import SamgisError
-from samgis.services.map_segment import BBox, BoxPrompt, PointPrompt, SegmentQuery, SegmentService
+from samgis.services.map_query import BBox, BoxPrompt, PointPrompt, SegmentQuery
+from samgis.services.map_segment import SegmentService
 
 log = logging.getLogger("samgis.api")
 

@@ -24,14 +24,16 @@ from api.routers import meta
 from samgis.services.azure import score_rows
 import numpy as np
 
-from samgis.services.image_predict import ImagePredictService, InstanceQuery, answer_bytes
+from samgis.services.image_predict import ImagePredictService
+from samgis.services.predict_output import answer_bytes
+from samgis.services.predict_request import InstanceQuery
 
 router = APIRouter(tags=["predict"])
 MODEL_NAME = "samgis"
 
 
 # --- request models (documentation and the validation of types and ranges; the service checks only what needs the
-# image or the server's limits, see samgis.services.image_predict.InstanceQuery) ---------
+# image or the server's limits, see samgis.services.predict_request.InstanceQuery) ---------
 
 class B64(BaseModel):
     model_config = ConfigDict(extra="forbid")

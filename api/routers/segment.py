@@ -7,8 +7,9 @@ from fastapi.responses import Response
 
 from api.models import (BoxIn, EverythingOut, EverythingRequest, ExemplarIn, FeatureCollectionOut, PointIn,
                         SegmentRequest, TextIn, postprocess_option)
-from samgis.services.map_segment import (BBox, BoxPrompt, EverythingQuery, ExemplarPrompt, PointPrompt, SegmentQuery,
-                                         SegmentService, TextPrompt)
+from samgis.services.map_query import (BBox, BoxPrompt, EverythingQuery, ExemplarPrompt, PointPrompt, SegmentQuery,
+                                       TextPrompt)
+from samgis.services.map_segment import SegmentService
 from api.resources import get_service
 from samgis.errors import LimitExceeded
 from samgis.vector.export import geojson_bytes

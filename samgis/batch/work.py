@@ -45,7 +45,8 @@ from samgis.errors import InvalidRequest
 from samgis.geo.tiles import Window
 from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
-from samgis.services.image_predict import decode_prompts, parse_prompts
+from samgis.services.image_predict import decode_prompts
+from samgis.services.predict_prompts import parse_prompts
 from samgis.vector.polygons import masks_to_features
 from samgis.vector.postprocess import PostProcess, describe as describe_postprocess
 from samgis.vector.seams import depth, merge_pieces, prompts_in_window, seam_directions, seam_point

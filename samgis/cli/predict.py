@@ -38,7 +38,9 @@ from samgis.imaging.images import read_image
 from samgis.imaging.masks import rle_encode
 from samgis.imaging.render import overlay
 from samgis.services.concepts import concept_label, exemplar_counts, require_concept
-from samgis.services.image_predict import PredictLimits, decode_prompts, find_instances, parse_instance
+from samgis.services.image_predict import decode_prompts, find_instances
+from samgis.services.limits import PredictLimits
+from samgis.services.predict_request import parse_instance
 
 LOSSLESS = {".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PICTURES = LOSSLESS | {".jpg", ".jpeg"}

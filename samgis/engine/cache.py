@@ -42,7 +42,7 @@ class _BytesLRU(LRUCache):
 
 
 class EmbeddingCache:
-    """LRU of `Embedding`s keyed by any hashable (see `SegmentService._key`)."""
+    """LRU of `Embedding`s keyed by any hashable (see `samgis.services.map_windows.window_cache_key`)."""
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
         if max_bytes < 0:

@@ -361,6 +361,34 @@ def read_local_tile(source: TileSource, z: int, x: int, y: int) -> bytes:
     raise ValueError(f"{what} is not a local source")
 
 
+def mbtiles_bounds(path: str) -> tuple[float, float, float, float] | None:
+    """The `bounds` row of an MBTiles file's `metadata` table as (west, south, east, north) degrees EPSG:4326,
+    or None when the file has no such row (MBTiles 1.3 only suggests it: github.com/mapbox/mbtiles-spec,
+    1.3/spec.md, "bounds": WGS 84 "left, bottom, right, top", e.g. "-180.0,-85,180,85"). Blocking.
+
+    Raises UpstreamError when the file cannot be read, ValueError when the row is not four numbers with
+    west < east, south < north within lng [-180, 180], lat [-90, 90].
+    """
+    file = Path(path)
+    try:
+        con = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = con.execute("SELECT value FROM metadata WHERE name = 'bounds'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise UpstreamError("cannot read the MBTiles file's metadata", detail=f"{path}: {e}") from e
+    if found is None or found[0] is None or not str(found[0]).strip():
+        return None
+    try:
+        west, south, east, north = (float(v) for v in str(found[0]).split(","))
+    except ValueError:
+        raise ValueError(f"MBTiles metadata bounds {found[0]!r} is not 'west,south,east,north'") from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise ValueError(f"MBTiles metadata bounds {found[0]!r} is not a lng/lat box (west < east, south < north)")
+    return west, south, east, north
+
+
 def _mbtiles_row(path: str, z: int, col: int, row: int, what: str) -> bytes | None:
     file = Path(path)
     if not file.is_file():

@@ -19,7 +19,7 @@ from samgis.engine.cache import EmbeddingCache
 from samgis.engine.protocol import Embedding, Engine
 from samgis.geo.readers import Readers, WindowImage
 from samgis.services.image_predict import ImagePredictService
-from samgis.services.map_segment import SegmentService
+from samgis.services.map_windows import MapWindows
 
 
 class AreaService:
@@ -35,8 +35,7 @@ class AreaService:
         self.readers = readers
         # the services' own embedding paths (cache keys, single flight, encoder queue); sources are given by the
         # caller, so no registry is needed here
-        self._windows = SegmentService(engine, cache, None, readers.fetcher, readers=readers,
-                                       encoder_queue=encoder_queue)
+        self._windows = MapWindows(engine, cache, None, readers, encoder_queue)
         self._images = ImagePredictService(engine, cache, encoder_queue=encoder_queue)
 
     async def read_window(self, source, window) -> WindowImage:

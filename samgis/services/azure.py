@@ -14,7 +14,9 @@ from samgis.errors import InvalidRequest
 from samgis.imaging.images import decode_image
 from samgis.imaging.masks import png_encode
 from samgis.services.concepts import check_score_threshold, check_text, require_concept
-from samgis.services.image_predict import ImagePredictService, add_mask_pixels, check_work, parse_prompts
+from samgis.services.image_predict import ImagePredictService
+from samgis.services.limits import add_mask_pixels, check_work
+from samgis.services.predict_prompts import parse_prompts
 
 
 AZURE_CARD = "https://ai.azure.com/catalog/models/facebook-sam-vit-base"

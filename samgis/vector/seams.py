@@ -1,7 +1,7 @@
 """Following one prompted object across window seams: which neighbouring windows its mask runs into, where to
 prompt it there, and how the pieces of all windows merge into one mask.
 
-Shared by batch map items (`samgis.batch.work`) and interactive clicks (`samgis.services.map_segment`).
+Shared by batch map items (`samgis.batch.work`) and interactive clicks (`samgis.services.follow`).
 
 Frames. A window's mask is (size, size) bool in window px (row, col; rasterio convention, pixel i spans
 [i, i + 1)). The windows of one grid level (one zoom of the Web-Mercator tile grid, or one level of a raster's

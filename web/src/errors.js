@@ -20,6 +20,11 @@ export function describeApiError(status, body, ctx = {}) {
         return `${action} failed: the ${describePrompt(ctx.prompts || [], i)} is outside the map view. ` +
           'Pan or zoom out so every prompt is visible, or remove that prompt.';
       }
+      const step = /^(regularize|smooth)\b/.exec(field ?? '')?.[1];
+      if (step) { // the Shape control's option (samgis/vector/postprocess.py), e.g. over its vertex budget
+        return `${action} could not ${step} the outlines: ${detail.replace(/^(regularize|smooth)[\w.]*: /, '')} ` +
+          'Set Shape to “as is”, or zoom in on fewer objects.';
+      }
       if (field === 'zoom' || /zoom/i.test(detail)) {
         return `${action} failed at this zoom: ${detail} Zoom out, or pick another basemap.`;
       }

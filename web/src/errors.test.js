@@ -25,6 +25,17 @@ describe('API errors in plain words', () => {
       .toBe('Segmentation was refused: multimask: bad');
   });
 
+  it('points at the Shape control when its option is refused (not at the zoom)', () => {
+    const detail = 'regularize: the outlines to regularize hold 61234 vertices, over the 50000 one answer may take; ' +
+      'zoom in, raise min_area_px or leave regularize off';
+    const msg = describeApiError(422, { detail, field: 'regularize', error: 'LimitExceeded' }, ctx);
+    expect(msg).toMatch(/^Segmentation could not regularize the outlines: the outlines to regularize hold 61234/);
+    expect(msg).toMatch(/Set Shape to “as is”, or zoom in on fewer objects\.$/);
+    expect(msg).not.toMatch(/Zoom out/);
+    expect(describeApiError(422, { detail: 'smooth.iterations: must be an integer in [1, 5], got 9', field: 'smooth.iterations' }, ctx))
+      .toMatch(/^Segmentation could not smooth the outlines: must be an integer/);
+  });
+
   it('explains tile source failures with the source name and the server detail', () => {
     const msg = describeApiError(502, { detail: 'tile 16/1/2 of Scene: HTTP 404' }, ctx);
     expect(msg).toBe('Segmentation failed: the map tiles from “Scene” could not be fetched. tile 16/1/2 of Scene: HTTP 404');

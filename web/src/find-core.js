@@ -3,7 +3,7 @@
 // Coordinates are lat/lng degrees (EPSG:4326); GeoJSON geometries are [lng, lat] (RFC 7946).
 import { formatArea, formatScore } from './format.js';
 import { detailText } from './errors.js';
-import { requestZoom } from './prompts.js';
+import { requestZoom, shapeFields } from './prompts.js';
 
 /**
  * The lowest score asked of the server. The slider filters the answer from there up, in the page, without a new
@@ -29,31 +29,106 @@ export function phraseProblem(text) {
 /**
  * The JSON body of POST /v1/segment for a phrase over the map view.
  * bounds: {south, west, north, east} degrees (the view); zoom: map zoom; source: source object or id;
- * text: the phrase (trimmed here; check it with `phraseProblem` first).
+ * text: the phrase (trimmed here; check it with `phraseProblem` first), or '' for none (then add exemplars with
+ * `withExemplars`: the server needs a prompt); shape: a prompts.js `SHAPES` key (the outlines' post-processing).
  */
-export function findRequest({ bounds, zoom, source, text, scoreThreshold = SCORE_FLOOR }) {
+export function findRequest({ bounds, zoom, source, text, scoreThreshold = SCORE_FLOOR, shape = 'as-is' }) {
   const src = typeof source === 'string' ? { id: source } : source;
+  const t = String(text ?? '').trim();
   return {
     bbox: { ne: latLng(bounds.north, bounds.east), sw: latLng(bounds.south, bounds.west) },
     zoom: requestZoom(zoom, src),
     source: src.id,
-    prompts: [{ type: 'text', text: String(text).trim() }],
+    prompts: t ? [{ type: 'text', text: t }] : [],
     score_threshold: scoreThreshold,
+    ...shapeFields(shape),
   };
 }
 
 /**
- * An exemplar prompt from a found instance: its bounds (a GeoJSON Feature, lon/lat) kept inside the request's
- * `bbox` ({ne, sw}, as the server requires); label 1 = "more like this", 0 = "not like this". null when nothing of
- * it is inside the bbox.
+ * An exemplar prompt (api/models.py `ExemplarIn`: {type: "exemplar", ne, sw, label}) from a box {sw, ne}
+ * ({lat, lng} degrees) kept inside the request's `bbox` ({ne, sw}, as the server requires); label 1 = "more like
+ * this", 0 = "not like this". null when nothing of it is inside the bbox.
  */
-export function exemplarPrompt(feature, bbox, label) {
-  const b = geometryBounds(feature?.geometry);
-  if (!b) return null;
-  const sw = latLng(Math.max(b[1], bbox.sw.lat), Math.max(b[0], bbox.sw.lng));
-  const ne = latLng(Math.min(b[3], bbox.ne.lat), Math.min(b[2], bbox.ne.lng));
+export function boxExemplar(box, bbox, label) {
+  if (!box?.sw || !box?.ne) return null;
+  const sw = latLng(Math.max(box.sw.lat, bbox.sw.lat), Math.max(box.sw.lng, bbox.sw.lng));
+  const ne = latLng(Math.min(box.ne.lat, bbox.ne.lat), Math.min(box.ne.lng, bbox.ne.lng));
   if (!(sw.lat < ne.lat && sw.lng < ne.lng)) return null;
   return { type: 'exemplar', ne, sw, label: label ? 1 : 0 };
+}
+
+/** An exemplar prompt from a found instance (a GeoJSON Feature, lon/lat): its bounds, as `boxExemplar`. */
+export function exemplarPrompt(feature, bbox, label) {
+  const b = geometryBounds(feature?.geometry);
+  return b ? boxExemplar({ sw: { lat: b[1], lng: b[0] }, ne: { lat: b[3], lng: b[2] } }, bbox, label) : null;
+}
+
+/** Whether the box {sw, ne} lies wholly inside the bbox {sw, ne} (degrees; edges included). */
+export function boxInside(box, bbox) {
+  return box.sw.lat >= bbox.sw.lat && box.sw.lng >= bbox.sw.lng && box.ne.lat <= bbox.ne.lat && box.ne.lng <= bbox.ne.lng;
+}
+
+/**
+ * What an exemplar box drawn on the map asks ("find things like this one" / "not like this one"):
+ * - the answer shown (`shown`: {text, request, exemplars} or null) is found again over its own area with one
+ *   more exemplar when the phrase box still holds its phrase and the box lies inside that area, as "more / not
+ *   like this" on a listed instance does;
+ * - otherwise a new search over the view (`view`: {bounds, zoom, source, shape}, as `findRequest` takes them) for
+ *   the phrase, or for things like the box alone when the phrase box is empty.
+ * box: {sw, ne} degrees; label: 1 = example, 0 = counter-example; phrase: the phrase box's text.
+ * Returns {text, request, exemplars} (`request` the body of POST /v1/segment, `exemplars` its exemplar prompts),
+ * or {problem} in plain words when there is nothing to ask.
+ */
+export function exemplarPlan({ shown, phrase, box, label, view }) {
+  const text = String(phrase ?? '').trim();
+  const problem = text ? phraseProblem(text) : '';
+  if (problem) return { problem };
+  if (shown && shown.text === text && boxInside(box, shown.request.bbox)) {
+    const ex = boxExemplar(box, shown.request.bbox, label);
+    if (ex) {
+      const exemplars = [...shown.exemplars, ex];
+      return { text, request: withExemplars(shown.request, exemplars), exemplars };
+    }
+  }
+  if (!label && !text) {
+    return { problem: 'A counter-example alone finds nothing: type a phrase, or draw an example (“like this”) first.' };
+  }
+  const base = findRequest({ ...view, text });
+  const ex = boxExemplar(box, base.bbox, label);
+  if (!ex) return { problem: 'Draw the example box inside the map view.' };
+  return { text, request: withExemplars(base, [ex]), exemplars: [ex] };
+}
+
+/**
+ * A box around the middle of the view, for drawing an exemplar from the keyboard (pan the thing to the middle
+ * with the arrow keys, then Enter): `fraction` of the view's height and width, centred. view: {south, west,
+ * north, east} degrees → {sw, ne} ({lat, lng} degrees).
+ */
+export function centreBox(view, fraction = 0.2) {
+  const cy = (view.south + view.north) / 2;
+  const cx = (view.west + view.east) / 2;
+  const hy = ((view.north - view.south) * fraction) / 2;
+  const hx = ((view.east - view.west) * fraction) / 2;
+  return { sw: { lat: cy - hy, lng: cx - hx }, ne: { lat: cy + hy, lng: cx + hx } };
+}
+
+/**
+ * What a search looks for, in words for the status line: "every “red”", "every “red” with 1 counter-example",
+ * "things like your example", "things like your 2 examples, not like 1 counter-example". text: the phrase ('' for
+ * none); exemplars: its exemplar prompts.
+ */
+export function findWhat(text, exemplars = []) {
+  if (text) return `every “${text}”${exemplars.length ? ` with ${exemplarSummary(exemplars)}` : ''}`;
+  const pos = exemplars.filter((e) => e.label === 1).length;
+  const neg = exemplars.length - pos;
+  return `things like your ${pos === 1 ? 'example' : `${pos} examples`}` +
+    (neg ? `, not like ${neg} counter-example${neg === 1 ? '' : 's'}` : '');
+}
+
+/** The name of a search for layers and files: the phrase, or "examples" for exemplar boxes alone. */
+export function findName(text) {
+  return text || 'examples';
 }
 
 /** `request` (a `findRequest` body) asked again with `exemplars` (`exemplarPrompt`s) after its text prompt. */
@@ -73,27 +148,33 @@ export function exemplarSummary(exemplars) {
 
 /**
  * What the loaded model allows, from GET /v1/models:
- * {state: 'ready' | 'loading' | 'unavailable', model, exemplars, message}. `message` explains a state other than
- * 'ready' in plain words.
+ * {state: 'ready' | 'loading' | 'unavailable', model, text, exemplars, message}. `text`: it takes a phrase;
+ * `exemplars`: it takes exemplar boxes (Find is ready with either). `message` explains in plain words a state other
+ * than 'ready', or a Find without phrases; '' otherwise.
  */
 export function findAvailability(models) {
   const loaded = models?.loaded;
+  const off = { model: null, text: false, exemplars: false };
   if (!loaded && models?.status === 'error') {
-    return { state: 'unavailable', model: null, exemplars: false,
+    return { ...off, state: 'unavailable',
       message: 'Find is off: the model could not be loaded (see the message under Status).' };
   }
   if (!loaded) {
-    return { state: 'loading', model: null, exemplars: false,
+    return { ...off, state: 'loading',
       message: 'Find waits for the model to load (it needs a model that understands phrases).' };
   }
   const caps = loaded.capabilities || {};
   const model = loaded.id ?? loaded.model_id ?? 'the loaded model';
-  if (!caps.text) {
-    return { state: 'unavailable', model, exemplars: false,
+  if (!caps.text && !caps.exemplars) {
+    return { ...off, model, state: 'unavailable',
       message: `Find is off: the model “${model}” takes points and rectangles, not phrases; a model with text ` +
         'prompts (e.g. SAM 3) finds every instance of one.' };
   }
-  return { state: 'ready', model, exemplars: Boolean(caps.exemplars), message: '' };
+  return {
+    state: 'ready', model, text: Boolean(caps.text), exemplars: Boolean(caps.exemplars),
+    message: caps.text ? '' : `The model “${model}” takes example boxes, not phrases: draw one over a thing like ` +
+      'those to find (Like this, X).',
+  };
 }
 
 /**
@@ -134,15 +215,20 @@ export function listRows(shown) {
   }));
 }
 
-/** "2 of 3 “red” shown (score ≥ 0.60)" / "No “red” in this view (scores from 0.30 asked)". */
+/**
+ * "2 of 3 instances of “red” shown (score ≥ 0.60)…" / "No “red” found in this view…"; text '' (exemplar boxes
+ * alone) reads "like your examples".
+ */
 export function findSummary(text, total, shown, minScore) {
   if (!total) {
-    return `No “${text}” found in this view (instances scored ${formatScore(SCORE_FLOOR)} or more were asked ` +
-      'for). Try another phrase, or pan or zoom to another place.';
+    return `${text ? `No “${text}”` : 'Nothing like your examples'} found in this view (instances scored ` +
+      `${formatScore(SCORE_FLOOR)} or more were asked for). Try another ${text ? 'phrase' : 'example'}, or pan or ` +
+      'zoom to another place.';
   }
   const word = total === 1 ? 'instance' : 'instances';
-  if (shown === total) return `${total} ${word} of “${text}” (score ≥ ${formatScore(minScore)}).`;
-  return `${shown} of ${total} ${word} of “${text}” shown (score ≥ ${formatScore(minScore)}); lower the minimum score to see more.`;
+  const of = text ? `of “${text}”` : 'like your examples';
+  if (shown === total) return `${total} ${word} ${of} (score ≥ ${formatScore(minScore)}).`;
+  return `${shown} of ${total} ${word} ${of} shown (score ≥ ${formatScore(minScore)}); lower the minimum score to see more.`;
 }
 
 /** A FeatureCollection of the shown instances, best first, for a layer or a download. */

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { ApiError } from './api.js';
 import { describeApiError } from './errors.js';
 import {
-  DEFAULT_MIN_SCORE, MAX_PHRASE, SCORE_FLOOR, exemplarPrompt, exemplarSummary, filterInstances, findAvailability,
-  findErrorMessage, findRequest, findSummary, geometryBounds, instancesOf, interiorPoint, keptCollection, listRows,
-  phraseProblem, refineSeed, withExemplars,
+  DEFAULT_MIN_SCORE, MAX_PHRASE, SCORE_FLOOR, boxExemplar, boxInside, centreBox, exemplarPlan, exemplarPrompt,
+  exemplarSummary, filterInstances, findAvailability, findErrorMessage, findName, findRequest, findSummary, findWhat,
+  geometryBounds, instancesOf, interiorPoint, keptCollection, listRows, phraseProblem, refineSeed, withExemplars,
 } from './find-core.js';
 
 const square = (w, s, e, n) => ({ type: 'Polygon', coordinates: [[[w, s], [e, s], [e, n], [w, n], [w, s]]] });
@@ -36,6 +36,14 @@ describe('find request body', () => {
     const req = findRequest({ bounds, zoom: 21, source: { id: 'Osm', max_zoom: 19 }, text: 'pool', scoreThreshold: 0.7 });
     expect(req.zoom).toBe(19);
     expect(req.score_threshold).toBe(0.7);
+  });
+
+  it('carries the outline shape, and no text prompt for exemplar boxes alone', () => {
+    const req = findRequest({ bounds, zoom: 17, source: 'Scene', text: 'red', shape: 'regularize' });
+    expect(req.regularize).toBe(true);
+    expect(req).not.toHaveProperty('smooth');
+    expect(findRequest({ bounds, zoom: 17, source: 'Scene', text: 'red' })).not.toHaveProperty('regularize');
+    expect(findRequest({ bounds, zoom: 17, source: 'Scene', text: '  ', shape: 'smooth' })).toMatchObject({ prompts: [], smooth: true });
   });
 
   it('refuses an empty or over-long phrase before any request', () => {
@@ -73,6 +81,90 @@ describe('exemplars (more / not like this)', () => {
   });
 });
 
+describe('exemplar boxes drawn on the map', () => {
+  const view = { bounds, zoom: 17, source: 'Scene', scoreThreshold: SCORE_FLOOR, shape: 'smooth' };
+  const box = { sw: { lat: 45, lng: 11 }, ne: { lat: 45.002, lng: 11.003 } };
+  const exemplar = (b, label) => ({ type: 'exemplar', ne: b.ne, sw: b.sw, label });
+
+  it('is an exemplar prompt of the API, clipped to the bbox, or nothing outside it', () => {
+    const bbox = findRequest({ bounds, zoom: 17, source: 'Scene', text: 'x' }).bbox;
+    expect(boxExemplar(box, bbox, 1)).toEqual(exemplar(box, 1));
+    expect(boxExemplar({ sw: { lat: 45.005, lng: 11.005 }, ne: { lat: 45.2, lng: 11.2 } }, bbox, 0))
+      .toEqual({ type: 'exemplar', ne: { lat: 45.01, lng: 11.01 }, sw: { lat: 45.005, lng: 11.005 }, label: 0 });
+    expect(boxExemplar({ sw: { lat: 46, lng: 12 }, ne: { lat: 46.1, lng: 12.1 } }, bbox, 1)).toBeNull();
+    expect(boxExemplar(null, bbox, 1)).toBeNull();
+    expect(boxInside(box, bbox)).toBe(true);
+    expect(boxInside({ ...box, ne: { lat: 45.02, lng: 11 } }, bbox)).toBe(false);
+  });
+
+  it('alone (no phrase, nothing shown) searches the view for things like it', () => {
+    const plan = exemplarPlan({ shown: null, phrase: '  ', box, label: 1, view });
+    expect(plan.text).toBe('');
+    expect(plan.exemplars).toEqual([exemplar(box, 1)]);
+    expect(plan.request).toEqual({
+      bbox: { ne: { lat: 45.01, lng: 11.01 }, sw: { lat: 44.99, lng: 10.99 } }, zoom: 17, source: 'Scene',
+      prompts: [exemplar(box, 1)], score_threshold: SCORE_FLOOR, smooth: true,
+    });
+  });
+
+  it('with a phrase searches the view for the phrase with the box as an example', () => {
+    const plan = exemplarPlan({ shown: null, phrase: ' red ', box, label: 1, view });
+    expect(plan.text).toBe('red');
+    expect(plan.request.prompts).toEqual([{ type: 'text', text: 'red' }, exemplar(box, 1)]);
+  });
+
+  it('adds to the answer shown, over its own area, while the phrase is unchanged and the box inside it', () => {
+    const shownReq = findRequest({ bounds: { south: 44.995, west: 10.995, north: 45.005, east: 11.005 }, zoom: 18, source: 'Scene', text: 'red' });
+    const first = exemplar({ sw: { lat: 44.996, lng: 10.996 }, ne: { lat: 44.997, lng: 10.997 } }, 1);
+    const shown = { text: 'red', request: withExemplars(shownReq, [first]), exemplars: [first] };
+    const small = { sw: { lat: 45, lng: 11 }, ne: { lat: 45.001, lng: 11.001 } };
+    const plan = exemplarPlan({ shown, phrase: 'red', box: small, label: 0, view });
+    expect(plan.request.bbox).toEqual(shownReq.bbox);
+    expect(plan.request.zoom).toBe(18);
+    expect(plan.request.prompts).toEqual([{ type: 'text', text: 'red' }, first, exemplar(small, 0)]);
+    expect(plan.exemplars).toEqual([first, exemplar(small, 0)]);
+    // Another phrase, or a box reaching outside the shown area: a new search over the view.
+    expect(exemplarPlan({ shown, phrase: 'green', box: small, label: 1, view }).request.prompts)
+      .toEqual([{ type: 'text', text: 'green' }, exemplar(small, 1)]);
+    const wide = { sw: { lat: 45, lng: 11 }, ne: { lat: 45.008, lng: 11.008 } };
+    const outside = exemplarPlan({ shown, phrase: 'red', box: wide, label: 1, view });
+    expect(outside.request.bbox).toEqual(findRequest({ bounds, zoom: 17, source: 'Scene', text: 'red' }).bbox);
+    expect(outside.exemplars).toEqual([exemplar(wide, 1)]);
+  });
+
+  it('says why when there is nothing to ask', () => {
+    expect(exemplarPlan({ shown: null, phrase: '', box, label: 0, view }).problem).toMatch(/counter-example alone finds nothing/);
+    expect(exemplarPlan({ shown: null, phrase: '', box: { sw: { lat: 50, lng: 20 }, ne: { lat: 50.1, lng: 20.1 } }, label: 1, view }).problem)
+      .toMatch(/inside the map view/);
+    expect(exemplarPlan({ shown: null, phrase: 'x'.repeat(MAX_PHRASE + 1), box, label: 1, view }).problem).toMatch(/characters long/);
+    // A counter-example to an answer of examples alone is fine: it is added to it.
+    const ex = exemplar(box, 1);
+    const shown = { text: '', request: withExemplars(findRequest({ bounds, zoom: 17, source: 'Scene', text: '' }), [ex]), exemplars: [ex] };
+    expect(exemplarPlan({ shown, phrase: '', box, label: 0, view }).request.prompts).toEqual([ex, exemplar(box, 0)]);
+  });
+
+  it('from the keyboard is a box around the middle of the view', () => {
+    const c = centreBox({ south: 40, west: 10, north: 41, east: 12 }, 0.2);
+    expect(c.sw.lat).toBeCloseTo(40.4, 9);
+    expect(c.ne.lat).toBeCloseTo(40.6, 9);
+    expect(c.sw.lng).toBeCloseTo(10.8, 9);
+    expect(c.ne.lng).toBeCloseTo(11.2, 9);
+  });
+
+  it('is said in words: the phrase and its examples, or things like the examples', () => {
+    const pos = exemplar(box, 1);
+    const neg = exemplar(box, 0);
+    expect(findWhat('red')).toBe('every “red”');
+    expect(findWhat('red', [neg])).toBe('every “red” with 1 counter-example');
+    expect(findWhat('', [pos])).toBe('things like your example');
+    expect(findWhat('', [pos, pos, neg])).toBe('things like your 2 examples, not like 1 counter-example');
+    expect(findSummary('', 2, 2, 0.5)).toBe('2 instances like your examples (score ≥ 0.50).');
+    expect(findSummary('', 0, 0, 0.5)).toMatch(/^Nothing like your examples found in this view.*Try another example/);
+    expect(findName('')).toBe('examples');
+    expect(findName('red')).toBe('red');
+  });
+});
+
 describe('availability from GET /v1/models', () => {
   it('is ready only with the text capability', () => {
     const models = (caps) => ({ status: 'ready', loaded: { id: 'sam3', capabilities: caps } });
@@ -81,6 +173,14 @@ describe('availability from GET /v1/models', () => {
     expect(off.state).toBe('unavailable');
     expect(off.message).toMatch(/“sam3” takes points and rectangles, not phrases/);
     expect(off.message).toMatch(/SAM 3/);
+  });
+
+  it('is ready without phrases for a model that takes exemplar boxes alone, and says so', () => {
+    const models = (caps) => ({ status: 'ready', loaded: { id: 'boxes', capabilities: caps } });
+    const av = findAvailability(models({ text: false, exemplars: true }));
+    expect(av).toMatchObject({ state: 'ready', text: false, exemplars: true });
+    expect(av.message).toMatch(/“boxes” takes example boxes, not phrases/);
+    expect(findAvailability(models({ text: true }))).toMatchObject({ state: 'ready', text: true, exemplars: false, message: '' });
   });
 
   it('waits while the model loads and says when it failed', () => {

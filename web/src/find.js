@@ -2,29 +2,33 @@
 // on the map and listed with scores. The minimum-score slider filters them in the page, without a new request;
 // the shown instances can be kept as a layer (then downloaded from the Layers panel), downloaded directly, or
 // one of them refined with the prompt tools (see `refine`). With a model that takes exemplar boxes, an instance
-// can also be sent back as an example or a counter-example of the phrase (`addExemplar`). Shown only when the
-// loaded model has the `text` capability (GET /v1/models); otherwise the box says why. The logic: find-core.js.
+// can also be sent back as an example or a counter-example of the phrase (`addExemplar`), and an example box can
+// be drawn on the map ("like this" / "not like this" tools, X / Shift+X: tools.js draws, `addDrawnExemplar` asks),
+// with the phrase or alone. Shown only when the loaded model has the `text` or the `exemplars` capability (GET
+// /v1/models): the phrase box with `text`, the box tools with `exemplars`; otherwise the box says why. The logic:
+// find-core.js.
 import L from 'leaflet';
 
 import * as api from './api.js';
 import {
-  DEFAULT_MIN_SCORE, SCORE_FLOOR, exemplarPrompt, exemplarSummary, filterInstances, findAvailability,
-  findErrorMessage, findRequest, findSummary, instancesOf, keptCollection, listRows, phraseProblem, refineSeed,
-  withExemplars,
+  DEFAULT_MIN_SCORE, SCORE_FLOOR, exemplarPlan, exemplarPrompt, exemplarSummary, filterInstances, findAvailability,
+  findErrorMessage, findName, findRequest, findSummary, findWhat, instancesOf, keptCollection, listRows,
+  phraseProblem, refineSeed, withExemplars,
 } from './find-core.js';
 import { formatScore, resultSummary, scoreColor } from './format.js';
 import { modelNotReady } from './health.js';
 import { addLayer, download } from './layers.js';
 import { map } from './map.js';
-import { makeBox, makePoint } from './prompts.js';
+import { makeBox, makePoint, withShape } from './prompts.js';
 import { $, state } from './state.js';
 import { clearMessage, setStatus, showMessage } from './status.js';
-import { replacePrompts, setMode } from './tools.js';
+import { boxColour, onExemplarBox, replacePrompts, setMode } from './tools.js';
 
 let inflight = null;
 let group = null; // Leaflet layer of the shown instances
 const polygons = new Map(); // instance key → Leaflet layer
 let exemplarsAllowed = false; // the model takes exemplar boxes: rows offer "more / not like this"
+let lastAsked = null; // {text, request, exemplars} of the latest find sent
 
 /** Ask the server what the loaded model can do, and show the Find form or say why not. */
 export async function refreshFindAvailability() {
@@ -36,9 +40,13 @@ export async function refreshFindAvailability() {
   }
   state.findAvailable = av.state;
   exemplarsAllowed = av.state === 'ready' && av.exemplars;
+  state.exemplarDrawing = exemplarsAllowed;
+  $('find-draw').hidden = !exemplarsAllowed;
+  if (!exemplarsAllowed && ['example', 'counter'].includes(state.mode)) setMode('pan');
   render();
   $('find-form').hidden = av.state !== 'ready';
-  $('find-unavailable').hidden = av.state === 'ready';
+  $('find-phrase').hidden = !av.text; // a model of exemplar boxes alone: no phrase to type
+  $('find-unavailable').hidden = !av.message;
   $('find-unavailable').textContent = av.message;
   return av;
 }
@@ -59,40 +67,86 @@ function runFind() {
   const b = map.getBounds();
   sendFind(text, findRequest({
     bounds: { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() },
-    zoom: map.getZoom(), source: state.source, text, scoreThreshold: SCORE_FLOOR,
+    zoom: map.getZoom(), source: state.source, text, scoreThreshold: SCORE_FLOOR, shape: state.shape,
   }));
 }
 
-/** POST the find `request` (for `text`) and show its answer; `exemplars` are its exemplar prompts, kept with it. */
-async function sendFind(text, request, exemplars = []) {
+/**
+ * POST the find `request` (for `text`, '' for exemplar boxes alone) and show its answer; `exemplars` are its
+ * exemplar prompts, kept with it. `pending`: a Leaflet layer shown until the answer comes (a box just drawn).
+ */
+async function sendFind(text, request, exemplars = [], pending = null) {
   clearMessage('find');
   inflight?.abort();
   const ctrl = new AbortController();
   inflight = ctrl;
   state.lastFindRequest = request;
+  lastAsked = { text, request, exemplars };
   $('find-btn').disabled = true;
-  const how = exemplars.length ? ` with ${exemplarSummary(exemplars)}` : '';
-  setStatus('busy', `Finding every “${text}”${how} in the view on “${request.source}” at z${request.zoom}…`);
+  pending?.addTo(map);
+  const what = findWhat(text, exemplars);
+  setStatus('busy', `Finding ${what} in the view on “${request.source}” at z${request.zoom}…`);
   try {
     const fc = await api.find(request, { signal: ctrl.signal });
     if (inflight !== ctrl) return;
     showAnswer(text, request, fc, exemplars);
     const n = fc.features.length;
     const rest = resultSummary(fc).replace('to fit the prompts', 'to fit the view')
-      .split(' · ').slice(n ? 2 : 1); // the window, cache and timings
-    setStatus('ok', [`Find “${text}”${how}: ${n ? `${n} instance${n === 1 ? '' : 's'}` : 'none found'}`, ...rest].join(' · '));
+      .split(' · ').slice(n ? 2 : 1); // the window, cache, post-processing and timings
+    setStatus('ok', [`Find ${what}: ${n ? `${n} instance${n === 1 ? '' : 's'}` : 'none found'}`, ...rest].join(' · '));
   } catch (err) {
     if (inflight !== ctrl || err.aborted) return;
     setStatus('error', `Find failed (${err.status ? `HTTP ${err.status}` : 'no answer'}); see the message below.`);
     if (err.status === 503) modelNotReady(err.message);
     else showMessage('find', findErrorMessage(err, text));
   } finally {
+    pending?.remove();
     if (inflight === ctrl) {
       inflight = null;
       $('find-btn').disabled = false;
       state.findsDone += 1;
     }
   }
+}
+
+/**
+ * An exemplar box drawn on the map (tools.js, "like this" / "not like this"): find again over the shown answer's
+ * area with it, or search the view for the phrase box's phrase (or things like the box alone), as find-core.js
+ * `exemplarPlan` decides. box: {sw, ne} degrees; label: 1 = example, 0 = counter-example.
+ */
+function addDrawnExemplar(box, label) {
+  if (!state.source) {
+    showMessage('find', 'No basemap is selected yet, so there is nothing to search.');
+    return;
+  }
+  const b = map.getBounds();
+  const plan = exemplarPlan({
+    shown: state.find, phrase: $('find-text').value, box, label,
+    view: {
+      bounds: { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() },
+      zoom: map.getZoom(), source: state.source, scoreThreshold: SCORE_FLOOR, shape: state.shape,
+    },
+  });
+  if (plan.problem) {
+    showMessage('find', plan.problem, 'warning');
+    return;
+  }
+  const ex = plan.exemplars[plan.exemplars.length - 1];
+  sendFind(plan.text, plan.request, plan.exemplars, exemplarLayer(ex, 'exemplar-box pending'));
+}
+
+/** The find under way, else the answer shown, asked again with the current shape (the Shape control changed). */
+export function refindShown() {
+  const a = inflight ? lastAsked : state.find;
+  if (a) sendFind(a.text, withShape(a.request, state.shape), a.exemplars);
+}
+
+/** A dashed rectangle of an exemplar prompt ({ne, sw, label}) in the found pane: green like, red not like. */
+function exemplarLayer(ex, className = 'exemplar-box') {
+  return L.rectangle([[ex.sw.lat, ex.sw.lng], [ex.ne.lat, ex.ne.lng]], {
+    pane: 'found', color: boxColour(ex.label ? 'example' : 'counter'), weight: 2, dashArray: '6 4', fill: false,
+    interactive: false, className: `${className} ${ex.label ? 'like' : 'unlike'}`,
+  });
 }
 
 /**
@@ -127,6 +181,7 @@ function showAnswer(text, request, fc, exemplars) {
     lyr.bindTooltip(`#${inst.instance + 1} · score ${formatScore(inst.score)}`, { sticky: true, opacity: 0.85 });
     polygons.set(inst.key, lyr);
   }
+  for (const ex of exemplars) group.addLayer(exemplarLayer(ex));
   render();
 }
 
@@ -186,6 +241,7 @@ function render() {
   const ex = f?.exemplars?.length ? exemplarSummary(f.exemplars) : '';
   $('find-exemplars').hidden = !ex;
   $('find-exemplars-text').textContent = ex ? `Found with ${ex}.` : '';
+  $('find-forget').textContent = f && !f.text ? 'Clear examples' : 'Forget examples';
   for (const id of ['find-keep', 'find-dl-geojson', 'find-dl-gpkg']) $(id).disabled = !list.length;
   $('find-clear').disabled = !f;
 }
@@ -237,7 +293,10 @@ function refine(key) {
 
 function keptName() {
   const f = state.find;
-  return { label: `find ${f.text}`, summary: `find “${f.text}” · score ≥ ${formatScore(f.minScore)}` };
+  return {
+    label: `find ${findName(f.text)}`,
+    summary: `find ${f.text ? `“${f.text}”` : 'like your examples'} · score ≥ ${formatScore(f.minScore)}`,
+  };
 }
 
 function keep() {
@@ -248,7 +307,7 @@ function keep() {
   const layer = addLayer(keptCollection(list), {
     source: f.request.source, zoom: f.fc.samgis?.window?.z ?? f.request.zoom, summary, label,
   });
-  setStatus('ok', `Kept ${list.length} “${f.text}” instance${list.length === 1 ? '' : 's'} as the layer “${layer.name}”.`);
+  setStatus('ok', `Kept ${list.length} ${f.text ? `“${f.text}” ` : ''}instance${list.length === 1 ? '' : 's'} as the layer “${layer.name}”.`);
 }
 
 function downloadShown(format) {
@@ -256,13 +315,15 @@ function downloadShown(format) {
   const list = shown();
   if (!f || !list.length) return;
   const z = f.fc.samgis?.window?.z ?? f.request.zoom;
-  const name = `samgis_find-${f.text}_z${z}`.replace(/[^A-Za-z0-9_-]+/g, '-');
+  const name = `samgis_find-${findName(f.text)}_z${z}`.replace(/[^A-Za-z0-9_-]+/g, '-');
   download({ name, fc: keptCollection(list) }, format);
 }
 
 /** F (outside text fields) puts the cursor in the phrase box when Find is available. */
 function onKeyDown(e) {
-  if (e.key.toLowerCase() !== 'f' || e.ctrlKey || e.metaKey || e.altKey || $('find-form').hidden) return;
+  if (e.key.toLowerCase() !== 'f' || e.ctrlKey || e.metaKey || e.altKey || $('find-form').hidden || $('find-phrase').hidden) {
+    return;
+  }
   const t = e.target;
   if (t instanceof HTMLElement && (t.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName))) return;
   e.preventDefault();
@@ -289,8 +350,15 @@ export function initFind() {
   $('find-dl-gpkg').addEventListener('click', () => downloadShown('gpkg'));
   $('find-forget').addEventListener('click', () => {
     const f = state.find;
-    if (f?.exemplars.length) sendFind(f.text, withExemplars(f.request, []), []);
+    if (!f?.exemplars.length) return;
+    if (f.text) sendFind(f.text, withExemplars(f.request, []), []);
+    else clearAnswer(); // exemplar boxes alone: nothing is left to ask
   });
+  onExemplarBox(addDrawnExemplar);
+  // Picking a box tool puts the keyboard on the map: arrows pan, Enter draws a box at its middle (tools.js).
+  for (const b of document.querySelectorAll('#find-draw [data-mode]')) {
+    b.addEventListener('click', () => map.getContainer().focus({ preventScroll: true }));
+  }
   $('find-clear').addEventListener('click', () => {
     inflight?.abort();
     clearAnswer();

@@ -81,9 +81,21 @@ export function resultSummary(fc) {
   }
   const w = windowsText(meta);
   if (w) parts.push(w);
+  const pp = postprocessText(meta.postprocess);
+  if (pp) parts.push(pp);
   const t = formatTimings(meta.timings_ms);
   if (t) parts.push(t);
   return parts.join(' · ');
+}
+
+/**
+ * The post-processing an answer reports (`samgis.postprocess`: {"regularize" | "smooth": parameters, "library"}):
+ * "outlines regularized (buildingregulariser)", "outlines smoothed (smoothify)"; '' for none.
+ */
+export function postprocessText(pp) {
+  if (!pp) return '';
+  const how = pp.regularize ? 'regularized' : pp.smooth ? 'smoothed' : 'post-processed';
+  return `outlines ${how}${pp.library ? ` (${pp.library})` : ''}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  bestScore, defaultLayerName, exportFileName, followingText, formatArea, formatScore, formatTimings, resultSummary,
-  safeName, scoreColor, totalArea, windowsText,
+  bestScore, defaultLayerName, exportFileName, followingText, formatArea, formatScore, formatTimings,
+  postprocessText, resultSummary, safeName, scoreColor, totalArea, windowsText,
 } from './format.js';
 import { windowBudgetValue } from './prompts.js';
 
@@ -110,5 +110,17 @@ describe('names', () => {
     expect(defaultLayerName('Scene', 16, 1)).toBe('samgis_scene_z16_1');
     expect(exportFileName('my lake', 'gpkg')).toBe('my_lake.gpkg');
     expect(exportFileName('samgis_scene_z16_1', 'geojson')).toBe('samgis_scene_z16_1.geojson');
+  });
+});
+
+describe('post-processing words', () => {
+  it('names the step and library the answer reports, nothing when none', () => {
+    expect(postprocessText(null)).toBe('');
+    expect(postprocessText(undefined)).toBe('');
+    expect(postprocessText({ regularize: { tolerance_px: 2 }, library: 'buildingregulariser' }))
+      .toBe('outlines regularized (buildingregulariser)');
+    expect(postprocessText({ smooth: { iterations: 3 }, library: 'smoothify' })).toBe('outlines smoothed (smoothify)');
+    const fc = { features: [], samgis: { window: { z: 18 }, postprocess: { smooth: {}, library: 'smoothify' } } };
+    expect(resultSummary(fc)).toBe('no object found · window z18 · outlines smoothed (smoothify)');
   });
 });

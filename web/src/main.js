@@ -1,8 +1,8 @@
 // The samgis web map: wires the modules together and starts the page. Every module is free of side effects on
 // import; the init functions below, called once in this order, create the map and attach the listeners.
 //   map.js: the Leaflet map · basemap.js: sources, basemap, URL hash · tools.js: prompt tools ·
-//   segmenter.js: live segmentation · find.js: find every instance of a phrase · layers.js: result layers and
-//   downloads · status.js / health.js: messages.
+//   segmenter.js: live segmentation · shape.js: the outlines' post-processing · find.js: find every instance of
+//   a phrase (or like an example box) · layers.js: result layers and downloads · status.js / health.js: messages.
 import L from 'leaflet';
 import 'leaflet/dist/leaflet.css';
 import './style.css';
@@ -14,6 +14,7 @@ import { onModelReady, watchHealth } from './health.js';
 import { initLayers } from './layers.js';
 import { initMap } from './map.js';
 import { $, state } from './state.js';
+import { initShape } from './shape.js';
 import { setStatus, showMessage } from './status.js';
 import { initTools, setMode } from './tools.js';
 
@@ -22,6 +23,7 @@ async function start() {
   window.samgis = { map, state, L };
   $('legend-bar').style.background = scoreGradientCss();
   initTools();
+  initShape();
   setMode('include');
   initLayers();
   initFind();

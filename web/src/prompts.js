@@ -56,9 +56,10 @@ export function requestZoom(mapZoom, source) {
 /**
  * The JSON body of POST /v1/segment.
  * bounds: {south, west, north, east} in degrees (the map view); zoom: map zoom; source: source object or id;
- * windowBudget: most windows the server may follow the object into (1–16).
+ * windowBudget: most windows the server may follow the object into (1–16); shape: a `SHAPES` key (the outline's
+ * post-processing, `shapeFields`).
  */
-export function segmentRequest({ bounds, zoom, source, prompts, multimask = false, windowBudget = 4 }) {
+export function segmentRequest({ bounds, zoom, source, prompts, multimask = false, windowBudget = 4, shape = 'as-is' }) {
   const src = typeof source === 'string' ? { id: source } : source;
   return {
     bbox: {
@@ -70,7 +71,37 @@ export function segmentRequest({ bounds, zoom, source, prompts, multimask = fals
     prompts: prompts.map(toApiPrompt),
     multimask: Boolean(multimask),
     window_budget: windowBudgetValue(windowBudget),
+    ...shapeFields(shape),
   };
+}
+
+/**
+ * The outline shapes a request can ask for: the key → the words of the control. The server's options
+ * (api/models.py SegmentRequest `regularize` / `smooth`, samgis/vector/postprocess.py): `regularize` squares
+ * building-like outlines (buildingregulariser), `smooth` rounds the pixel staircase of natural features
+ * (smoothify); both take `true` for their defaults, and never together.
+ */
+export const SHAPES = {
+  'as-is': 'as is',
+  regularize: 'regularize (buildings)',
+  smooth: 'smooth (natural features)',
+};
+
+/** A `SHAPES` key from any value ('as-is' for anything else). */
+export function shapeValue(v) {
+  return Object.hasOwn(SHAPES, v) ? v : 'as-is';
+}
+
+/** The request fields of a shape: {} (as is: nothing sent), {regularize: true} or {smooth: true}. */
+export function shapeFields(shape) {
+  const s = shapeValue(shape);
+  return s === 'as-is' ? {} : { [s]: true };
+}
+
+/** A request body (of `segmentRequest` or find-core.js `findRequest`) asked with another shape. */
+export function withShape(request, shape) {
+  const { regularize, smooth, ...rest } = request; // eslint-disable-line no-unused-vars
+  return { ...rest, ...shapeFields(shape) };
 }
 
 export const MAX_WINDOW_BUDGET = 16;

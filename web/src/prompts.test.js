@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, promptIndexFromField, requestZoom,
-  segmentRequest, summarizePrompts, toApiPrompt,
+  SHAPES, boxCorners, describePrompt, isDegenerateBox, makeBox, makePoint, movedBox, promptIndexFromField,
+  requestZoom, segmentRequest, shapeFields, shapeValue, summarizePrompts, toApiPrompt, withShape,
 } from './prompts.js';
 
 const bounds = { south: 44.99, west: 11.23, north: 45.01, east: 11.27 };
@@ -85,5 +85,37 @@ describe('prompt words', () => {
     expect(promptIndexFromField('prompts.0.lat')).toBe(0);
     expect(promptIndexFromField('zoom')).toBe(-1);
     expect(promptIndexFromField(null)).toBe(-1);
+  });
+});
+
+describe('outline shape → regularize / smooth', () => {
+  const args = { bounds, zoom: 17, source: 'Scene', prompts: [makePoint(45, 11.25)] };
+
+  it('sends nothing for "as is", and one flag of the API for the others', () => {
+    expect(Object.keys(SHAPES)).toEqual(['as-is', 'regularize', 'smooth']);
+    const plain = segmentRequest(args);
+    expect(plain).not.toHaveProperty('regularize');
+    expect(plain).not.toHaveProperty('smooth');
+    expect(segmentRequest({ ...args, shape: 'as-is' })).toEqual(plain);
+    expect(segmentRequest({ ...args, shape: 'regularize' })).toEqual({ ...plain, regularize: true });
+    expect(segmentRequest({ ...args, shape: 'smooth' })).toEqual({ ...plain, smooth: true });
+  });
+
+  it('takes only the known shapes (never both flags)', () => {
+    expect(shapeValue('smooth')).toBe('smooth');
+    expect(shapeValue('both')).toBe('as-is');
+    expect(shapeValue('toString')).toBe('as-is');
+    expect(shapeValue(undefined)).toBe('as-is');
+    expect(shapeFields('nonsense')).toEqual({});
+    expect(shapeFields('regularize')).toEqual({ regularize: true });
+  });
+
+  it('asks a request again with another shape, the rest unchanged', () => {
+    const reg = segmentRequest({ ...args, shape: 'regularize' });
+    const smooth = withShape(reg, 'smooth');
+    expect(smooth).toEqual({ ...segmentRequest(args), smooth: true });
+    expect(smooth).not.toHaveProperty('regularize');
+    expect(withShape(smooth, 'as-is')).toEqual(segmentRequest(args));
+    expect(reg.regularize).toBe(true); // not changed in place
   });
 });

@@ -39,7 +39,7 @@ async function runSegment() {
   const request = segmentRequest({
     bounds: { south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() },
     zoom: map.getZoom(), source: state.source, prompts, multimask: state.multimask,
-    windowBudget: state.windowBudget,
+    windowBudget: state.windowBudget, shape: state.shape,
   });
   state.lastRequest = request;
   state.requestsStarted += 1;

@@ -8,6 +8,7 @@ export const state = {
   mode: 'include',
   multimask: false,
   windowBudget: 4, // most windows a click may follow its object into
+  shape: 'as-is', // outlines' post-processing asked of the server: a prompts.js SHAPES key (shape.js)
   layers: [], // newest first: {id, name, fc, visible, session, group, zoom, source, prompts}
   currentId: null,
   session: 1,
@@ -16,9 +17,10 @@ export const state = {
   requestsDone: 0,
   lastRequest: null,
   messages: new Map(),
-  // Find (find.js): the answer shown, null when none: {text, request, fc, instances, minScore, selected}
+  // Find (find.js): the answer shown, null when none: {text, request, fc, instances, exemplars, minScore, selected}
   find: null,
   findAvailable: 'unknown', // 'ready' | 'loading' | 'unavailable' (find-core.js findAvailability)
+  exemplarDrawing: false, // the model takes exemplar boxes: the "like this / not like this" box tools are on
   lastFindRequest: null,
   findsDone: 0, // finished find requests (tests wait on it)
 };

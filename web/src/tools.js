@@ -1,7 +1,10 @@
 // The prompt tools: modes and keyboard shortcuts, include / exclude points and rectangles drawn, moved and
-// removed on the map. Every change of the prompts schedules a segmentation.
+// removed on the map. Every change of the prompts schedules a segmentation. Two more modes draw exemplar boxes for
+// Find ("like this" / "not like this"): the box goes to the handler find.js registers (`onExemplarBox`), not to the
+// prompts; they are on only while `state.exemplarDrawing` says the model takes exemplar boxes.
 import L from 'leaflet';
 
+import { centreBox } from './find-core.js';
 import { renderLayers } from './layers.js';
 import { map } from './map.js';
 import {
@@ -16,20 +19,33 @@ const MODES = {
   box: 'Drag a rectangle around the object. Drag its middle to move it, its corners to resize it.',
   delete: 'Click a point or a rectangle to remove it.',
   pan: 'Drag to pan. Click a result polygon to see its area and score.',
+  example: 'Drag a box on the map around one example of what to find (Enter: a box at the middle of the map). Esc stops.',
+  counter: 'Drag a box on the map around one thing not to find (Enter: a box at the middle of the map). Esc stops.',
 };
+const EXEMPLAR_LABELS = { example: 1, counter: 0 }; // exemplar-drawing mode → label of its boxes
+const isExemplarMode = (mode) => Object.hasOwn(EXEMPLAR_LABELS, mode);
+const boxDrawing = (mode) => mode === 'box' || isExemplarMode(mode);
+let exemplarHandler = null;
+
+/** `fn(box, label)` gets each exemplar box drawn ({sw, ne} degrees; label 1 = like this, 0 = not like this). */
+export function onExemplarBox(fn) {
+  exemplarHandler = fn;
+}
 
 // --- modes and keyboard ---------------------------------------------------------------------------
 
 export function setMode(mode) {
   cancelBoxDraw();
+  if (isExemplarMode(mode) && !state.exemplarDrawing) mode = 'pan';
   state.mode = mode;
   for (const b of document.querySelectorAll('[data-mode]')) b.setAttribute('aria-pressed', String(b.dataset.mode === mode));
   const c = map.getContainer();
   for (const m of Object.keys(MODES)) c.classList.toggle(`mode-${m}`, m === mode);
   c.classList.toggle('mode-prompting', mode !== 'pan');
-  if (mode === 'box') map.dragging.disable();
+  if (boxDrawing(mode)) map.dragging.disable();
   else map.dragging.enable();
   $('mode-hint').textContent = MODES[mode];
+  $('find-draw-hint').textContent = isExemplarMode(mode) ? MODES[mode] : ''; // next to the box tools too
 }
 
 function onKeyDown(e) {
@@ -37,6 +53,16 @@ function onKeyDown(e) {
   const t = e.target;
   if (t instanceof HTMLElement && (t.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName))) {
     if (e.key === 'Escape') t.blur();
+    return;
+  }
+  if (e.key === 'Enter' && isExemplarMode(state.mode) && !(t instanceof Element && t.closest('button, a'))) {
+    e.preventDefault();
+    exemplarAtCentre();
+    return;
+  }
+  if (e.key.toLowerCase() === 'x' && state.exemplarDrawing) {
+    e.preventDefault();
+    setMode(e.shiftKey ? 'counter' : 'example');
     return;
   }
   const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
@@ -178,7 +204,7 @@ function boxLayers(p, i) {
   // handlers on the container, so the map does not pan meanwhile.
   let justMoved = false;
   rect.getElement()?.addEventListener('mousedown', (ev) => {
-    if (ev.button !== 0 || state.mode === 'delete') return;
+    if (ev.button !== 0 || state.mode === 'delete' || isExemplarMode(state.mode)) return;
     ev.stopPropagation();
     ev.preventDefault();
     const start = map.mouseEventToLatLng(ev);
@@ -222,29 +248,45 @@ function onMapClick(e) {
 // Rectangle tool: press, drag, release.
 let drawing = null; // {start, preview}
 
+/** The colour of a box drawn in `mode`: prompts blue, examples green, counter-examples red. */
+export function boxColour(mode) {
+  return mode === 'example' ? '#1a9850' : mode === 'counter' ? '#d73027' : '#1f5fbf';
+}
+
 function onMapMouseDown(e) {
-  if (state.mode !== 'box' || e.originalEvent.button !== 0) return;
-  // Not when pressing on a prompt (moving a point, a rectangle or its corner handles).
-  if (e.originalEvent.target?.closest?.('.leaflet-marker-icon, .prompt-box')) return;
+  if (!boxDrawing(state.mode) || e.originalEvent.button !== 0) return;
+  // Not when pressing on a prompt (moving a point, a rectangle or its corner handles) with the rectangle tool.
+  if (state.mode === 'box' && e.originalEvent.target?.closest?.('.leaflet-marker-icon, .prompt-box')) return;
   L.DomEvent.preventDefault(e.originalEvent); // no text selection while dragging
   L.DomUtil.disableTextSelection();
   drawing = {
     start: e.latlng,
+    mode: state.mode,
     preview: L.rectangle([e.latlng, e.latlng], {
-      pane: 'promptBoxes', color: '#1f5fbf', weight: 2, dashArray: '4 4', fillOpacity: 0.1, interactive: false,
+      pane: 'promptBoxes', color: boxColour(state.mode), weight: 2, dashArray: '4 4', fillOpacity: 0.1, interactive: false,
     }).addTo(map),
   };
 }
 function finishBoxDraw(latlng) {
   if (!drawing) return;
-  const start = drawing.start;
+  const { start, mode } = drawing;
   cancelBoxDraw();
   const box = makeBox(start.wrap(), latlng.wrap());
   if (isDegenerateBox(box) || map.latLngToContainerPoint(start).distanceTo(map.latLngToContainerPoint(latlng)) < 4) {
-    $('mode-hint').textContent = 'Drag (press, move, release) to draw a rectangle.';
+    const hint = `Drag (press, move, release) to draw a ${isExemplarMode(mode) ? 'box' : 'rectangle'}.`;
+    $('mode-hint').textContent = hint;
+    if (isExemplarMode(mode)) $('find-draw-hint').textContent = hint;
     return;
   }
-  addPrompt(box);
+  if (isExemplarMode(mode)) exemplarHandler?.({ sw: box.sw, ne: box.ne }, EXEMPLAR_LABELS[mode]);
+  else addPrompt(box);
+}
+
+/** The keyboard's exemplar box: `centreBox` of the view, in the current exemplar mode. */
+function exemplarAtCentre() {
+  const b = map.getBounds();
+  exemplarHandler?.(centreBox({ south: b.getSouth(), west: b.getWest(), north: b.getNorth(), east: b.getEast() }),
+    EXEMPLAR_LABELS[state.mode]);
 }
 function cancelBoxDraw() {
   if (!drawing) return;

@@ -3,16 +3,19 @@ deadlines, per-source connection limits and disk tile cache)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
 import shapely
 
-from samgis.geo.fetch import TileFetcher
+from samgis.geo.fetch import TileFetcher, UpstreamError, mbtiles_bounds
 from samgis.geo.grids import PxWindow, TileGrid
 from samgis.geo.readers import WindowImage
 from samgis.geo.sources import TileSource
 from samgis.geo.tiles import MAX_LAT, Window, candidate_windows, checked_lnglat, lattice_cover, world_px
+
+log = logging.getLogger(__name__)
 
 #: The Web Mercator map, lng/lat degrees: what `checked_lnglat` accepts.
 WORLD = shapely.box(-180.0, -MAX_LAT, 180.0, MAX_LAT)
@@ -29,6 +32,7 @@ class TileReader:
         self.source = source
         self.fetcher = fetcher
         self.tiles = max(1, window_px // source.tile_size)
+        self._footprint: shapely.Polygon | None = None
 
     def window_px(self) -> int:
         side = self.tiles * self.source.tile_size
@@ -69,6 +73,21 @@ class TileReader:
         return await self.fetcher.fetch_tile(self.source, z, x, y, deadline)
 
     def footprint_lnglat(self) -> shapely.Polygon:
-        """The whole Web Mercator map (lng [-180, 180], |lat| ≤ `MAX_LAT`): tile sources declare no extent, and
-        tiles missing from a local source read blank."""
-        return WORLD
+        """Where the source has pixels, lng/lat degrees EPSG:4326: an MBTiles file's metadata `bounds`
+        (`mbtiles_bounds`) within the Web Mercator map; otherwise the whole map (lng [-180, 180],
+        |lat| ≤ `MAX_LAT`): other tile sources declare no extent, and tiles missing from a local source read
+        blank. An MBTiles file whose bounds row is unreadable or malformed is logged and treated as the whole
+        map (its tiles still serve)."""
+        if self._footprint is None:
+            self._footprint = WORLD
+            if self.source.kind == "mbtiles":
+                assert self.source.path is not None
+                try:
+                    bounds = mbtiles_bounds(self.source.path)
+                except (UpstreamError, ValueError) as e:
+                    log.warning("tile source %r: no footprint from its MBTiles metadata (%s); using the whole map",
+                                self.source.id, e)
+                    bounds = None
+                if bounds is not None:
+                    self._footprint = shapely.box(*bounds).intersection(WORLD)
+        return self._footprint

@@ -205,7 +205,10 @@ class Sam2Engine:
         return in_fresh_thread(self._embed, image)
 
     def _embed(self, image: np.ndarray) -> Embedding:
-        x = self.transforms(np.ascontiguousarray(image))[None].to(self.device)  # (1, 3, n, n) float32
+        # torchvision's to_tensor wraps the array with torch.from_numpy, which warns on read-only arrays (decoded
+        # images often are); a writable copy costs ~3 MB, nothing beside the encoder
+        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+        x = self.transforms(image)[None].to(self.device)  # (1, 3, n, n) float32
         with self._encoder_lock, torch.inference_mode(), self._autocast():
             # forward_image + _prepare_backbone_features + no_mem_embed, without the unused outputs
             feats = encode(self.model, x, self._encoder_cache)
