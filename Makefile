@@ -9,9 +9,9 @@ SETUPTOOLS_VERSION := 84.2.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
-# pytest-xdist workers: modules stay whole on one worker, SAM 3 modules share one (tests/conftest.py); 1 = no xdist.
+# pytest-xdist workers: each module stays whole on one worker, SAM 3 modules share one (tests/conftest.py); 1 = no xdist.
 PYTEST_WORKERS ?= 2
-XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+XDIST = $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 NPM ?= npm
 CHROMIUM := /usr/bin/chromium
 # The web map (web/): npm ci when the lock file changes, vite build when a source changes.

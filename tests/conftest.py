@@ -17,18 +17,25 @@ from samgis.engine.backends.sam1 import SamEngine, build_sam
 os.environ.setdefault("SAMGIS_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "test"
                                               / os.environ.get("PYTEST_XDIST_WORKER", "main")))
 
-#: Test modules that build SAM 3 models (GBs of RAM each): pytest-xdist runs them on one worker, one after the
-#: other, so two never hold memory at once.
+#: Test modules that share the SAM 3 session case (GBs of RAM, ~1 min of CPU to build): pytest-xdist runs them
+#: on one worker, so the case is built once and two never hold memory at once.
 _SAM3_MODULES = ("test_backend_sam3", "test_sam3_")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`--dist loadgroup`), keep each module on one worker (its module- and session-scoped
-    models are built once) and every SAM 3 module on the same worker."""
-    for item in items:
-        module = item.path.stem
-        group = "sam3" if module.startswith(_SAM3_MODULES) else module
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (`make test`), with every SAM 3 module in one scope. (Not `loadgroup` + `xdist_group`
+    marks: pytest-xdist 3.8 tags grouped node ids by assigning `item._nodeid`, which pytest 9 no longer reads,
+    so the groups are silently ignored.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return "sam3" if Path(module).stem.startswith(_SAM3_MODULES) else module
+
+    return ModuleScheduling(config, log)
 
 
 _sam3_cases: list = []  # the live `sam3_case` (at most one)
