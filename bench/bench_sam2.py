@@ -37,14 +37,10 @@ def p50_ms(fn, n: int, warm: int = 1) -> float:
 
 
 def image(h: int = 1024, w: int = 1024, seed: int = 0) -> np.ndarray:
-    """(h, w, 3) uint8 RGB: smooth colour blobs plus noise."""
-    r = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.zeros((h, w, 3))
-    for _ in range(6):
-        cy, cx, rad = r.uniform(0, h), r.uniform(0, w), r.uniform(40, 200)
-        img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rad**2))[..., None] * r.uniform(0, 255, 3)
-    return np.clip(img + r.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+    """(h, w, 3) uint8 RGB: smooth colour blobs plus noise (`tests.conftest.textured_image`)."""
+    from tests.conftest import textured_image
+
+    return textured_image(h, w, seed)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from samgis.engine.backends.sam2 import MODELS, Sam2Engine, Sam2Features, build_
 from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts
 from samgis.engine.threads import is_torch_thread
 from tests.conftest import textured_image
+from tests.support.amg_records import assert_sam1_form, assert_same_records
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -253,13 +254,7 @@ def test_generate_equals_the_packages_generator(tiny, monkeypatch):
     ref = gen.generate(tiny.image)
     assert len(ref) == 48 and len(ours) == len(ref)  # 16 points × 3 masks
     assert len({r["area"] for r in ref}) > 40
-    for o, r in zip(ours, ref):
-        assert iou(o["segmentation"], r["segmentation"]) >= 0.999
-        assert o["bbox"] == r["bbox"] and o["crop_box"] == r["crop_box"]
-        assert abs(o["area"] - r["area"]) <= 0.001 * r["area"] + 1
-        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
-        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
-        np.testing.assert_allclose(o["point_coords"], r["point_coords"], atol=1e-4)
+    assert_same_records(ours, ref)
 
 
 def test_generate_records_have_sam1_form(tiny, tiny_engine):
@@ -268,19 +263,7 @@ def test_generate_records_have_sam1_form(tiny, tiny_engine):
     opts = {**AMG, "points_per_side": 2}
     sam1 = SamAutomaticMaskGenerator(tiny_engine.model, output_mode="binary_mask", **opts).generate(tiny.image)
     ours = tiny.engine.generate(tiny.embedding, AmgOptions(**opts, min_mask_region_area=40))
-    assert sam1 and ours
-    for rec, ref in ((ours[0], sam1[0]), (ours[-1], sam1[-1])):
-        assert rec.keys() == ref.keys()
-        for key in rec:
-            assert type(rec[key]) is type(ref[key]), key
-        for key in ("bbox", "crop_box", "point_coords"):
-            assert [type(v) for v in np.ravel(rec[key])] == [type(v) for v in np.ravel(ref[key])], key
-        seg = rec["segmentation"]
-        assert seg.dtype == bool and seg.shape == (600, 800) and rec["area"] == int(seg.sum())
-        x, y, w, h = rec["bbox"]
-        ys, xs = np.nonzero(seg)
-        assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max(), ys.max())  # SAM's inclusive XYWH
-        assert rec["crop_box"] == [0, 0, 800, 600] and len(rec["point_coords"]) == 1
+    assert_sam1_form(ours, sam1, (600, 800))
 
 
 def test_generate_with_crops_needs_the_image(tiny):

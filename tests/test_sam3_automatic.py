@@ -26,6 +26,7 @@ from samgis.engine.backends.sam3.engine import LOW_RES_SIZE
 from samgis.engine.protocol import AmgOptions, Engine
 from samgis.engine.sam2_amg import ModelFrameDecoder
 from tests.conftest import textured_image
+from tests.support.amg_records import assert_sam1_form, assert_same_records
 from tests.support.sam3_backbone import BackboneReplay
 
 pytestmark = pytest.mark.slow  # the module's one 1008² ViT-L pass
@@ -35,11 +36,6 @@ pytestmark = pytest.mark.slow  # the module's one 1008² ViT-L pass
 AMG = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, stability_score_offset=0.05,
            box_nms_thresh=1.0)
 H, W = 300, 400
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +88,8 @@ def test_generate_equals_the_package_generator_on_the_official_predictor(case, m
 
     assert len(ref) == 48 and len(ours) == len(ref)  # 16 points × 3 masks
     assert len({r["area"] for r in ref}) > 40 and all(0 < r["area"] < H * W for r in ref)
-    for o, r in zip(ours, ref):
-        assert iou(o["segmentation"], r["segmentation"]) >= 0.999
-        assert o["bbox"] == r["bbox"] and o["crop_box"] == r["crop_box"] == [0, 0, W, H]
-        assert abs(o["area"] - r["area"]) <= 0.001 * r["area"] + 1
-        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
-        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
-        np.testing.assert_allclose(o["point_coords"], r["point_coords"], atol=1e-4)
+    assert_same_records(ours, ref)
+    assert all(o["crop_box"] == [0, 0, W, H] for o in ours)
 
 
 def test_records_have_sam1_form(case, tiny_engine):
@@ -107,19 +98,7 @@ def test_records_have_sam1_form(case, tiny_engine):
     opts = {**AMG, "points_per_side": 2}
     sam1 = SamAutomaticMaskGenerator(tiny_engine.model, output_mode="binary_mask", **opts).generate(case.image)
     ours = case.engine.generate(case.embedding, AmgOptions(**opts, min_mask_region_area=40))
-    assert sam1 and ours
-    for rec, ref in ((ours[0], sam1[0]), (ours[-1], sam1[-1])):
-        assert rec.keys() == ref.keys()
-        for key in rec:
-            assert type(rec[key]) is type(ref[key]), key
-        for key in ("bbox", "crop_box", "point_coords"):
-            assert [type(v) for v in np.ravel(rec[key])] == [type(v) for v in np.ravel(ref[key])], key
-        seg = rec["segmentation"]
-        assert seg.dtype == bool and seg.shape == (H, W) and rec["area"] == int(seg.sum())
-        x, y, w, h = rec["bbox"]
-        ys, xs = np.nonzero(seg)
-        assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max(), ys.max())  # SAM's inclusive XYWH
-        assert rec["crop_box"] == [0, 0, W, H] and len(rec["point_coords"]) == 1
+    assert_sam1_form(ours, sam1, (H, W))
 
 
 def test_crops_are_embedded_from_their_pixels(case):

@@ -15,10 +15,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator
 
 from samgis.engine.protocol import AmgOptions, Embedding, Engine, Prompts
-from samgis.engine.threads import in_fresh_thread
+from samgis.engine.threads import in_fresh_thread, on_torch_thread
 from samgis.errors import InvalidRequest
 
 MASK_THRESHOLD = 0.0
@@ -66,6 +67,18 @@ class PointBatchDecoder(Protocol):
         ...
 
 
+def square_upscale(low_res, original_size: tuple[int, int]) -> torch.Tensor:
+    """Low-res logits (B, M, L, L) (torch or numpy) of a model that stretched the image to its square input
+    without padding (SAM 2, SAM 3) → (B, M, H, W) float32 logits in the image's px, (H, W) = `original_size`,
+    on the input's device (CPU for numpy): one bilinear resize, align_corners=False
+    (`SAM2Transforms.postprocess_masks` without hole filling); there is nothing to crop."""
+    x = torch.as_tensor(low_res, dtype=torch.float32)
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"low_res must be (B, M, L, L), got {tuple(x.shape)}")
+    with torch.inference_mode():
+        return F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
+
+
 def point_batch_arrays(points, labels) -> tuple[np.ndarray, np.ndarray]:
     """`decode_point_batch`'s inputs checked and as numpy: points (B, N ≥ 1, 2) float32 (x, y) image px,
     labels (B, N) as given; numpy or torch in. ValueError for other shapes."""
@@ -78,6 +91,30 @@ def point_batch_arrays(points, labels) -> tuple[np.ndarray, np.ndarray]:
     if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] < 1 or lab.shape != pts.shape[:2]:
         raise ValueError(f"points must be (B, N ≥ 1, 2) and labels (B, N), got {pts.shape} and {lab.shape}")
     return pts, lab
+
+
+def point_rows(engine, embedding: Embedding, points, labels, multimask: bool, *, to_model_frame: bool,
+               mask: torch.Tensor | None, low_res_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAM 2-style engines' (sam2, sam3) point-batch loop: unclamped low-res logits (B, M, low_res_size,
+    low_res_size) and scores (B, M), float32 on the CPU, of B point queries. `points` (B, N, 2) float in image
+    px, SAM convention (`to_model_frame`: mapped with `engine._to_model_frame`) or already in the model frame;
+    `labels` (B, N) int; `mask` optional (B, 1, low_res_size, low_res_size) mask inputs, one per row. Each
+    decoder pass of `engine.point_batch_rows` rows is one `engine._rows_pass` call on the torch thread, so
+    clicks queued meanwhile wait for one pass only."""
+    pts, lab = point_batch_arrays(points, labels)
+    b, m = pts.shape[0], (3 if multimask else 1)
+    if b == 0:
+        return torch.zeros((0, m, low_res_size, low_res_size)), torch.zeros((0, m))
+    if to_model_frame:
+        coords = engine._to_model_frame(pts, embedding.original_size)
+    else:
+        coords = torch.as_tensor(pts, dtype=torch.float, device=engine.device)
+    lab_t = torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=engine.device)
+    step = engine.point_batch_rows
+    parts = [on_torch_thread(engine._rows_pass, embedding, coords[i:i + step], lab_t[i:i + step],
+                             None if mask is None else mask[i:i + step], multimask)
+             for i in range(0, b, step)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 class EnginePredictor:

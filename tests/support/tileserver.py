@@ -20,9 +20,10 @@ import re
 import threading
 from collections import Counter
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from tests.support.local_http import QuietHTTPServer
 from tests.support.scene import Scene, render_tile_png
 
 ATTRIBUTION = "Synthetic scene © samgis tests"
@@ -33,7 +34,7 @@ _PATH = re.compile(r"^/(?P<route>[a-z]+)/(?P<z>\d{1,2})/(?P<x>\d{1,9})/(?P<y>\d{
 
 
 class SceneTileServer:
-    """ThreadingHTTPServer in a daemon thread on 127.0.0.1 (ephemeral port); a context manager.
+    """A `QuietHTTPServer` in a daemon thread on 127.0.0.1 (ephemeral port); a context manager.
 
     `requests` counts every HTTP request received (all routes, bad paths too) since the start or
     the last `reset_counts()`; `counts` splits it by route name ("scene", "slow", ..., "other").
@@ -48,7 +49,7 @@ class SceneTileServer:
         self._closing = threading.Event()
         self._png = lru_cache(maxsize=cache_tiles)(
             lambda z, x, y: render_tile_png(scene, z, x, y, tile_size))
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: QuietHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
         self.url_template = ""
@@ -58,8 +59,7 @@ class SceneTileServer:
         if self._httpd is not None:
             raise RuntimeError("server already started")
         self._closing.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
         port = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{port}"
         self.url_template = self.route_template("scene")

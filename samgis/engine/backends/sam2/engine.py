@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from samgis.engine.amg import point_batch_arrays
+from samgis.engine.amg import point_rows, square_upscale
 from samgis.engine.backends.sam1.decoder import nchw_from_s0, nchw_from_s1, tokens_layout_s0, tokens_layout_s1
 from samgis.engine.backends.sam1.postprocess import postprocess_masks
 from samgis.engine.backends.sam2 import decoder as fast
@@ -319,21 +318,8 @@ class Sam2Engine:
         """Unclamped low-res logits (B, M, 256, 256) and scores (B, M), float32 on the CPU, of B point
         queries; points in image px (`to_model_frame`) or already in the model frame. `mask`: optional
         (B, 1, 256, 256) mask inputs, one per row."""
-        pts, lab = point_batch_arrays(points, labels)
-        b, m = pts.shape[0], (3 if multimask else 1)
-        if b == 0:
-            return torch.zeros((0, m, LOW_RES_SIZE, LOW_RES_SIZE)), torch.zeros((0, m))
-        if to_model_frame:
-            coords = self._to_model_frame(pts, embedding.original_size)
-        else:
-            coords = torch.as_tensor(pts, dtype=torch.float, device=self.device)
-        lab_t = torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device)
-        step = self.point_batch_rows
-        # One torch-thread call per decoder pass, so clicks queued meanwhile wait for one pass only.
-        parts = [on_torch_thread(self._rows_pass, embedding, coords[i:i + step], lab_t[i:i + step],
-                                 None if mask is None else mask[i:i + step], multimask)
-                 for i in range(0, b, step)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return point_rows(self, embedding, points, labels, multimask, to_model_frame=to_model_frame, mask=mask,
+                          low_res_size=LOW_RES_SIZE)
 
     def _rows_pass(self, embedding: Embedding, coords: torch.Tensor, labels: torch.Tensor,
                    mask: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,15 +337,10 @@ class Sam2Engine:
         SAM 2 resizes the whole image to its square input without padding, so this is a single bilinear
         resize (`SAM2Transforms.postprocess_masks` without hole filling); there is nothing to crop.
         """
-        x = torch.as_tensor(low_res, dtype=torch.float32)
-        if x.ndim != 4:
-            raise ValueError(f"low_res must be (B, M, 256, 256), got {tuple(x.shape)}")
-        with torch.inference_mode():
-            return self._upscale(x, embedding.original_size)
-
+        return square_upscale(low_res, embedding.original_size)
 
     def _upscale(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(low_res.float(), tuple(original_size), mode="bilinear", align_corners=False)
+        return square_upscale(low_res, original_size)
 
     # --- automatic masks ----------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samgis.engine.amg import point_batch_arrays
+from samgis.engine.amg import point_rows, square_upscale
 from samgis.engine.backends.sam3.compat import cpu_only, needs_cpu_shim, to_device
 from samgis.engine.devices import autocast, load_state, pick_device, pick_precision
 from samgis.engine.protocol import (Capabilities, ConceptPrompt, DecodeResult, Embedding, FoundInstances,
@@ -421,20 +421,8 @@ class Sam3Engine:
         points (B, N, 2) in image px (`to_model_frame`) or already in the 1008² frame. `mask`: optional
         (B, 1, 288, 288) mask inputs, one per row. One torch-thread call per decoder pass of `point_batch_rows`
         rows, so clicks queued meanwhile wait for one pass only."""
-        pts, lab = point_batch_arrays(points, labels)
-        b, m = pts.shape[0], (3 if multimask else 1)
-        if b == 0:
-            return torch.zeros((0, m, LOW_RES_SIZE, LOW_RES_SIZE)), torch.zeros((0, m))
-        if to_model_frame:
-            coords = self._to_model_frame(pts, embedding.original_size)
-        else:
-            coords = torch.as_tensor(pts, dtype=torch.float, device=self.device)
-        lab_t = torch.as_tensor(lab.astype(np.int32), dtype=torch.int, device=self.device)
-        step = self.point_batch_rows
-        parts = [on_torch_thread(self._rows_pass, embedding, coords[i:i + step], lab_t[i:i + step],
-                                 None if mask is None else mask[i:i + step], multimask)
-                 for i in range(0, b, step)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return point_rows(self, embedding, points, labels, multimask, to_model_frame=to_model_frame, mask=mask,
+                          low_res_size=LOW_RES_SIZE)
 
     def _rows_pass(self, embedding: Embedding, coords: torch.Tensor, labels: torch.Tensor,
                    mask: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -449,15 +437,11 @@ class Sam3Engine:
         """(B, M, 288, 288) low-res logits (torch or numpy) → (B, M, H, W) float32 logits in the embedded image's
         px, (H, W) = `embedding.original_size`, on the input's device (CPU for numpy): one bilinear resize (the
         image was stretched to 1008² without padding, so there is nothing to crop)."""
-        x = torch.as_tensor(low_res, dtype=torch.float32)
-        if x.ndim != 4:
-            raise ValueError(f"low_res must be (B, M, {LOW_RES_SIZE}, {LOW_RES_SIZE}), got {tuple(x.shape)}")
-        with torch.inference_mode():
-            return self._upscale(x, embedding.original_size)
+        return square_upscale(low_res, embedding.original_size)
 
     def _upscale(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """`SAM2Transforms.postprocess_masks` without hole filling: bilinear, align_corners=False, float32."""
-        return F.interpolate(low_res.float(), tuple(original_size), mode="bilinear", align_corners=False)
+        return square_upscale(low_res, original_size)
 
     # --- automatic masks ----------------------------------------------------------------------------
 
