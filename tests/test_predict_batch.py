@@ -13,8 +13,9 @@ from segment_anything import SamAutomaticMaskGenerator
 from samgis.engine.amg import EnginePredictor, PointBatchDecoder, mask_generator
 from samgis.engine.protocol import AmgOptions, Prompts
 from tests.conftest import textured_image
+from tests.support.amg_records import assert_same_records
 from tests.support.colour_engine import ColourRegionEngine
-from tests.test_predict import AMG_PARAMS, iou
+from tests.test_predict import AMG_PARAMS
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +93,6 @@ def test_predictor_makes_one_batched_call_per_generator_batch(tiny_engine, embed
     assert masks.shape == (5, 3, 96, 128) and scores.shape == (5, 3) and low.shape == (5, 3, 256, 256)
 
 
-def assert_same_records(ours: list[dict], ref: list[dict]) -> None:
-    """Automatic-mask records equal up to float rounding of batched products, pairwise in order."""
-    for o, r in zip(ours, ref):
-        assert iou(o["segmentation"], r["segmentation"]) >= 0.999
-        assert o["bbox"] == r["bbox"] and o["crop_box"] == r["crop_box"]
-        assert abs(o["area"] - r["area"]) <= 0.001 * r["area"] + 1
-        assert o["predicted_iou"] == pytest.approx(r["predicted_iou"], abs=1e-4)
-        assert o["stability_score"] == pytest.approx(r["stability_score"], abs=1e-3)
-        np.testing.assert_allclose(o["point_coords"], r["point_coords"], atol=1e-6)
-
-
 def test_batched_generator_equals_per_point_generator(tiny_engine, image, embedding, monkeypatch):
     params = {**AMG_PARAMS, "points_per_side": 6}
     batched = tiny_engine.generate(embedding, AmgOptions(**params), image)
@@ -113,7 +103,7 @@ def test_batched_generator_equals_per_point_generator(tiny_engine, image, embedd
     looped = tiny_engine.generate(embedding, AmgOptions(**params), image)
     assert decodes == [1] * 36  # one per grid point
     assert len(batched) >= 5 and len(batched) == len(looped)
-    assert_same_records(batched, looped)
+    assert_same_records(batched, looped, point_atol=1e-6)
 
 
 def test_batched_generator_with_crops_matches_sam(tiny_engine):
@@ -124,7 +114,7 @@ def test_batched_generator_with_crops_matches_sam(tiny_engine):
     assert len(ref) >= 5 and len(ours) == len(ref)
     # (the random model's masks all touch the crops' inner edges, so only the whole-image layer's survive;
     # the crops are still embedded and decoded through the batch path, with the same filtering outcome)
-    assert_same_records(ours, ref)
+    assert_same_records(ours, ref, point_atol=1e-6)
 
 
 def test_masks_below_the_iou_threshold_are_not_upscaled_and_nothing_changes(tiny_engine, image, embedding,
